@@ -1,0 +1,1 @@
+"""Siyu: webhook bot and chat-ops service for private-domain WeChat communities."""

@@ -1,0 +1,1 @@
+"""FAQ brain: normalize → jieba tokens → synonym expansion → BM25 → decide."""
