@@ -1,0 +1,1 @@
+"""Tags from replies: keyword, regex, survey and FAQ-topic rules, stored per contact."""
