@@ -1,0 +1,279 @@
+"""A local fake of the WeChat Official Account / WeCom server API, for tests and benchmarks.
+
+Every request is recorded; tests script failures with `inject`, `expire_token` and
+`set_delay`, and assert on `calls` / `wait_for`.
+
+In tests:     `fake_wechat_api` fixture (or `await start_fake_wechat_api()`).
+Benchmarks:   `python -m tests.fake_wechat_api --port 8901` (GET /_fake/stats for counters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest_asyncio
+from aiohttp import web
+
+TOKEN_PATHS = frozenset({"/cgi-bin/token", "/cgi-bin/gettoken"})
+TOKEN_TTL_SECONDS = 7200
+FIRST_TAG_ID = 100
+
+#: A scripted answer: a JSON body (usually {"errcode": ..., "errmsg": ...}) or a bare HTTP status.
+ScriptedResponse = dict[str, Any] | int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any  # decoded body; the raw text when it is not JSON; None when empty
+    at: float  # time.monotonic()
+
+
+def _ok(**extra: Any) -> dict[str, Any]:
+    return {"errcode": 0, "errmsg": "ok", **extra}
+
+
+def _err(errcode: int, errmsg: str) -> dict[str, Any]:
+    return {"errcode": errcode, "errmsg": errmsg}
+
+
+class FakeWeChatApi:
+    def __init__(self, *, max_recorded: int | None = None) -> None:
+        # Bounded in benchmark runs so a long load test does not eat the machine's memory.
+        self._recorded: deque[RecordedCall] = deque(maxlen=max_recorded)
+        self._counts: dict[str, int] = defaultdict(int)
+        self._scripted: dict[str, deque[ScriptedResponse]] = defaultdict(deque)
+        self._delays: dict[str, float] = {}
+        self._valid_tokens: set[str] = set()
+        self.tokens_issued = 0
+        self.tags: dict[int, str] = {}
+        self.tag_members: dict[int, set[str]] = defaultdict(set)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self._routes: dict[str, Callable[[web.Request, Any], Awaitable[dict[str, Any]]]] = {
+            "/cgi-bin/tags/create": self._tags_create,
+            "/cgi-bin/tags/get": self._tags_get,
+            "/cgi-bin/tags/members/batchtagging": self._batch_tag,
+            "/cgi-bin/tags/members/batchuntagging": self._batch_untag,
+        }
+
+    # -- test helpers -----------------------------------------------------------------
+
+    def calls(self, path: str | None = None) -> list[RecordedCall]:
+        """Recorded calls, oldest first; only those to `path` when given."""
+        return [c for c in self._recorded if path is None or c.path == path]
+
+    async def wait_for(self, path: str, count: int = 1, timeout: float = 5.0) -> list[RecordedCall]:
+        """Wait until `path` was called at least `count` times; returns those calls."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.calls(path)
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                seen = sorted({c.path for c in self._recorded})
+                raise AssertionError(
+                    f"expected {count} call(s) to {path} within {timeout}s, got {len(found)}; paths seen: {seen}"
+                )
+            await asyncio.sleep(0.01)
+
+    def inject(self, path: str, *responses: ScriptedResponse) -> None:
+        """Queue answers for the next calls to `path`, consumed one per call, before any checks."""
+        self._scripted[path].extend(responses)
+
+    def expire_token(self, token: str) -> None:
+        """From now on, calls with `token` get errcode 40001."""
+        self._valid_tokens.discard(token)
+
+    def expire_all_tokens(self) -> None:
+        self._valid_tokens.clear()
+
+    def set_delay(self, path: str, seconds: float) -> None:
+        """Answer calls to `path` only after `seconds` (0 removes the delay)."""
+        if seconds > 0:
+            self._delays[path] = seconds
+        else:
+            self._delays.pop(path, None)
+
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """Bodies of OA customer-service and WeCom app messages, in order."""
+        return [
+            c.json
+            for c in self._recorded
+            if c.path in ("/cgi-bin/message/custom/send", "/cgi-bin/message/send") and isinstance(c.json, dict)
+        ]
+
+    # -- server lifecycle -------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/_fake/stats", self._stats)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{bound_host}:{bound_port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- request handling -------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = request.path
+        body = await _decode_body(request)
+        self._recorded.append(RecordedCall(request.method, path, dict(request.query), body, time.monotonic()))
+        self._counts[path] += 1
+        if delay := self._delays.get(path):
+            await asyncio.sleep(delay)
+        if self._scripted[path]:
+            scripted = self._scripted[path].popleft()
+            if isinstance(scripted, int):
+                return web.Response(status=scripted, text=f"scripted HTTP {scripted}")
+            return _json(scripted)
+        if path in TOKEN_PATHS:
+            return _json(self._issue_token(request, path))
+        token = request.query.get("access_token")
+        if not token:
+            return _json(_err(41001, "access_token missing"))
+        if token not in self._valid_tokens:
+            return _json(_err(40001, "invalid credential, access_token is invalid or not latest"))
+        if request.method == "POST" and isinstance(body, str):
+            return _json(_err(47001, "data format error"))
+        route = self._routes.get(path)
+        return _json(await route(request, body) if route else _ok())
+
+    def _issue_token(self, request: web.Request, path: str) -> dict[str, Any]:
+        query = request.query
+        if path == "/cgi-bin/token":
+            if query.get("grant_type") != "client_credential":
+                return _err(40002, "invalid grant_type")
+            if not query.get("appid"):
+                return _err(41002, "appid missing")
+            if not query.get("secret"):
+                return _err(41004, "appsecret missing")
+        else:
+            if not query.get("corpid"):
+                return _err(41002, "corpid missing")
+            if not query.get("corpsecret"):
+                return _err(41004, "corpsecret missing")
+        self.tokens_issued += 1
+        token = f"tok-{self.tokens_issued}"
+        self._valid_tokens.add(token)
+        return _ok(access_token=token, expires_in=TOKEN_TTL_SECONDS)
+
+    async def _tags_create(self, request: web.Request, body: Any) -> dict[str, Any]:
+        tag = body.get("tag") if isinstance(body, dict) else None
+        name = tag.get("name") if isinstance(tag, dict) else None
+        if not name:
+            return _err(45158, "tag name missing")
+        if name in self.tags.values():
+            return _err(45157, "tag name already exists")
+        tag_id = FIRST_TAG_ID + len(self.tags)
+        self.tags[tag_id] = name
+        return {"tag": {"id": tag_id, "name": name}}
+
+    async def _tags_get(self, request: web.Request, body: Any) -> dict[str, Any]:
+        return {
+            "tags": [
+                {"id": tag_id, "name": name, "count": len(self.tag_members[tag_id])}
+                for tag_id, name in self.tags.items()
+            ]
+        }
+
+    async def _batch_tag(self, request: web.Request, body: Any) -> dict[str, Any]:
+        return self._change_members(body, add=True)
+
+    async def _batch_untag(self, request: web.Request, body: Any) -> dict[str, Any]:
+        return self._change_members(body, add=False)
+
+    def _change_members(self, body: Any, *, add: bool) -> dict[str, Any]:
+        if not isinstance(body, dict) or not body.get("openid_list"):
+            return _err(40032, "invalid openid list")
+        tag_id = body.get("tagid")
+        if tag_id not in self.tags:
+            return _err(45059, "invalid tagid")
+        members = self.tag_members[tag_id]
+        if add:
+            members.update(body["openid_list"])
+        else:
+            members.difference_update(body["openid_list"])
+        return _ok()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Counters for benchmarks driving the fake from another process."""
+        return _json({"calls_by_path": dict(self._counts), "tokens_issued": self.tokens_issued})
+
+
+async def _decode_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return None
+    text = await request.text()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _json(payload: dict[str, Any]) -> web.Response:
+    # Real WeChat labels JSON as text/plain; mimic it so clients cannot rely on the header.
+    return web.Response(text=json.dumps(payload, ensure_ascii=False), content_type="text/plain")
+
+
+async def start_fake_wechat_api(host: str = "127.0.0.1", port: int = 0) -> FakeWeChatApi:
+    fake = FakeWeChatApi()
+    await fake.start(host, port)
+    return fake
+
+
+@pytest_asyncio.fixture
+async def fake_wechat_api() -> AsyncIterator[FakeWeChatApi]:
+    fake = await start_fake_wechat_api()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+async def _serve_forever(host: str, port: int, max_recorded: int) -> None:
+    fake = FakeWeChatApi(max_recorded=max_recorded)
+    await fake.start(host, port)
+    print(f"fake WeChat API listening on {fake.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the fake WeChat/WeCom API server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8901)
+    parser.add_argument("--max-recorded", type=int, default=10_000, help="keep only the newest N calls")
+    args = parser.parse_args()
+    asyncio.run(_serve_forever(args.host, args.port, args.max_recorded))
+
+
+if __name__ == "__main__":
+    main()
