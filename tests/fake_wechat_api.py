@@ -122,7 +122,8 @@ class FakeWeChatApi:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        # Short shutdown: a test's delayed handler must not hold up its teardown.
+        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

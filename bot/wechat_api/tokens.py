@@ -8,6 +8,7 @@ fetches and the others pick its token up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Literal
 
@@ -35,6 +36,9 @@ class AccessTokenProvider:
         self._secret = secret
         self.cache_key = f"wechat:token:{flavor}:{appid}"
         self._lock_name = f"wechat:token-refresh:{flavor}:{appid}"
+        # Coroutines of this process queue here, not on the store lock (which Redis waiters
+        # poll), so a burst of callers is served by one refresh as soon as it lands.
+        self._local_refresh = asyncio.Lock()
 
     @property
     def token_path(self) -> str:
@@ -52,6 +56,13 @@ class AccessTokenProvider:
         Under the lock, the cache is re-read: if it holds something other than the
         rejected token, another process already refreshed and we use its token.
         """
+        async with self._local_refresh:
+            cached = await self.store.get(self.cache_key)
+            if cached and cached != rejected:
+                return cached
+            return await self._refresh_across_processes(rejected)
+
+    async def _refresh_across_processes(self, rejected: str | None) -> str:
         budget = self.transport.worst_case_seconds() + LOCK_SLACK_SECONDS
         try:
             async with self.store.lock(self._lock_name, timeout=budget, wait=budget):
