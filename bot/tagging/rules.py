@@ -52,6 +52,8 @@ class SurveyOption(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tag: str = Field(min_length=1)
+    #: How the option is listed in the question; defaults to its first answer, then its tag.
+    label: str | None = None
     #: Replies that pick this option besides its number (1-based position).
     answers: list[str] = Field(default_factory=list)
 
