@@ -1,0 +1,61 @@
+"""Per-contact tagging state in the key-value store (Redis in production).
+
+Keys (one contact = channel + our account + sender):
+
+- `survey:{channel}:{account}:{sender}` → id of the survey rule we asked and are
+  waiting on; expires after `PENDING_SURVEY_TTL` so a reply days later is read as
+  a fresh message, not as an answer.
+- `faqtopic:{channel}:{account}:{sender}:{faq_id}` → how many times FAQ entry
+  `faq_id` answered this contact (INCR); expires `FAQ_TOPIC_TTL` after the first
+  answer, so interest is measured over a window, not forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bot.events import Event
+from bot.kv import KeyValueStore
+
+PENDING_SURVEY_TTL = 24 * 3600.0
+FAQ_TOPIC_TTL = 90 * 24 * 3600.0
+
+
+def _contact(event: Event) -> str:
+    return f"{event.channel}:{event.account}:{event.sender}"
+
+
+def survey_key(event: Event) -> str:
+    return f"survey:{_contact(event)}"
+
+
+def faq_topic_key(event: Event, faq_id: str) -> str:
+    return f"faqtopic:{_contact(event)}:{faq_id}"
+
+
+async def pending_survey(store: KeyValueStore, event: Event) -> str | None:
+    return await store.get(survey_key(event))
+
+
+async def set_pending_survey(store: KeyValueStore, event: Event, rule_id: str) -> None:
+    await store.set(survey_key(event), rule_id, ttl=PENDING_SURVEY_TTL)
+
+
+async def clear_pending_survey(store: KeyValueStore, event: Event) -> None:
+    await store.delete(survey_key(event))
+
+
+async def count_faq_answer(store: KeyValueStore, event: Event, faq_id: str) -> int:
+    """Count one more answer from `faq_id`; the window starts at the first one."""
+    key = faq_topic_key(event, faq_id)
+    # Create with a TTL first, then INCR (which keeps the TTL): no window where the key lives forever.
+    await store.set_nx(key, "0", ttl=FAQ_TOPIC_TTL)
+    return await store.incr(key)
+
+
+async def faq_counts(store: KeyValueStore, event: Event, faq_ids: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for faq_id in faq_ids:
+        value = await store.get(faq_topic_key(event, faq_id))
+        counts[faq_id] = int(value) if value and value.lstrip("-").isdigit() else 0
+    return counts
