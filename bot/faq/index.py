@@ -1,0 +1,90 @@
+"""BM25F inverted index over FAQ entries.
+
+Each entry has several fields of tokens (keywords, question, examples, answer);
+a field weight multiplies term frequency before BM25 saturation (BM25F), so a
+word that is an entry's keyword counts more than one seen in an example.
+
+Postings hold the finished per-(token, entry) BM25 contribution, so scoring a
+query is a few dict look-ups and additions: cost follows the query's tokens
+and their posting lengths, not the number of entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Field → weight on term frequency. Keywords are curated evidence, the question
+#: is the canonical phrasing, examples are paraphrases, the answer is long and
+#: noisy (it only helps recall for facts mentioned nowhere else, e.g. 青海).
+DEFAULT_FIELD_WEIGHTS: Mapping[str, float] = {
+    "keywords": 3.0,
+    "question": 2.0,
+    "examples": 1.5,
+    "answer": 0.25,
+}
+
+
+@dataclass(frozen=True)
+class Bm25Params:
+    k1: float = 1.2
+    b: float = 0.5
+
+
+def bm25_idf(n_docs: int, df: int) -> float:
+    """Robertson–Spärck Jones IDF, kept positive: log(1 + (N - df + 0.5) / (df + 0.5))."""
+    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+
+
+class Bm25Index:
+    def __init__(
+        self,
+        docs: Sequence[Mapping[str, Sequence[str]]],
+        *,
+        field_weights: Mapping[str, float] = DEFAULT_FIELD_WEIGHTS,
+        params: Bm25Params = Bm25Params(),
+    ) -> None:
+        self.n_docs = len(docs)
+        self.params = params
+        weighted_tf: list[Counter[str]] = []
+        lengths: list[float] = []
+        for doc in docs:
+            tf: Counter[str] = Counter()
+            length = 0.0
+            for field_name, tokens in doc.items():
+                weight = field_weights.get(field_name, 0.0)
+                if weight <= 0:
+                    continue
+                for token in tokens:
+                    tf[token] += weight
+                length += weight * len(tokens)
+            weighted_tf.append(tf)
+            lengths.append(length)
+        avg_length = (sum(lengths) / len(lengths)) if lengths and sum(lengths) else 1.0
+
+        df: Counter[str] = Counter()
+        for tf in weighted_tf:
+            df.update(tf.keys())
+        self.idf: dict[str, float] = {t: bm25_idf(self.n_docs, n) for t, n in df.items()}
+        #: Weight given to a query word no entry contains: as rare as the rarest word.
+        self.unknown_idf = bm25_idf(max(self.n_docs, 1), 1)
+
+        k1, b = params.k1, params.b
+        postings: dict[str, list[tuple[int, float]]] = {}
+        for doc_id, (tf, length) in enumerate(zip(weighted_tf, lengths)):
+            norm = k1 * (1.0 - b + b * length / avg_length)
+            for token, freq in tf.items():
+                score = self.idf[token] * freq * (k1 + 1.0) / (freq + norm)
+                postings.setdefault(token, []).append((doc_id, score))
+        self.postings: dict[str, tuple[tuple[int, float], ...]] = {
+            t: tuple(p) for t, p in postings.items()
+        }
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.postings
+
+    def max_contribution(self, token: str) -> float:
+        """Upper bound of one token's score (tf → ∞): the query-side normalizer."""
+        return self.idf.get(token, self.unknown_idf) * (self.params.k1 + 1.0)

@@ -1,0 +1,168 @@
+"""Match a customer's message to a FAQ entry: answer, ask to clarify, or reject.
+
+Scoring: the message is analyzed into canonical tokens (bot.faq.analyzer);
+greetings/politeness are ignored; a token no entry contains is tried as a
+homophone typo of a known word (油费 → 运费). Each entry gets a BM25F score
+(bot.faq.index) divided by the most the message's tokens could score, giving a
+coverage in [0, 1]: how much of what the customer said the entry explains.
+Words the KB has never seen count fully in that denominator, which is what
+rejects out-of-scope questions ("明天杭州下雨不": only 杭州 is known).
+
+Decision (see `Thresholds`):
+- reject  when the best coverage < `answer`, or nothing is left to match;
+  `entry` is still the best candidate if coverage ≥ `suggest` (for "您是想问…").
+- clarify when the runner-up reaches (1 - `clarify_margin`) × best and both
+  have the same priority: the customer picks between the top two.
+- answer  otherwise. Within that near-tie, a higher `priority` entry wins
+  outright (priority is the tie-break, not a score bonus).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.faq.analyzer import TextAnalyzer
+from bot.faq.index import Bm25Index
+from bot.faq.model import FaqEntry
+
+Decision = Literal["answer", "clarify", "reject"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    #: Minimum coverage (best score / message's max score) to answer at all.
+    answer: float = 0.42
+    #: Runner-up within this fraction of the best → near-tie (priority, else clarify).
+    clarify_margin: float = 0.12
+    #: On reject, still report the best entry when coverage reaches this.
+    suggest: float = 0.25
+    #: A homophone-corrected word counts this much of a real match.
+    homophone_factor: float = 0.8
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    decision: Decision
+    entry: FaqEntry | None
+    alternatives: tuple[FaqEntry, ...]
+    score: float
+    tokens: tuple[str, ...]
+
+
+def _fields(entry: FaqEntry, analyzer: TextAnalyzer) -> dict[str, list[str]]:
+    return {
+        "keywords": [t for k in entry.keywords for t in analyzer.analyze(k)],
+        "question": analyzer.analyze(entry.question),
+        "examples": [t for e in entry.examples for t in analyzer.analyze(e)],
+        "answer": analyzer.analyze(entry.answer),
+    }
+
+
+class FaqMatcher:
+    def __init__(
+        self,
+        entries: Sequence[FaqEntry],
+        index: Bm25Index,
+        analyzer: TextAnalyzer,
+        thresholds: Thresholds,
+    ) -> None:
+        self.entries = tuple(entries)
+        self.index = index
+        self.analyzer = analyzer
+        self.thresholds = thresholds
+
+    @classmethod
+    def build(
+        cls,
+        entries: Sequence[FaqEntry],
+        *,
+        analyzer: TextAnalyzer | None = None,
+        synonyms: Mapping[str, Sequence[str]] = {},  # noqa: B006 - read only
+        user_words: Sequence[str] = (),
+        thresholds: Thresholds = Thresholds(),
+    ) -> FaqMatcher:
+        base = analyzer if analyzer is not None else TextAnalyzer()
+        merged: dict[str, list[str]] = {k: list(v) for k, v in synonyms.items()}
+        for entry in entries:
+            for head, variants in entry.synonyms.items():
+                merged.setdefault(head, []).extend(variants)
+        words = [*user_words, *(k for e in entries for k in e.keywords)]
+        local = base.derive(user_words=words, synonyms=merged)
+        docs = [_fields(entry, local) for entry in entries]
+        index = Bm25Index(docs)
+        # Entry words become targets for homophone typo correction of queries.
+        local = local.derive(vocabulary=index.postings.keys())
+        return cls(entries, index, local, thresholds)
+
+    # --- matching -------------------------------------------------------------
+
+    def analyze(self, text: str) -> tuple[str, ...]:
+        """The message's tokens as match_tokens wants them (the tokenizing step)."""
+        return tuple(self.analyzer.analyze(text))
+
+    def match(self, text: str, *, channel: str | None = None, in_group: bool = False) -> MatchResult:
+        return self.match_tokens(self.analyze(text), channel=channel, in_group=in_group)
+
+    def match_tokens(
+        self, tokens: Sequence[str], *, channel: str | None = None, in_group: bool = False
+    ) -> MatchResult:
+        tokens = tuple(tokens)
+        index, limits = self.index, self.thresholds
+        scores: dict[int, float] = {}
+        ceiling = 0.0
+        for token in dict.fromkeys(tokens):  # each distinct word once, in order
+            if self.analyzer.is_smalltalk(token):
+                continue
+            factor = 1.0
+            if token not in index:
+                sound_alike = self.analyzer.sounds_like(token)
+                if sound_alike is not None and sound_alike in index:
+                    ceiling += index.max_contribution(sound_alike)
+                    token, factor = sound_alike, limits.homophone_factor
+                else:
+                    ceiling += index.max_contribution(token)
+                    continue
+            else:
+                ceiling += index.max_contribution(token)
+            for doc_id, weight in index.postings[token]:
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+        if not scores or ceiling <= 0:
+            return MatchResult("reject", None, (), 0.0, tokens)
+
+        allowed = self._allowed
+        top = heapq.nlargest(
+            3,
+            ((score, doc_id) for doc_id, score in scores.items() if allowed(doc_id, channel, in_group)),
+        )
+        if not top:
+            return MatchResult("reject", None, (), 0.0, tokens)
+        return self._decide([(s / ceiling, self.entries[d]) for s, d in top], tokens)
+
+    def _allowed(self, doc_id: int, channel: str | None, in_group: bool) -> bool:
+        entry = self.entries[doc_id]
+        if entry.scope == "group" and not in_group:
+            return False
+        if entry.scope == "private" and in_group:
+            return False
+        return not entry.channels or channel is None or channel in entry.channels
+
+    def _decide(self, ranked: list[tuple[float, FaqEntry]], tokens: tuple[str, ...]) -> MatchResult:
+        limits = self.thresholds
+        best_score, best = ranked[0]
+        if best_score < limits.answer:
+            near = best if best_score >= limits.suggest else None
+            return MatchResult("reject", near, (), best_score, tokens)
+        close = [(s, e) for s, e in ranked if s >= best_score * (1.0 - limits.clarify_margin)]
+        if len(close) == 1:
+            return MatchResult("answer", best, (), best_score, tokens)
+        top_priority = max(e.priority for _, e in close)
+        leaders = [(s, e) for s, e in close if e.priority == top_priority]
+        if len(leaders) == 1:
+            score, entry = leaders[0]
+            return MatchResult("answer", entry, (), score, tokens)
+        return MatchResult(
+            "clarify", leaders[0][1], (leaders[0][1], leaders[1][1]), leaders[0][0], tokens
+        )
