@@ -365,3 +365,28 @@ async def test_fake_runs_as_separate_process(session: aiohttp.ClientSession) -> 
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), timeout=5) == 0
+
+
+async def test_malformed_api_responses_raise_api_errors(fake_wechat_api: FakeWeChatApi, make_client: MakeClient) -> None:
+    client = make_client()
+    fake_wechat_api.inject("/cgi-bin/tags/get", {"tags": [{"name": "no id"}]})
+    fake_wechat_api.inject(TOKEN, {"expires_in": 7200})  # no access_token
+
+    with pytest.raises(WeChatApiError, match="access_token"):
+        await client.access_token()
+    with pytest.raises(WeChatApiError, match="malformed"):
+        await client.list_tags()
+
+
+async def test_fake_wait_for_sees_background_calls_and_reports_misses(
+    fake_wechat_api: FakeWeChatApi, make_client: MakeClient
+) -> None:
+    client = make_client()
+    background = asyncio.create_task(client.send_text("openid-1", "later"))
+
+    [call] = await fake_wechat_api.wait_for(SEND)
+    await background
+
+    assert call.json["text"]["content"] == "later"
+    with pytest.raises(AssertionError, match="expected 2 call"):
+        await fake_wechat_api.wait_for(SEND, count=2, timeout=0.1)

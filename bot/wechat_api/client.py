@@ -127,10 +127,13 @@ class WeChatApiClient:
     async def list_tags(self) -> list[UserTag]:
         self._require_oa("list_tags")
         payload = await self.call("GET", "/cgi-bin/tags/get")
-        return [
-            UserTag(id=int(t["id"]), name=str(t["name"]), count=int(t.get("count", 0)))
-            for t in payload.get("tags", [])
-        ]
+        try:
+            return [
+                UserTag(id=int(t["id"]), name=str(t["name"]), count=int(t.get("count", 0)))
+                for t in payload.get("tags", [])
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise WeChatApiError(BAD_RESPONSE, "tags/get response is malformed", "/cgi-bin/tags/get") from None
 
     async def create_tag(self, name: str) -> UserTag:
         self._require_oa("create_tag")
