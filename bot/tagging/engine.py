@@ -44,9 +44,9 @@ class Analyzer(Protocol):
 
 
 class Speaker(Protocol):
-    """What the engine needs from a persona to phrase a question."""
+    """What the engine needs from a persona to phrase a question: its template sandbox."""
 
-    def say(self, key: str, **context: object) -> str: ...
+    def render(self, text: str, **context: object) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +192,15 @@ class TagEngine:
         return None if index is None else rule.options[index]
 
     def survey_question(self, rule: SurveyRule, persona: Speaker | None = None) -> str:
-        """The text that asks the survey, options numbered unless the ask already lists them."""
-        ask = rule.ask.strip()
+        """The text that asks the survey, options numbered unless the ask already lists them.
+
+        The ask is an admin template: with a persona it is rendered in the persona's sandbox.
+        """
+        labels = [option_label(option) for option in rule.options]
+        ask = (persona.render(rule.ask, options=labels) if persona is not None else rule.ask).strip()
         if _NUMBERED.search(ask):
             return ask
-        lines = [ask] + [f"{number}) {option_label(option)}" for number, option in enumerate(rule.options, 1)]
+        lines = [ask] + [f"{number}) {label}" for number, label in enumerate(labels, 1)]
         return "\n".join(lines)
 
     def _compiled(self, rule: SurveyRule) -> _Survey:

@@ -1,0 +1,110 @@
+"""Tags from what customers say: survey answers, keyword/regex rules, survey triggers, FAQ topics.
+
+Order in the chain (higher runs first; the FAQ handler is at 0):
+- 90 survey answer: a reply to a survey we asked. A valid answer is tagged and
+  thanked and stops the chain; anything else passes on (the survey stays
+  pending, and the FAQ may answer the question instead).
+- 80 keyword/regex tags: tag and let later handlers answer (`Continue`).
+- 70 survey trigger: trigger words → ask the survey.
+The FAQ-topic middleware counts, after the chain, which FAQ entry answered
+(`ctx.notes["faq_answered"]`) and tags contacts who keep asking about a topic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bot.events import Action, AddTag, Event, Reply
+from bot.filters import has_text
+from bot.router import UNHANDLED, CallNext, Continue, HandlerResult, Router
+from bot.tagging import state
+from bot.tagging.compiled import engine_for
+from bot.tagging.engine import in_scope
+from bot.tagging.rules import SurveyOption, SurveyRule
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+router = Router("tagging")
+
+#: The note the FAQ handler leaves with the id of the entry that answered.
+FAQ_ANSWERED_NOTE = "faq_answered"
+
+
+def customer(event: Event, ctx: Context) -> bool:
+    """Staff talk in groups too; their words say nothing about a customer."""
+    return not event.from_staff
+
+
+@router.on(has_text, customer, priority=90)
+async def survey_answer(event: Event, ctx: Context) -> HandlerResult:
+    rule_id = await state.pending_survey(ctx.store, event)
+    if rule_id is None:
+        return UNHANDLED
+    engine = engine_for(ctx.persona)
+    rule = engine.survey(rule_id)
+    if rule is None:  # the persona was edited and the survey is gone
+        await state.clear_pending_survey(ctx.store, event)
+        return UNHANDLED
+    if not in_scope(rule.scope, event.in_group):
+        return UNHANDLED
+    option = engine.survey_answer(rule, event.text)
+    if option is None:
+        return UNHANDLED
+    await state.clear_pending_survey(ctx.store, event)
+    return [
+        AddTag(tag=option.tag, source=rule.id, expires_in_days=rule.expires_in_days),
+        Reply(thanks_line(ctx.persona, rule, option)),
+    ]
+
+
+@router.on(has_text, customer, priority=80)
+async def keyword_tags(event: Event, ctx: Context) -> HandlerResult:
+    tags = engine_for(ctx.persona).keyword_and_regex_tags(event.text, event.in_group)
+    return Continue(tuple(tags)) if tags else UNHANDLED
+
+
+@router.on(has_text, customer, priority=70)
+async def survey_trigger(event: Event, ctx: Context) -> HandlerResult:
+    engine = engine_for(ctx.persona)
+    rule = engine.survey_triggered(event.text, event.in_group)
+    if rule is None:
+        return UNHANDLED
+    if await state.pending_survey(ctx.store, event) == rule.id:
+        return UNHANDLED  # already asked and waiting: don't ask twice, let the FAQ answer
+    await state.set_pending_survey(ctx.store, event, rule.id)
+    return [Reply(engine.survey_question(rule, ctx.persona))]
+
+
+async def ask_survey_on_follow(event: Event, ctx: Context) -> list[Action]:
+    """For the greeting handler: the follow-up survey question, if the persona asks one on follow."""
+    engine = engine_for(ctx.persona)
+    rule = engine.follow_survey(event.in_group)
+    if rule is None:
+        return []
+    await state.set_pending_survey(ctx.store, event, rule.id)
+    return [Reply(engine.survey_question(rule, ctx.persona))]
+
+
+@router.middleware
+async def faq_topic_middleware(call_next: CallNext, event: Event, ctx: Context) -> list[Action]:
+    actions = await call_next(event, ctx)
+    faq_id = ctx.notes.get(FAQ_ANSWERED_NOTE)
+    if not isinstance(faq_id, str) or not faq_id or event.from_staff:
+        return actions
+    engine = engine_for(ctx.persona)
+    counted = engine.faq_ids(answered=faq_id)
+    if not counted:
+        return actions
+    await state.count_faq_answer(ctx.store, event, faq_id)
+    counts = await state.faq_counts(ctx.store, event, counted)
+    already = {action.tag for action in actions if isinstance(action, AddTag)}
+    return actions + [tag for tag in engine.faq_topic_tags(counts, answered=faq_id) if tag.tag not in already]
+
+
+def thanks_line(persona: Any, rule: SurveyRule, option: SurveyOption) -> str:
+    """The rule's own thanks template if it has one, else the persona's `survey_thanks` line."""
+    if rule.thanks:
+        render = getattr(persona, "render", None)
+        return render(rule.thanks, tag=option.tag) if callable(render) else rule.thanks
+    return persona.say("survey_thanks", tag=option.tag)
