@@ -9,6 +9,7 @@ composed node tree is kept so a validation error's location (a pydantic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def parse_yaml(file: Path, raw: bytes) -> tuple[YamlDocument | None, list[Person
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
-        return None, [PersonaIssue(file, line, f"YAML error: {problem}")]
+        return None, [PersonaIssue(file, line, f"YAML error: {problem}{_quoting_hint(text, mark)}")]
     except yaml.YAMLError as exc:
         return None, [PersonaIssue(file, 1, f"YAML error: {exc}")]
     except RecursionError:
@@ -101,6 +102,20 @@ def parse_yaml(file: Path, raw: bytes) -> tuple[YamlDocument | None, list[Person
     finally:
         loader.dispose()
     return YamlDocument(file, data, root), _duplicate_keys(file, root)
+
+
+_UNQUOTED_TEMPLATE = re.compile(r"(:|^\s*-)\s+\{[{%]")
+
+
+def _quoting_hint(text: str, mark: yaml.Mark | None) -> str:
+    """YAML reads `key: {{ x }}` as a mapping; say so instead of leaving a parser message alone."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    nearby = lines[max(mark.line - 1, 0) : mark.line + 1]
+    if any(_UNQUOTED_TEMPLATE.search(line) for line in nearby):
+        return "; a value starting with '{' must be quoted: '{{ ... }}'"
+    return ""
 
 
 def _duplicate_keys(file: Path, root: yaml.Node | None) -> list[PersonaIssue]:
