@@ -5,7 +5,8 @@ Order in the chain (higher runs first; the FAQ handler is at 0):
   thanked and stops the chain; anything else passes on (the survey stays
   pending, and the FAQ may answer the question instead).
 - 80 keyword/regex tags: tag and let later handlers answer (`Continue`).
-- 70 survey trigger: trigger words → ask the survey.
+- 70 survey trigger: trigger words → ask the survey (at most once per
+  `state.RESURVEY_AFTER`, so a customer who answered is not asked again).
 The FAQ-topic middleware counts, after the chain, which FAQ entry answered
 (`ctx.notes["faq_answered"]`) and tags contacts who keep asking about a topic.
 """
@@ -66,24 +67,26 @@ async def keyword_tags(event: Event, ctx: Context) -> HandlerResult:
 
 @router.on(has_text, customer, priority=70)
 async def survey_trigger(event: Event, ctx: Context) -> HandlerResult:
-    engine = engine_for(ctx.persona)
-    rule = engine.survey_triggered(event.text, event.in_group)
+    rule = engine_for(ctx.persona).survey_triggered(event.text, event.in_group)
     if rule is None:
         return UNHANDLED
-    if await state.pending_survey(ctx.store, event) == rule.id:
-        return UNHANDLED  # already asked and waiting: don't ask twice, let the FAQ answer
-    await state.set_pending_survey(ctx.store, event, rule.id)
-    return [Reply(engine.survey_question(rule, ctx.persona))]
+    if await state.survey_recently_asked(ctx.store, event, rule.id):
+        return UNHANDLED  # asked lately (answered or not): don't nag, let the FAQ answer
+    return await _ask(event, ctx, rule)
 
 
 async def ask_survey_on_follow(event: Event, ctx: Context) -> list[Action]:
     """For the greeting handler: the follow-up survey question, if the persona asks one on follow."""
-    engine = engine_for(ctx.persona)
-    rule = engine.follow_survey(event.in_group)
+    rule = engine_for(ctx.persona).follow_survey(event.in_group)
     if rule is None:
         return []
+    return await _ask(event, ctx, rule)
+
+
+async def _ask(event: Event, ctx: Context, rule: SurveyRule) -> list[Action]:
     await state.set_pending_survey(ctx.store, event, rule.id)
-    return [Reply(engine.survey_question(rule, ctx.persona))]
+    await state.mark_survey_asked(ctx.store, event, rule.id)
+    return [Reply(engine_for(ctx.persona).survey_question(rule, ctx.persona))]
 
 
 @router.middleware

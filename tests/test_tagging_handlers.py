@@ -131,6 +131,8 @@ class Chat:
 
     async def cleanup(self) -> None:
         await state.clear_pending_survey(self.services.store, self.event())
+        for rule_id in ("baby_age", "skin"):
+            await self.services.store.delete(state.survey_asked_key(self.event(), rule_id))
         for faq_id in ("return_policy", "shipping_time"):
             await self.services.store.delete(state.faq_topic_key(self.event(), faq_id))
 
@@ -158,6 +160,15 @@ async def test_trigger_asks_then_answer_tags_and_thanks(chat: Chat) -> None:
     answered = await chat.say("２")
     assert tags(answered) == [AddTag(tag="宝宝6-12月", source="baby_age", expires_in_days=180)]
     assert replies(answered) == ["收到～已经为您记下「宝宝6-12月」啦"]
+    assert await chat.pending() is None
+
+
+async def test_an_answered_survey_is_not_asked_again(chat: Chat) -> None:
+    await chat.say("宝宝多大可以用")
+    await chat.say("3")
+    again = await chat.say("宝宝多大可以用")
+    assert not any("宝宝多大了？" in reply for reply in replies(again))
+    assert replies(again), "the rest of the chain (FAQ or fallback) answers instead"
     assert await chat.pending() is None
 
 

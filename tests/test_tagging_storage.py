@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -139,7 +139,7 @@ async def test_contacts_with_tag_lists_current_holders_only(db: Db) -> None:
 
 async def test_non_utc_times_compare_correctly(db: Db) -> None:
     """An expiry given in Beijing time means the same instant as its UTC equivalent."""
-    beijing = timezone_plus_8()
+    beijing = timezone(timedelta(hours=8))
     contact_id = await db.new_contact()
     expires = datetime(2025, 3, 1, 20, 30, tzinfo=beijing)  # == 12:30 UTC
     async with db.sessions.begin() as session:
@@ -148,8 +148,3 @@ async def test_non_utc_times_compare_correctly(db: Db) -> None:
     assert await _tag_names(db, contact_id, datetime(2025, 3, 1, 12, 29, tzinfo=UTC)) == ["晚上咨询"]
     assert await _tag_names(db, contact_id, datetime(2025, 3, 1, 12, 31, tzinfo=UTC)) == []
 
-
-def timezone_plus_8():  # type: ignore[no-untyped-def]
-    from datetime import timezone
-
-    return timezone(timedelta(hours=8))

@@ -5,6 +5,9 @@ Keys (one contact = channel + our account + sender):
 - `survey:{channel}:{account}:{sender}` → id of the survey rule we asked and are
   waiting on; expires after `PENDING_SURVEY_TTL` so a reply days later is read as
   a fresh message, not as an answer.
+- `surveyasked:{channel}:{account}:{sender}:{rule_id}` → "1" while we should not
+  ask that survey again because trigger words came up (`RESURVEY_AFTER`); set
+  whenever the survey is asked, answered or not, so customers aren't nagged.
 - `faqtopic:{channel}:{account}:{sender}:{faq_id}` → how many times FAQ entry
   `faq_id` answered this contact (INCR); expires `FAQ_TOPIC_TTL` after the first
   answer, so interest is measured over a window, not forever.
@@ -18,6 +21,7 @@ from bot.events import Event
 from bot.kv import KeyValueStore
 
 PENDING_SURVEY_TTL = 24 * 3600.0
+RESURVEY_AFTER = 30 * 24 * 3600.0
 FAQ_TOPIC_TTL = 90 * 24 * 3600.0
 
 
@@ -27,6 +31,10 @@ def _contact(event: Event) -> str:
 
 def survey_key(event: Event) -> str:
     return f"survey:{_contact(event)}"
+
+
+def survey_asked_key(event: Event, rule_id: str) -> str:
+    return f"surveyasked:{_contact(event)}:{rule_id}"
 
 
 def faq_topic_key(event: Event, faq_id: str) -> str:
@@ -43,6 +51,14 @@ async def set_pending_survey(store: KeyValueStore, event: Event, rule_id: str) -
 
 async def clear_pending_survey(store: KeyValueStore, event: Event) -> None:
     await store.delete(survey_key(event))
+
+
+async def mark_survey_asked(store: KeyValueStore, event: Event, rule_id: str) -> None:
+    await store.set(survey_asked_key(event, rule_id), "1", ttl=RESURVEY_AFTER)
+
+
+async def survey_recently_asked(store: KeyValueStore, event: Event, rule_id: str) -> bool:
+    return await store.get(survey_asked_key(event, rule_id)) is not None
 
 
 async def count_faq_answer(store: KeyValueStore, event: Event, faq_id: str) -> int:
