@@ -150,6 +150,25 @@ def test_yaml_bomb_is_refused_quickly(tmp_path: Path, analyzer: TextAnalyzer) ->
     ]
 
 
+def test_hostile_structure_and_runaway_templates_are_reported_not_crashed_on(
+    tmp_path: Path, analyzer: TextAnalyzer
+) -> None:
+    runaway = '"{% for i in range(900) %}{% for j in range(900) %}好{% endfor %}{% endfor %}"'
+    folder = write_persona(
+        tmp_path / "p",
+        persona=PERSONA_YAML.replace("长按二维码进群", runaway),
+        faq="[" * 100_000,
+        synonyms="纸尿裤: [尿不湿]\n---\n奶粉: [配方奶]\n",
+        tags="kind: keywords\n",
+    )
+    assert [(issue.file.name, issue.line, issue.message) for issue in check_persona(folder, analyzer=analyzer)] == [
+        ("persona.yaml", 8, "template was blocked by the sandbox: rendered text is longer than 20000 characters"),
+        ("faq.yaml", 1, "YAML is nested too deeply: flatten the structure"),
+        ("synonyms.yaml", 2, "YAML error: expected a single document in the stream, but found another document"),
+        ("tags.yaml", 1, "tags.yaml must be a list of tag rules ('- id: ...')"),
+    ]
+
+
 def test_oversized_file_is_refused(tmp_path: Path, analyzer: TextAnalyzer) -> None:
     folder = write_persona(tmp_path / "p", faq="# " + "很长" * 1_200_000 + "\n")
     assert issue_lines(check_persona(folder, analyzer=analyzer)) == [

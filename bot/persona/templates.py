@@ -21,6 +21,10 @@ BASE_VARIABLES = frozenset({"persona", "contact", "source"})
 #: Caps for the two operators that can blow up memory from a one-line template.
 _MAX_REPEAT = 10_000
 _MAX_EXPONENT = 100
+#: A chat message is short; a template producing more than this is a mistake (or an attack).
+MAX_RENDERED_CHARS = 20_000
+#: range() in templates (numbering options); jinja's own sandbox cap (100k) allows 10^10 nested steps.
+_MAX_RANGE = 1_000
 
 
 class ContactView(dict[str, Any]):
@@ -36,6 +40,7 @@ class PersonaTemplateEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self) -> None:
         # Autoescape off: the output is chat text, not HTML.
         super().__init__(autoescape=False, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.globals["range"] = _small_range
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*" and _is_big_repeat(left, right):
@@ -43,6 +48,13 @@ class PersonaTemplateEnvironment(ImmutableSandboxedEnvironment):
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
             raise SecurityError(f"exponents above {_MAX_EXPONENT} are not allowed")
         return super().call_binop(context, operator, left, right)
+
+
+def _small_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > _MAX_RANGE:
+        raise SecurityError(f"range() longer than {_MAX_RANGE} is not allowed")
+    return numbers
 
 
 def _is_big_repeat(left: Any, right: Any) -> bool:
@@ -55,7 +67,14 @@ def _is_big_repeat(left: Any, right: Any) -> bool:
 def render(template: Template, variables: Mapping[str, Any]) -> str:
     contact = variables.get("contact")
     values = {**variables, "contact": ContactView(contact) if contact is not None else None}
-    return template.render(values).strip()
+    pieces: list[str] = []
+    size = 0
+    for piece in template.generate(values):  # streamed, so a runaway loop stops at the cap
+        size += len(piece)
+        if size > MAX_RENDERED_CHARS:
+            raise SecurityError(f"rendered text is longer than {MAX_RENDERED_CHARS} characters")
+        pieces.append(piece)
+    return "".join(pieces).strip()
 
 
 def sample_variables(persona: Mapping[str, Any]) -> list[dict[str, Any]]:

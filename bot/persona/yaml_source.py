@@ -94,6 +94,8 @@ def parse_yaml(file: Path, raw: bytes) -> tuple[YamlDocument | None, list[Person
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context.startswith("expected") and exc.problem:
+            problem = f"{exc.context}, {exc.problem}"  # "expected a single document ..., but found another"
         return None, [PersonaIssue(file, line, f"YAML error: {problem}{_quoting_hint(text, mark)}")]
     except yaml.YAMLError as exc:
         return None, [PersonaIssue(file, 1, f"YAML error: {exc}")]
