@@ -202,6 +202,11 @@ def test_missing_persona_yaml_is_an_error_but_optional_files_may_be_absent(
     assert (issue.file, issue.line) == (empty / "persona.yaml", 0)
     assert "missing persona.yaml" in issue.message
 
+    (empty / "persona.yaml").write_text("# 还没写\n", encoding="utf-8")
+    assert issue_lines(check_persona(empty, analyzer=analyzer)) == [
+        f"{empty / 'persona.yaml'}:1: persona.yaml is empty: it needs name, greetings and lines"
+    ]
+
     only_persona = write_persona(tmp_path / "minimal")
     persona = load_persona(only_persona, analyzer=analyzer)
     assert persona.faq_entries == () and persona.tag_rules == ()

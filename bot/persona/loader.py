@@ -71,6 +71,8 @@ def build_persona(
         ))
 
     definition = _validated(docs.get(PERSONA_FILE), PersonaDefinition, dict, "a mapping of persona settings", issues)
+    if definition is None and not any(issue.file.name == PERSONA_FILE for issue in issues):
+        issues.append(PersonaIssue(path / PERSONA_FILE, 1, "persona.yaml is empty: it needs name, greetings and lines"))
     entries = _validated(docs.get(FAQ_FILE), list[FaqEntry], list, "a list of FAQ entries ('- id: ...')", issues)
     synonyms = _validated(
         docs.get(SYNONYMS_FILE), dict[str, list[str]], dict, "a mapping of word: [equivalents]", issues
@@ -124,7 +126,7 @@ def build_persona(
         faq=faq,
         tag_rules=tuple(rules or ()),
         synonyms=synonyms,
-        analyzer=getattr(faq, "analyzer", None) or base.derive(user_words=definition.words, synonyms=synonyms),
+        analyzer=faq.analyzer,
         faq_entries=tuple(entries or ()),
         _env=env,
         _lines=lines,
