@@ -121,6 +121,7 @@ class TextAnalyzer:
         self._tokenizer.initialize()
         self._stopwords = load_wordlist("stopwords.txt")
         self._smalltalk = load_wordlist("smalltalk.txt")
+        self._generic = load_wordlist("generic.txt")
         self._table = _SynonymTable()
         self._sounds: dict[str, str | None] = {}
         for group in load_lexicon(lexicon_path):
@@ -145,6 +146,7 @@ class TextAnalyzer:
         clone._tokenizer = self._tokenizer
         clone._stopwords = self._stopwords
         clone._smalltalk = self._smalltalk
+        clone._generic = self._generic
         clone._table = self._table.copy()
         clone._sounds = dict(self._sounds)
         clone._extend(user_words, synonyms or {}, vocabulary)
@@ -183,8 +185,11 @@ class TextAnalyzer:
 
     def _add_word(self, word: str) -> None:
         # Keep multi-character words whole; "免运费" must not become 免/运费.
-        if len(word) >= 2 and " " not in word and self._tokenizer.FREQ.get(word, 0) == 0:
-            self._tokenizer.add_word(word)
+        if len(word) < 2 or " " in word:
+            return
+        if self._tokenizer.lcut(word, HMM=False) != [word]:
+            # Raise the word's frequency just enough for jieba to keep it whole.
+            self._tokenizer.suggest_freq(word, tune=True)
 
     # --- analysis -----------------------------------------------------------
 
@@ -204,6 +209,10 @@ class TextAnalyzer:
     def is_smalltalk(self, word: str) -> bool:
         """Greetings and politeness ("在吗", "谢谢"): no question content."""
         return word in self._smalltalk
+
+    def is_generic(self, word: str) -> bool:
+        """Question words and light verbs (怎么, 多久, 使用): the kind of question, not its topic."""
+        return word in self._generic
 
     def analyze(self, text: str) -> list[str]:
         """Canonical content tokens of `text`, in order (duplicates kept)."""
@@ -230,8 +239,8 @@ class TextAnalyzer:
         corrected = self.sounds_like(word)
         if corrected:
             return [corrected]
-        pieces = self.pieces(word)
-        return pieces if len(pieces) > 1 else [word]
+        # Otherwise trust the dictionary over the HMM's guess ("钱会" → 钱).
+        return self.pieces(word)
 
     def pieces(self, word: str) -> list[str]:
         """Dictionary-only split of one token (no HMM), canonicalized, stopwords dropped.

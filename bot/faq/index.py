@@ -23,14 +23,14 @@ DEFAULT_FIELD_WEIGHTS: Mapping[str, float] = {
     "keywords": 3.0,
     "question": 2.0,
     "examples": 1.5,
-    "answer": 0.25,
+    "answer": 0.5,
 }
 
 
 @dataclass(frozen=True)
 class Bm25Params:
-    k1: float = 1.2
-    b: float = 0.5
+    k1: float = 0.8
+    b: float = 0.6
 
 
 def bm25_idf(n_docs: int, df: int) -> float:

@@ -34,13 +34,18 @@ Decision = Literal["answer", "clarify", "reject"]
 @dataclass(frozen=True)
 class Thresholds:
     #: Minimum coverage (best score / message's max score) to answer at all.
-    answer: float = 0.42
+    answer: float = 0.30
     #: Runner-up within this fraction of the best → near-tie (priority, else clarify).
-    clarify_margin: float = 0.12
+    clarify_margin: float = 0.05
     #: On reject, still report the best entry when coverage reaches this.
-    suggest: float = 0.25
+    suggest: float = 0.2
     #: A homophone-corrected word counts this much of a real match.
     homophone_factor: float = 0.8
+    #: Weight, in the denominator, of a word no entry contains (relative to the
+    #: rarest known word). Lower forgives chatty extra words, higher rejects more.
+    unknown_weight: float = 0.85
+    #: Weight of question words and light verbs (bot/faq/data/generic.txt).
+    generic_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,30 +117,39 @@ class FaqMatcher:
         tokens = tuple(tokens)
         index, limits = self.index, self.thresholds
         scores: dict[int, float] = {}
+        on_topic: set[int] = set()  # entries matching at least one non-generic word
         ceiling = 0.0
+        analyzer = self.analyzer
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
-            if self.analyzer.is_smalltalk(token):
+            if analyzer.is_smalltalk(token):
                 continue
             factor = 1.0
             if token not in index:
-                sound_alike = self.analyzer.sounds_like(token)
-                if sound_alike is not None and sound_alike in index:
-                    ceiling += index.max_contribution(sound_alike)
-                    token, factor = sound_alike, limits.homophone_factor
-                else:
-                    ceiling += index.max_contribution(token)
+                sound_alike = analyzer.sounds_like(token)
+                if sound_alike is None or sound_alike not in index:
+                    ceiling += index.max_contribution(token) * limits.unknown_weight
                     continue
-            else:
-                ceiling += index.max_contribution(token)
-            for doc_id, weight in index.postings[token]:
+                token, factor = sound_alike, limits.homophone_factor
+            generic = analyzer.is_generic(token)
+            if generic:
+                factor *= limits.generic_weight
+            ceiling += index.max_contribution(token) * factor
+            postings = index.postings[token]
+            for doc_id, weight in postings:
                 scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
-        if not scores or ceiling <= 0:
+            if not generic:
+                on_topic.update(doc_id for doc_id, _ in postings)
+        if not on_topic or ceiling <= 0:
             return MatchResult("reject", None, (), 0.0, tokens)
 
         allowed = self._allowed
         top = heapq.nlargest(
             3,
-            ((score, doc_id) for doc_id, score in scores.items() if allowed(doc_id, channel, in_group)),
+            (
+                (score, doc_id)
+                for doc_id, score in scores.items()
+                if doc_id in on_topic and allowed(doc_id, channel, in_group)
+            ),
         )
         if not top:
             return MatchResult("reject", None, (), 0.0, tokens)
