@@ -70,22 +70,24 @@ async def survey_trigger(event: Event, ctx: Context) -> HandlerResult:
     rule = engine_for(ctx.persona).survey_triggered(event.text, event.in_group)
     if rule is None:
         return UNHANDLED
-    if await state.survey_recently_asked(ctx.store, event, rule.id):
+    if not await state.claim_survey_ask(ctx.store, event, rule.id):
         return UNHANDLED  # asked lately (answered or not): don't nag, let the FAQ answer
     return await _ask(event, ctx, rule)
 
 
 async def ask_survey_on_follow(event: Event, ctx: Context) -> list[Action]:
-    """For the greeting handler: the follow-up survey question, if the persona asks one on follow."""
+    """For the greeting handler: the follow-up survey question, if the persona asks one on follow.
+
+    Empty when there is none, or it was already asked lately (a retried or repeated follow).
+    """
     rule = engine_for(ctx.persona).follow_survey(event.in_group)
-    if rule is None:
+    if rule is None or not await state.claim_survey_ask(ctx.store, event, rule.id):
         return []
     return await _ask(event, ctx, rule)
 
 
 async def _ask(event: Event, ctx: Context, rule: SurveyRule) -> list[Action]:
     await state.set_pending_survey(ctx.store, event, rule.id)
-    await state.mark_survey_asked(ctx.store, event, rule.id)
     return [Reply(engine_for(ctx.persona).survey_question(rule, ctx.persona))]
 
 

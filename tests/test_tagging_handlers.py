@@ -6,6 +6,7 @@ the chain is the production one (handlers.build_router), FAQ included.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -259,3 +260,11 @@ async def test_junk_during_a_survey_neither_crashes_nor_answers(chat: Chat, junk
 
 async def test_engine_is_compiled_once_per_persona_version(persona: LoadedPersona) -> None:
     assert engine_for(persona) is engine_for(persona)
+
+
+async def test_a_follow_delivered_three_times_at_once_asks_the_survey_once(chat: Chat) -> None:
+    follow = chat.event(kind=EventKind.FOLLOW)
+    results = await asyncio.gather(
+        *(ask_survey_on_follow(follow, Context(chat.persona, chat.services)) for _ in range(3))
+    )
+    assert sorted(len(replies(actions)) for actions in results) == [0, 0, 1]

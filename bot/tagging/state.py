@@ -5,9 +5,10 @@ Keys (one contact = channel + our account + sender):
 - `survey:{channel}:{account}:{sender}` → id of the survey rule we asked and are
   waiting on; expires after `PENDING_SURVEY_TTL` so a reply days later is read as
   a fresh message, not as an answer.
-- `surveyasked:{channel}:{account}:{sender}:{rule_id}` → "1" while we should not
-  ask that survey again because trigger words came up (`RESURVEY_AFTER`); set
-  whenever the survey is asked, answered or not, so customers aren't nagged.
+- `surveyasked:{channel}:{account}:{sender}:{rule_id}` → "1" while we must not
+  ask that survey again (`RESURVEY_AFTER`): claimed atomically whenever it is
+  asked, answered or not, so customers aren't nagged and duplicate deliveries of
+  one follow ask once.
 - `faqtopic:{channel}:{account}:{sender}:{faq_id}` → how many times FAQ entry
   `faq_id` answered this contact (INCR); expires `FAQ_TOPIC_TTL` after the first
   answer, so interest is measured over a window, not forever.
@@ -53,12 +54,13 @@ async def clear_pending_survey(store: KeyValueStore, event: Event) -> None:
     await store.delete(survey_key(event))
 
 
-async def mark_survey_asked(store: KeyValueStore, event: Event, rule_id: str) -> None:
-    await store.set(survey_asked_key(event, rule_id), "1", ttl=RESURVEY_AFTER)
+async def claim_survey_ask(store: KeyValueStore, event: Event, rule_id: str) -> bool:
+    """True for the one caller that may ask now; False if it was asked within `RESURVEY_AFTER`.
 
-
-async def survey_recently_asked(store: KeyValueStore, event: Event, rule_id: str) -> bool:
-    return await store.get(survey_asked_key(event, rule_id)) is not None
+    Atomic (SET NX), so a follow delivered three times at once, or a re-follow next
+    week, asks once.
+    """
+    return await store.set_nx(survey_asked_key(event, rule_id), "1", ttl=RESURVEY_AFTER)
 
 
 async def count_faq_answer(store: KeyValueStore, event: Event, faq_id: str) -> int:
