@@ -28,6 +28,7 @@ FIRST_TAG_ID = 100
 
 #: A scripted answer: a JSON body (usually {"errcode": ..., "errmsg": ...}) or a bare HTTP status.
 ScriptedResponse = dict[str, Any] | int
+MESSAGE_PATHS = frozenset({"/cgi-bin/message/custom/send", "/cgi-bin/message/send"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class FakeWeChatApi:
     def __init__(self, *, max_recorded: int | None = None) -> None:
         # Bounded in benchmark runs so a long load test does not eat the machine's memory.
         self._recorded: deque[RecordedCall] = deque(maxlen=max_recorded)
+        self._delivered: deque[dict[str, Any]] = deque(maxlen=max_recorded)
         self._counts: dict[str, int] = defaultdict(int)
         self._scripted: dict[str, deque[ScriptedResponse]] = defaultdict(deque)
         self._delays: dict[str, float] = {}
@@ -106,12 +108,12 @@ class FakeWeChatApi:
             self._delays.pop(path, None)
 
     def sent_messages(self) -> list[dict[str, Any]]:
-        """Bodies of OA customer-service and WeCom app messages, in order."""
-        return [
-            c.json
-            for c in self._recorded
-            if c.path in ("/cgi-bin/message/custom/send", "/cgi-bin/message/send") and isinstance(c.json, dict)
-        ]
+        """Bodies of OA customer-service and WeCom app messages the fake accepted, in order.
+
+        Attempts it refused (an expired token, an injected error) are in `calls()` only:
+        a real user would not have received them.
+        """
+        return list(self._delivered)
 
     # -- server lifecycle -------------------------------------------------------------
 
@@ -159,7 +161,10 @@ class FakeWeChatApi:
         if request.method == "POST" and isinstance(body, str):
             return _json(_err(47001, "data format error"))
         route = self._routes.get(path)
-        return _json(await route(request, body) if route else _ok())
+        answer = await route(request, body) if route else _ok()
+        if path in MESSAGE_PATHS and isinstance(body, dict):
+            self._delivered.append(body)
+        return _json(answer)
 
     def _issue_token(self, request: web.Request, path: str) -> dict[str, Any]:
         query = request.query

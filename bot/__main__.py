@@ -1,0 +1,129 @@
+"""Command line: `python -m bot <command>`.
+
+serve                        run the webhook server (what `make run` does)
+db upgrade                   apply database migrations (Alembic) to DATABASE_URL
+chat [--as customer|staff:ID] talk to the bot in the terminal
+persona check [PATH]         validate a persona folder (exit 0 clean, 1 with mistakes)
+persona versions [PATH]      list kept versions of a persona
+persona rollback [PATH] [--to VERSION]   restore a kept version (default: the previous one)
+faq eval --kb FILE --questions FILE      measure FAQ matching on a labelled TSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Siyu: WeChat private-domain community bot")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook server")
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="database migrations").add_subparsers(metavar="ACTION")
+    upgrade = db.add_parser("upgrade", help="apply migrations up to REVISION (default head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=_db_upgrade)
+
+    chat = commands.add_parser("chat", help="talk to the bot in the terminal")
+    chat.add_argument("--as", dest="as_", default="customer", help="customer[:ID] (default) or staff:ID")
+    chat.set_defaults(run=_chat)
+
+    persona = commands.add_parser("persona", help="check, list or roll back personas").add_subparsers(metavar="ACTION")
+    check = persona.add_parser("check", help="validate a persona folder")
+    check.add_argument("path", nargs="?", type=Path)
+    check.set_defaults(run=_persona_check)
+    versions = persona.add_parser("versions", help="list kept versions")
+    versions.add_argument("path", nargs="?", type=Path)
+    versions.set_defaults(run=_persona_versions)
+    rollback = persona.add_parser("rollback", help="restore a kept version into the persona folder")
+    rollback.add_argument("path", nargs="?", type=Path)
+    rollback.add_argument("--to", dest="to", default=None, help="version to restore (default: the previous one)")
+    rollback.set_defaults(run=_persona_rollback)
+
+    faq = commands.add_parser("faq", help="FAQ tools").add_subparsers(metavar="ACTION")
+    evaluate = faq.add_parser("eval", help="measure matching on labelled questions")
+    evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
+    evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
+    evaluate.set_defaults(run=_faq_eval)
+    return parser
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.server import serve
+
+    return serve(_settings())
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from bot.storage.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}: {_redacted(settings.database_url)}")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from bot.console import console_main
+
+    logging.basicConfig(level=logging.ERROR)
+    return console_main(_settings(), args.as_)
+
+
+def _persona_check(args: argparse.Namespace) -> int:
+    from bot.persona import check_command
+
+    return check_command(args.path or _settings().persona, sys.stdout)
+
+
+def _persona_versions(args: argparse.Namespace) -> int:
+    from bot.persona import versions_command
+
+    settings = _settings()
+    return versions_command(args.path or settings.persona, settings.persona_history_dir, sys.stdout)
+
+
+def _persona_rollback(args: argparse.Namespace) -> int:
+    from bot.persona import rollback_command
+
+    settings = _settings()
+    return rollback_command(args.path or settings.persona, args.to, settings.persona_history_dir, sys.stdout)
+
+
+def _faq_eval(args: argparse.Namespace) -> int:
+    from bot.faq.evaluate import run_eval
+
+    return run_eval(args.kb, args.questions, sys.stdout)
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The application: builds the app-scoped context once and mounts the HTTP routes.
+
+Everything with a lifetime (engine, store, HTTP session, persona registry,
+background tasks) lives on `AppContext`, created at start-up and closed at
+shutdown; there is no module-level mutable state, so two apps can share a process
+(the tests run two "processes" side by side this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.actions import ActionExecutor
+from bot.background import BackgroundTasks
+from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
+from bot.config import Settings
+from bot.context import Services
+from bot.dispatch import Dispatcher
+from bot.events import Channel
+from bot.faq.analyzer import TextAnalyzer
+from bot.kv import KeyValueStore, open_store
+from bot.metrics import Metrics
+from bot.persona import PersonaRegistry
+from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
+from bot.storage.db import create_engine, session_factory
+from bot.storage.message_log import MessageLogWriter
+from bot.web import ops
+from bot.web.wechat_oa import OfficialAccountEndpoint
+from bot.wechat_api import WeChatApiClient
+from handlers import build_router
+
+log = logging.getLogger("siyu.app")
+
+APP_CONTEXT = web.AppKey("siyu_context", "AppContext")
+OA_ENDPOINT = web.AppKey("siyu_oa_endpoint", OfficialAccountEndpoint)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    services: Services
+    personas: PersonaRegistry
+    metrics: Metrics
+    background: BackgroundTasks
+    message_log: MessageLogWriter
+    http: aiohttp.ClientSession
+    oa_api: WeChatApiClient | None
+    executor: ActionExecutor
+    dispatcher: Dispatcher
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        analyzer: TextAnalyzer | None = None,
+        extra_senders: Mapping[Channel, Sender] | None = None,
+        watch_personas: bool = True,
+    ) -> AppContext:
+        metrics = Metrics()
+        analyzer = analyzer or await asyncio.to_thread(TextAnalyzer)
+        personas = await asyncio.to_thread(
+            PersonaRegistry,
+            settings.persona,
+            settings.personas_by_channel(),
+            history_dir=settings.persona_history_dir,
+            analyzer=analyzer,
+        )
+        engine = create_engine(settings.database_url)
+        store: KeyValueStore = open_store(settings.redis_url)
+        if not store.shared:
+            log.warning("REDIS_URL is not set: using the in-process store; run a single process only")
+        services = Services(store=store, sessions=session_factory(engine))
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        oa_api = (
+            WeChatApiClient(
+                base_url=settings.wechat_api_base,
+                appid=settings.wechat_oa_appid,
+                secret=settings.wechat_oa_secret,
+                store=store,
+                session=http,
+                on_error=metrics.count_api_error,
+            )
+            if settings.wechat_oa_appid and settings.wechat_oa_secret
+            else None
+        )
+        background = BackgroundTasks()
+        message_log = MessageLogWriter(services.sessions)
+        message_log.start()
+        senders: dict[Channel, Sender] = {
+            Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
+        }
+        senders.update(extra_senders or {})
+        executor = ActionExecutor(
+            sessions=services.sessions, store=store, senders=senders, message_log=message_log, background=background
+        )
+        dispatcher = Dispatcher(
+            call=build_router().compile(observe=metrics.observe_handler),
+            persona_for=personas.for_channel,
+            services=services,
+            executor=executor,
+            background=background,
+            metrics=metrics,
+            deadline=settings.reply_deadline_seconds,
+        )
+        context = cls(
+            settings=settings,
+            engine=engine,
+            services=services,
+            personas=personas,
+            metrics=metrics,
+            background=background,
+            message_log=message_log,
+            http=http,
+            oa_api=oa_api,
+            executor=executor,
+            dispatcher=dispatcher,
+        )
+        if watch_personas:
+            context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        return context
+
+    async def reload_personas(self) -> None:
+        await asyncio.to_thread(self.personas.reload)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.background.drain()
+        await self.message_log.close()
+        await self.http.close()
+        await self.services.store.close()
+        await self.engine.dispose()
+
+
+def create_app(
+    settings: Settings, *, analyzer: TextAnalyzer | None = None, watch_personas: bool = True
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        context = await AppContext.open(settings, analyzer=analyzer, watch_personas=watch_personas)
+        app[APP_CONTEXT] = context
+        app[OA_ENDPOINT] = _oa_endpoint(context)
+        _install_sighup(context)
+        yield
+        await context.close()
+
+    app.cleanup_ctx.append(lifespan)
+    # The router freezes before start-up runs, so routes are bound now and look up
+    # the app-scoped objects the lifespan created when a request comes in.
+    app.router.add_get("/wechat/oa", _oa_verify)
+    app.router.add_post("/wechat/oa", _oa_receive)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    return app
+
+
+async def _oa_verify(request: web.Request) -> web.Response:
+    return await request.app[OA_ENDPOINT].verify(request)
+
+
+async def _oa_receive(request: web.Request) -> web.Response:
+    return await request.app[OA_ENDPOINT].receive(request)
+
+
+def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:
+    settings = context.settings
+    adapter = OfficialAccountAdapter(
+        OfficialAccountConfig(
+            token=settings.oa_token,
+            appid=settings.wechat_oa_appid,
+            aes_key=settings.wechat_oa_aes_key,
+            timestamp_tolerance=settings.timestamp_tolerance_seconds,
+            staff_openids=settings.staff(),
+        )
+    )
+    return OfficialAccountEndpoint(adapter, context.dispatcher, context.metrics, settings.max_body_bytes)
+
+
+def _install_sighup(context: AppContext) -> None:
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(context.reload_personas()))

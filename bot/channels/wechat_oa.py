@@ -1,0 +1,238 @@
+"""WeChat Official Account adapter: verify → decrypt → parse → `Event`, and render replies.
+
+Modes (set in the OA console, mirrored by configuration):
+- plain: `signature` over (token, timestamp, nonce); XML in the clear.
+- compatible / safe: `encrypt_type=aes`, `msg_signature` over (token, timestamp,
+  nonce, Encrypt); the message is AES-encrypted with WECHAT_OA_AES_KEY (wechatpy's
+  PrpCrypto). Compatible mode also carries the plaintext, which we ignore: only the
+  signed ciphertext is trusted. Replies to encrypted requests are encrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+import struct
+import time
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+from wechatpy import parse_message
+from wechatpy.crypto import PrpCrypto
+from wechatpy.exceptions import InvalidAppIdException
+from wechatpy.messages import BaseMessage
+from wechatpy.replies import TextReply
+from wechatpy.utils import WeChatSigner
+
+from bot.channels.errors import RejectedRequest
+from bot.channels.wechat_xml import decode_xml_body, parse_xml_fields
+from bot.events import Channel, Event, EventKind
+
+_EVENT_KINDS: dict[str, EventKind] = {
+    "subscribe": EventKind.FOLLOW,
+    "subscribe_scan": EventKind.FOLLOW,
+    "unsubscribe": EventKind.UNFOLLOW,
+    "scan": EventKind.SCAN,
+    "click": EventKind.MENU,
+    "view": EventKind.MENU,
+    "location": EventKind.LOCATION_REPORT,
+    "templatesendjobfinish": EventKind.NOTICE,
+    "masssendjobfinish": EventKind.NOTICE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialAccountConfig:
+    token: str
+    appid: str = ""
+    aes_key: str | None = None
+    timestamp_tolerance: int = 300
+    staff_openids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    event: Event
+    #: True when the request was encrypted; the reply must be too.
+    encrypted: bool
+    nonce: str
+
+
+class OfficialAccountAdapter:
+    def __init__(self, config: OfficialAccountConfig) -> None:
+        self.config = config
+        self._aes_key = _decode_aes_key(config.aes_key) if config.aes_key else None
+
+    # --- inbound --------------------------------------------------------------
+
+    def verify_url(self, query: Mapping[str, str]) -> str:
+        """GET URL verification: the echostr to send back, or RejectedRequest."""
+        self._check_signature(query, query.get("signature", ""))
+        echostr = query.get("echostr", "")
+        if not echostr:
+            raise RejectedRequest(400, "missing_echostr", "URL verification needs an echostr parameter")
+        return echostr
+
+    def open(self, query: Mapping[str, str], body: bytes, *, now: float | None = None) -> InboundMessage:
+        """Authenticate and parse one POSTed callback."""
+        self._check_timestamp(query.get("timestamp", ""), now)
+        encrypted = query.get("encrypt_type", "raw").lower() == "aes"
+        text = decode_xml_body(body)
+        if encrypted:
+            text = self._decrypt(query, text)
+        else:
+            if self._aes_key is not None:
+                raise RejectedRequest(
+                    400, "encryption_required", "this account is configured for AES; plain callbacks are refused"
+                )
+            self._check_signature(query, query.get("signature", ""))
+        message = _parse(text)
+        return InboundMessage(
+            event=self._to_event(message), encrypted=encrypted, nonce=query.get("nonce", "")
+        )
+
+    def _check_timestamp(self, timestamp: str, now: float | None) -> None:
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise RejectedRequest(400, "bad_timestamp", "timestamp parameter missing or not an integer") from None
+        current = time.time() if now is None else now
+        if abs(current - sent_at) > self.config.timestamp_tolerance:
+            raise RejectedRequest(
+                403, "stale_timestamp", f"timestamp is more than {self.config.timestamp_tolerance} s from our clock"
+            )
+
+    def _check_signature(self, query: Mapping[str, str], given: str, *extra: str) -> None:
+        signer = WeChatSigner()
+        signer.add_data(self.config.token, query.get("timestamp", ""), query.get("nonce", ""), *extra)
+        # Constant-time: wechatpy's own check uses `!=`, which leaks timing.
+        if not given or not hmac.compare_digest(signer.signature.encode(), given.encode("utf-8", "replace")):
+            raise RejectedRequest(403, "bad_signature", "signature does not match the configured token")
+
+    def _decrypt(self, query: Mapping[str, str], envelope_text: str) -> str:
+        if self._aes_key is None:
+            raise RejectedRequest(400, "aes_not_configured", "encrypted callback but WECHAT_OA_AES_KEY is not set")
+        envelope = parse_xml_fields(envelope_text)
+        ciphertext = envelope.get("Encrypt")
+        if not isinstance(ciphertext, str) or not ciphertext:
+            raise RejectedRequest(400, "missing_encrypt", "encrypted callback without an <Encrypt> field")
+        self._check_signature(query, query.get("msg_signature", ""), ciphertext)
+        try:
+            plain = PrpCrypto(self._aes_key).decrypt(ciphertext, self.config.appid)
+        except InvalidAppIdException:
+            raise RejectedRequest(
+                403, "wrong_appid", "decrypted message names another AppID (or the AES key is wrong)"
+            ) from None
+        except (ValueError, TypeError, IndexError, struct.error) as exc:  # garbled ciphertext or wrong key
+            raise RejectedRequest(400, "bad_ciphertext", f"cannot decrypt message: {type(exc).__name__}") from None
+        text = plain if isinstance(plain, str) else plain.decode("utf-8", "replace")
+        return decode_xml_body(text.encode("utf-8"))
+
+    def _to_event(self, message: BaseMessage) -> Event:
+        data: dict[str, Any] = dict(message._data)  # wechatpy keeps the parsed fields here
+        sender = str(data.get("FromUserName") or "")
+        account = str(data.get("ToUserName") or "")
+        if not sender or not account:
+            raise RejectedRequest(400, "missing_fields", "message lacks FromUserName or ToUserName")
+        created_at = _int(data.get("CreateTime"))
+        # From the payload, not message.type: wechatpy types unknown events as "unknown".
+        msg_type = str(data.get("MsgType") or "").lower()
+        if msg_type == "event":
+            event_name = str(getattr(message, "event", "") or data.get("Event") or "").lower()
+            kind = _EVENT_KINDS.get(event_name, EventKind.UNKNOWN)
+            raw_key = data.get("EventKey")
+            key = str(raw_key) if raw_key not in (None, "") else None
+            source = key if kind in (EventKind.FOLLOW, EventKind.SCAN) else None
+            dedupe = f"oa:{account}:evt:{sender}:{created_at}:{data.get('Event', '')}:{raw_key or ''}"
+            wire_type = event_name
+            text = ""
+        else:
+            kind = EventKind.MESSAGE
+            key = str(data.get("MediaId")) if data.get("MediaId") else None
+            source = None
+            msg_id = data.get("MsgId") or f"{sender}:{created_at}:{msg_type}"
+            dedupe = f"oa:{account}:msg:{msg_id}"
+            wire_type = msg_type
+            text = _message_text(data, msg_type)
+        return Event(
+            channel=Channel.WECHAT_OA,
+            account=account,
+            sender=sender,
+            kind=kind,
+            type=wire_type,
+            text=text,
+            source=source,
+            key=key,
+            dedupe_key=dedupe,
+            created_at=created_at,
+            raw=data,
+            from_staff=sender in self.config.staff_openids,
+        )
+
+    # --- outbound -------------------------------------------------------------
+
+    def render_reply(self, inbound: InboundMessage, text: str, *, now: int | None = None) -> str:
+        """Passive reply XML for the request, encrypted when the request was."""
+        event = inbound.event
+        reply = TextReply(source=event.account, target=event.sender, content=text).render()
+        if not inbound.encrypted:
+            return reply
+        assert self._aes_key is not None
+        timestamp = str(now or int(time.time()))
+        nonce = inbound.nonce or secrets.token_hex(8)
+        ciphertext = PrpCrypto(self._aes_key).encrypt(reply, self.config.appid)
+        ciphertext = ciphertext.decode() if isinstance(ciphertext, bytes) else ciphertext
+        signer = WeChatSigner()
+        signer.add_data(self.config.token, timestamp, nonce, ciphertext)
+        return (
+            f"<xml><Encrypt><![CDATA[{ciphertext}]]></Encrypt>"
+            f"<MsgSignature><![CDATA[{signer.signature}]]></MsgSignature>"
+            f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
+        )
+
+
+def _parse(text: str) -> BaseMessage:
+    try:
+        message = parse_message(text)
+    except (ExpatError, ValueError) as exc:
+        raise RejectedRequest(400, "malformed_xml", f"malformed XML: {exc}") from None
+    except (KeyError, TypeError, AttributeError):
+        raise RejectedRequest(400, "malformed_message", "XML is not a WeChat message (needs <xml> with MsgType)") from None
+    if message is None:
+        raise RejectedRequest(400, "empty_body", "request body is empty")
+    return message
+
+
+def _message_text(data: Mapping[str, Any], msg_type: str) -> str:
+    if msg_type == "text":
+        content = data.get("Content")
+    elif msg_type == "voice":
+        content = data.get("Recognition")  # speech-to-text, when enabled on the account
+    else:
+        content = None
+    if not isinstance(content, str):
+        return ""
+    # NFKC folds full-width letters, digits and punctuation to half-width.
+    return unicodedata.normalize("NFKC", content).strip()
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _decode_aes_key(encoding_aes_key: str) -> bytes:
+    try:
+        key = base64.b64decode(encoding_aes_key + "=", validate=True)
+    except binascii.Error as exc:
+        raise ValueError("WECHAT_OA_AES_KEY must be the 43-character EncodingAESKey from the OA console") from exc
+    if len(key) != 32:
+        raise ValueError("WECHAT_OA_AES_KEY must be the 43-character EncodingAESKey from the OA console")
+    return key

@@ -1,0 +1,115 @@
+"""From one normalized event to its answer: dedupe, route under a deadline, act.
+
+WeChat waits 5 s for a passive reply and retries a callback up to 3 times when it
+gets none. So every delivery is claimed once in the shared store (SET NX on its
+dedupe key): the first delivery runs the handlers; a retry, in this process or
+another, never runs them again and gets the first one's reply (waiting for it while
+it is still being worked out). When the handlers need longer than the deadline, the
+caller gets None now ("success" on the wire) and the answer is pushed later through
+the channel's send API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bot.background import BackgroundTasks
+from bot.context import Context, Services
+from bot.events import Action, Event
+from bot.router import CallNext
+
+if TYPE_CHECKING:
+    from bot.actions import ActionExecutor
+    from bot.metrics import Metrics
+    from bot.persona import LoadedPersona
+
+log = logging.getLogger("siyu.dispatch")
+
+PENDING = "pending"
+DONE = "done:"  # followed by the passive reply text (may be empty)
+LATE = "late"
+#: WeChat retries within ~15 s; a day is plenty and bounds the store's size.
+DEDUPE_TTL_SECONDS = 24 * 3600
+#: A claim left "pending" by a crashed process stops blocking after this long.
+PENDING_TTL_SECONDS = 60
+RETRY_POLL_SECONDS = 0.02
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        call: CallNext,
+        persona_for: Callable[[str], LoadedPersona],
+        services: Services,
+        executor: ActionExecutor,
+        background: BackgroundTasks,
+        metrics: Metrics,
+        deadline: float,
+    ) -> None:
+        self._call = call
+        self._persona_for = persona_for
+        self._services = services
+        self._executor = executor
+        self._background = background
+        self._metrics = metrics
+        self.deadline = deadline
+
+    async def handle(self, event: Event) -> str | None:
+        """The passive reply for this delivery, or None to answer `success`."""
+        store = self._services.store
+        key = f"dedupe:{event.dedupe_key}"
+        if not await store.set_nx(key, PENDING, ttl=PENDING_TTL_SECONDS):
+            self._metrics.dedupe_hits.inc()
+            return await self._answer_of_earlier_delivery(key)
+
+        self._executor.log_inbound(event)
+        work = asyncio.ensure_future(self._run(event))
+        done, _ = await asyncio.wait({work}, timeout=self.deadline)
+        if not done:
+            await store.set(key, LATE, ttl=DEDUPE_TTL_SECONDS)
+            self._metrics.late_replies.inc()
+            log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
+            self._background.spawn(self._push_when_done(event, work), name=f"late:{event.dedupe_key}")
+            return None
+        replies = self._replies_of(work, event)
+        passive = replies[0] if replies else None
+        for extra in replies[1:]:
+            # One passive reply per callback; further lines go out as pushed messages.
+            self._executor.push(event, event.sender, extra, event.chat)
+        if passive is not None:
+            self._executor.log_outbound(event, passive)
+        await store.set(key, DONE + (passive or ""), ttl=DEDUPE_TTL_SECONDS)
+        return passive
+
+    async def _run(self, event: Event) -> list[str]:
+        ctx = Context(persona=self._persona_for(str(event.channel)), services=self._services)
+        actions: list[Action] = await self._call(event, ctx)
+        return await self._executor.apply(event, actions)
+
+    def _replies_of(self, work: asyncio.Future[list[str]], event: Event) -> list[str]:
+        error = work.exception()
+        if error is not None:
+            log.error("handling failed", exc_info=error, extra={"dedupe_key": event.dedupe_key})
+            return []
+        return work.result()
+
+    async def _push_when_done(self, event: Event, work: asyncio.Future[list[str]]) -> None:
+        await asyncio.wait({work})
+        for text in self._replies_of(work, event):
+            self._executor.push(event, event.sender, text, event.chat)
+
+    async def _answer_of_earlier_delivery(self, key: str) -> str | None:
+        store = self._services.store
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.deadline
+        while True:
+            state = await store.get(key)
+            if state is not None and state.startswith(DONE):
+                return state[len(DONE) :] or None
+            if state != PENDING or loop.time() >= give_up:
+                return None  # answered late (pushed), or still at work: `success`
+            await asyncio.sleep(RETRY_POLL_SECONDS)

@@ -1,0 +1,43 @@
+"""Prometheus metrics, one registry per app (no global registry: two apps in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "siyu_requests", "Callback requests by endpoint and HTTP status", ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "siyu_rejected_requests", "Callbacks refused, by reason", ["reason"], registry=self.registry
+        )
+        self.handler_latency = Histogram(
+            "siyu_handler_seconds", "Time spent in each handler", ["handler"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.dedupe_hits = Counter(
+            "siyu_dedupe_hits", "Deliveries recognised as retries of one already taken", registry=self.registry
+        )
+        self.late_replies = Counter(
+            "siyu_late_replies", "Answers that missed the reply deadline and were pushed later", registry=self.registry
+        )
+        self.api_errors = Counter(
+            "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
+            registry=self.registry,
+        )
+
+    def observe_handler(self, name: str, seconds: float, handled: bool) -> None:
+        self.handler_latency.labels(name).observe(seconds)
+
+    def count_api_error(self, path: str, errcode: int) -> None:
+        self.api_errors.labels(path, str(errcode)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

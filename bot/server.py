@@ -1,0 +1,37 @@
+"""`python -m bot serve`: configure logging, say how to talk to the bot, run the app."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from bot.app import create_app
+from bot.config import Settings
+
+log = logging.getLogger("siyu.server")
+
+
+def serve(settings: Settings) -> int:
+    started = time.perf_counter()
+    from bot.logging_setup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.uses_development_token:
+        log.warning(
+            "WECHAT_OA_TOKEN is not set: accepting plain-mode callbacks signed with the development token %r",
+            settings.oa_token,
+            extra={"development_token": settings.oa_token},
+        )
+    app = create_app(settings)
+
+    async def announce(app: web.Application) -> None:
+        log.info(
+            "siyu listening on %s:%s (persona %s) after %.2f s",
+            settings.bot_host, settings.bot_port, settings.persona, time.perf_counter() - started,
+        )
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.bot_host, port=settings.bot_port, print=None, access_log=None)
+    return 0

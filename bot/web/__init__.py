@@ -1,0 +1,1 @@
+"""HTTP surface: the WeChat callback endpoints and the operations endpoints."""

@@ -1,0 +1,76 @@
+"""`/wechat/oa`: the Official Account callback (GET verification, POST messages).
+
+Whatever arrives, the answer is a 4xx with a plain-text reason for requests we
+refuse, or 200 with a reply / `success` — never a 5xx, which WeChat would retry and
+eventually report to the account owner as a broken server.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot.channels.errors import RejectedRequest
+from bot.channels.wechat_oa import OfficialAccountAdapter
+from bot.dispatch import Dispatcher
+from bot.metrics import Metrics
+
+log = logging.getLogger("siyu.web.oa")
+
+ENDPOINT = "wechat_oa"
+
+
+class OfficialAccountEndpoint:
+    def __init__(
+        self, adapter: OfficialAccountAdapter, dispatcher: Dispatcher, metrics: Metrics, max_body_bytes: int
+    ) -> None:
+        self.adapter = adapter
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def verify(self, request: web.Request) -> web.Response:
+        try:
+            echostr = self.adapter.verify_url(request.query)
+        except RejectedRequest as rejected:
+            return self._refuse(request, rejected)
+        return self._answer(200, echostr)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._read_body(request)
+            inbound = self.adapter.open(request.query, body)
+        except RejectedRequest as rejected:
+            return self._refuse(request, rejected)
+        reply = await self.dispatcher.handle(inbound.event)
+        if reply is None:
+            return self._answer(200, "success")
+        return self._answer(200, self.adapter.render_reply(inbound, reply), content_type="application/xml")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            raise RejectedRequest(413, "body_too_large", f"body over {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        # Read incrementally so a chunked or lying sender can't make us buffer more than the cap.
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise RejectedRequest(413, "body_too_large", f"body over {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _refuse(self, request: web.Request, rejected: RejectedRequest) -> web.Response:
+        self.metrics.rejected.labels(rejected.reason).inc()
+        log.warning(
+            "callback refused: %s",
+            rejected,
+            extra={"reason": rejected.reason, "status": rejected.status, "peer": request.remote},
+        )
+        return self._answer(rejected.status, f"{rejected.reason}: {rejected}")
+
+    def _answer(self, status: int, text: str, content_type: str = "text/plain") -> web.Response:
+        self.metrics.requests.labels(ENDPOINT, str(status)).inc()
+        return web.Response(status=status, text=text, content_type=content_type)

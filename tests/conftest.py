@@ -1,0 +1,107 @@
+"""Shared fixtures: real PostgreSQL and Redis, the fake WeChat API, and bot apps under test.
+
+Nothing here skips: Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 are
+part of the test environment (DEVELOPERS.md); without them the suite fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.app import APP_CONTEXT, AppContext, create_app
+from bot.config import REPO_ROOT, Settings
+from bot.faq.analyzer import TextAnalyzer
+from bot.storage.migrate import upgrade
+from tests.fake_wechat_api import FakeWeChatApi, fake_wechat_api  # noqa: F401  (fixture)
+from tests.wechat_peer import TEST_APPID, TEST_TOKEN
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+SHARED_EVAL = REPO_ROOT.parent / "shared" / "eval"
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> TextAnalyzer:
+    """jieba's dictionary loads once for the whole run, as it does once per bot process."""
+    return TextAnalyzer()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database per test run, migrated with Alembic, dropped at the end."""
+    name = f"siyu_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'siyu.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
+    """Settings for a bot on real PostgreSQL and Redis; override any field by its env name."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "DATABASE_URL": postgres_url,
+            "REDIS_URL": REDIS_URL,
+            "WECHAT_OA_TOKEN": TEST_TOKEN,
+            "WECHAT_OA_APPID": TEST_APPID,
+            "WECHAT_OA_SECRET": "test-secret",
+            "WECHAT_API_BASE": "http://127.0.0.1:9",  # unroutable unless a test points it at the fake
+            "PERSONA_HISTORY_DIR": str(tmp_path / "persona-history"),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+BotFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def start_bot(analyzer: TextAnalyzer) -> AsyncIterator[BotFactory]:
+    """Start a bot app (as its own "process": own store client, engine, HTTP session)."""
+    clients: list[TestClient] = []
+
+    async def start(settings: Settings) -> TestClient:
+        app = create_app(settings, analyzer=analyzer, watch_personas=False)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def context_of(client: TestClient) -> AppContext:
+    return client.server.app[APP_CONTEXT]
