@@ -1,0 +1,58 @@
+from collections import Counter
+
+import pytest
+
+from bot.faq.analyzer import TextAnalyzer, load_lexicon
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> TextAnalyzer:
+    return TextAnalyzer()
+
+
+def test_diaper_synonyms_share_one_canonical_token(analyzer: TextAnalyzer) -> None:
+    assert "纸尿裤" in analyzer.analyze("尿不湿有大码的吗")
+    assert set(analyzer.analyze("尿不湿")) == set(analyzer.analyze("纸尿裤"))
+
+
+def test_pinyin_abbreviation_yhq_means_coupon(analyzer: TextAnalyzer) -> None:
+    assert analyzer.analyze("有yhq吗") == analyzer.analyze("有优惠券吗") == ["优惠券"]
+
+
+def test_colloquial_forms_map_to_formal_words(analyzer: TextAnalyzer) -> None:
+    assert analyzer.analyze("咋退啊") == analyzer.analyze("怎么退货")
+    assert "包邮" in analyzer.analyze("能免运费不")
+
+
+def test_stopwords_and_punctuation_are_dropped(analyzer: TextAnalyzer) -> None:
+    assert analyzer.analyze("请问，你们的快递呢？？") == ["快递"]
+
+
+def test_homophone_typo_is_corrected(analyzer: TextAnalyzer) -> None:
+    # 发漂 is a typo of 发票 (same pinyin); jieba keeps it whole as an unknown word.
+    assert analyzer.analyze("电子发漂") == ["电子", "发票"]
+
+
+def test_derived_analyzer_adds_persona_words_without_touching_the_base(
+    analyzer: TextAnalyzer,
+) -> None:
+    persona = analyzer.derive(user_words=["暖暖云柔"], synonyms={"云柔": ["暖暖云柔", "云柔款"]})
+    assert persona.analyze("暖暖云柔纸尿裤") == ["云柔", "纸尿裤"]
+    assert "云柔" not in analyzer.analyze("暖暖云柔纸尿裤")
+
+
+def test_persona_synonym_joins_an_existing_lexicon_group(analyzer: TextAnalyzer) -> None:
+    persona = analyzer.derive(synonyms={"安心裤": ["纸尿裤"]})
+    assert persona.analyze("安心裤") == persona.analyze("尿不湿")
+
+
+def test_empty_and_emoji_only_text_give_no_tokens(analyzer: TextAnalyzer) -> None:
+    assert analyzer.analyze("") == []
+    assert analyzer.analyze("🎉" * 5000) == []
+
+
+def test_lexicon_groups_do_not_overlap() -> None:
+    # A word in two groups would silently merge two meanings (收到 + 补货).
+    counts = Counter(word for group in load_lexicon() for word in set(group))
+    assert [w for w, n in counts.items() if n > 1] == []
+    assert len(load_lexicon()) >= 150
