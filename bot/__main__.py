@@ -85,9 +85,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from bot.console import console_main
+    from bot.storage.migrate import upgrade
 
     logging.basicConfig(level=logging.ERROR)
-    return console_main(_settings(), args.as_)
+    settings = _settings()
+    upgrade(settings.database_url)  # the console is for trying things: bring the database along
+    return console_main(settings, args.as_)
 
 
 def _persona_check(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.message_log import MessageLogWriter
+from bot.storage.migrate import ensure_migrated
 from bot.web import ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.wechat_api import WeChatApiClient
@@ -79,6 +80,11 @@ class AppContext:
             analyzer=analyzer,
         )
         engine = create_engine(settings.database_url)
+        try:
+            await ensure_migrated(engine)
+        except Exception:
+            await engine.dispose()
+            raise
         store: KeyValueStore = open_store(settings.redis_url)
         if not store.shared:
             log.warning("REDIS_URL is not set: using the in-process store; run a single process only")

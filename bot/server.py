@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Settings
+from bot.storage.migrate import DatabaseNotMigrated
 
 log = logging.getLogger("siyu.server")
 
@@ -33,5 +34,9 @@ def serve(settings: Settings) -> int:
         )
 
     app.on_startup.append(announce)
-    web.run_app(app, host=settings.bot_host, port=settings.bot_port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=settings.bot_host, port=settings.bot_port, print=None, access_log=None)
+    except DatabaseNotMigrated as error:
+        log.error("%s", error)
+        return 1
     return 0

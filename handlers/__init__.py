@@ -1,7 +1,9 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
+     95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
+     85  faq: the answer to "which one did you mean?" ("1" / "2")
      80  tagging: keyword / regex tags (tags, then passes on)
      70  tagging: survey trigger words
       0  faq: answer from the knowledge base, or ask which question
@@ -11,10 +13,10 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import fallback, faq, greeting, tagging, unsubscribe
+from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
 
 
 def build_router() -> Router:
     root = Router("siyu")
-    root.include(greeting.router, unsubscribe.router, tagging.router, faq.router, fallback.router)
+    root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root

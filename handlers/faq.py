@@ -1,28 +1,63 @@
-"""Answer FAQs from the persona's knowledge base; ask which one when two are close."""
+"""Answer FAQs from the persona's knowledge base; when two are close, ask which one and take "1"/"2".
+
+The pending choice lives in the shared store (`clarify:{channel}:{account}:{sender}`
+→ the offered entry ids), so the follow-up may land on any bot process.
+"""
 
 from __future__ import annotations
 
 from bot.context import Context
 from bot.events import Action, AddTag, Event, Reply
+from bot.faq.model import FaqEntry
 from bot.filters import has_text
 from bot.router import UNHANDLED, HandlerResult, Router
+from bot.tagging.answers import choice_number
 
 router = Router("faq")
 
 #: Note for later handlers and middlewares (tag rules on FAQ topics) naming the entry that answered.
 FAQ_ANSWERED = "faq_answered"
+CLARIFY_TTL_SECONDS = 10 * 60
+
+
+def _clarify_key(event: Event) -> str:
+    return f"clarify:{event.channel}:{event.account}:{event.sender}"
+
+
+@router.on(has_text, priority=85)
+async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
+    number = choice_number(event.text)
+    if number is None:
+        return UNHANDLED
+    pending = await ctx.store.get(_clarify_key(event))
+    if not pending:
+        return UNHANDLED
+    offered = pending.split("\t")
+    if not 1 <= number <= len(offered):
+        return UNHANDLED
+    entry = next((entry for entry in ctx.persona.faq_entries if entry.id == offered[number - 1]), None)
+    if entry is None:  # the persona was edited in between
+        return UNHANDLED
+    await ctx.store.delete(_clarify_key(event))
+    return _answer(entry, ctx)
 
 
 @router.on(has_text, priority=0)
 async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
     result = ctx.persona.faq.match(event.text, channel=str(event.channel), in_group=event.in_group)
     if result.decision == "answer" and result.entry is not None:
-        entry = result.entry
-        ctx.notes[FAQ_ANSWERED] = entry.id
-        actions: list[Action] = [Reply(entry.answer)]
-        actions.extend(AddTag(tag, source=f"faq:{entry.id}") for tag in entry.tags)
-        return actions
+        return _answer(result.entry, ctx)
     if result.decision == "clarify" and result.alternatives:
+        await ctx.store.set(
+            _clarify_key(event), "\t".join(entry.id for entry in result.alternatives), ttl=CLARIFY_TTL_SECONDS
+        )
         options = [entry.question for entry in result.alternatives]
         return [Reply(ctx.persona.say("clarify", options=options))]
     return UNHANDLED
+
+
+def _answer(entry: FaqEntry, ctx: Context) -> list[Action]:
+    ctx.notes[FAQ_ANSWERED] = entry.id
+    actions: list[Action] = [Reply(entry.answer)]
+    actions.extend(AddTag(tag, source=f"faq:{entry.id}") for tag in entry.tags)
+    return actions

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jieba
 import yaml
@@ -106,6 +106,25 @@ class _SynonymTable:
         return clone
 
 
+class _Memo:
+    """Bounded memo of jieba segmentations and pinyin, shared by derived analyzers.
+
+    Rebuilding a persona's FAQ index re-analyzes mostly unchanged entries;
+    remembering their segmentation makes the rebuild cheap. Segmentation
+    depends on the dictionary, so adding a word to it clears the memo.
+    """
+
+    def __init__(self, max_items: int = 200_000) -> None:
+        self.max_items = max_items
+        self.segments: dict[str, tuple[str, ...]] = {}
+        self.sounds: dict[str, str] = {}
+
+    def remember(self, table: dict[str, Any], key: str, value: Any) -> None:
+        if len(table) >= self.max_items:
+            table.clear()  # crude but bounded; a rebuild refills it
+        table[key] = value
+
+
 class TextAnalyzer:
     """Normalize, segment, drop stopwords and canonicalize synonyms."""
 
@@ -119,6 +138,7 @@ class TextAnalyzer:
     ) -> None:
         self._tokenizer = tokenizer if tokenizer is not None else jieba.dt
         self._tokenizer.initialize()
+        self._memo = _Memo()
         self._stopwords = load_wordlist("stopwords.txt")
         self._smalltalk = load_wordlist("smalltalk.txt")
         self._generic = load_wordlist("generic.txt")
@@ -144,6 +164,7 @@ class TextAnalyzer:
         """
         clone = object.__new__(TextAnalyzer)
         clone._tokenizer = self._tokenizer
+        clone._memo = self._memo
         clone._stopwords = self._stopwords
         clone._smalltalk = self._smalltalk
         clone._generic = self._generic
@@ -190,15 +211,23 @@ class TextAnalyzer:
         if self._tokenizer.lcut(word, HMM=False) != [word]:
             # Raise the word's frequency just enough for jieba to keep it whole.
             self._tokenizer.suggest_freq(word, tune=True)
+            self._memo.segments.clear()
 
     # --- analysis -----------------------------------------------------------
 
-    def words(self, text: str) -> list[str]:
-        """Normalized jieba tokens, nothing dropped or mapped."""
+    def words(self, text: str, *, memo: bool = False) -> Sequence[str]:
+        """Normalized jieba tokens, nothing dropped or mapped.
+
+        `memo=True` remembers the result: for texts analyzed again and again,
+        such as FAQ entries on every index rebuild (not for customer messages).
+        """
+        if memo and (known := self._memo.segments.get(text)) is not None:
+            return known
         normalized = normalize_text(text)
-        if not normalized:
-            return []
-        return [w for w in self._tokenizer.lcut(normalized, HMM=True) if w.strip()]
+        words = tuple(w for w in self._tokenizer.lcut(normalized, HMM=True) if w.strip())
+        if memo:
+            self._memo.remember(self._memo.segments, text, words)
+        return words
 
     def canonical(self, word: str) -> str:
         return self._table.canonical.get(word, word)
@@ -214,10 +243,10 @@ class TextAnalyzer:
         """Question words and light verbs (怎么, 多久, 使用): the kind of question, not its topic."""
         return word in self._generic
 
-    def analyze(self, text: str) -> list[str]:
+    def analyze(self, text: str, *, memo: bool = False) -> list[str]:
         """Canonical content tokens of `text`, in order (duplicates kept)."""
         tokens: list[str] = []
-        for word in self.words(text):
+        for word in self.words(text, memo=memo):
             if word in self._stopwords:
                 continue
             if word in self._table.canonical or self._tokenizer.FREQ.get(word):
@@ -255,11 +284,10 @@ class TextAnalyzer:
                     out.append(canon)
         return out
 
-    @staticmethod
-    def pinyin(word: str) -> str:
+    def pinyin(self, word: str) -> str:
         """Toneless pinyin, for homophone typos (发漂 → fapiao = 发票)."""
-        return "".join(lazy_pinyin(word))
-
-    @cached_property
-    def vocabulary_size(self) -> int:
-        return len(self._table.canonical)
+        sound = self._memo.sounds.get(word)
+        if sound is None:
+            sound = "".join(lazy_pinyin(word))
+            self._memo.remember(self._memo.sounds, word, sound)
+        return sound

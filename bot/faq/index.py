@@ -4,17 +4,21 @@ Each entry has several fields of tokens (keywords, question, examples, answer);
 a field weight multiplies term frequency before BM25 saturation (BM25F), so a
 word that is an entry's keyword counts more than one seen in an example.
 
-Postings hold the finished per-(token, entry) BM25 contribution, so scoring a
-query is a few dict look-ups and additions: cost follows the query's tokens
-and their posting lengths, not the number of entries.
+Postings hold the finished per-(token, entry) BM25 contribution, laid out as
+one compressed array (token → slice of entry ids and weights), so scoring a
+query is a few slices summed by numpy: cost follows the query's tokens and
+their posting lengths, not the number of entries.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 #: Field → weight on term frequency. Keywords are curated evidence, the question
 #: is the canonical phrasing, examples are paraphrases, the answer is long and
@@ -72,18 +76,36 @@ class Bm25Index:
         self.unknown_idf = bm25_idf(max(self.n_docs, 1), 1)
 
         k1, b = params.k1, params.b
-        postings: dict[str, list[tuple[int, float]]] = {}
+        postings: dict[str, tuple[list[int], list[float]]] = {}
         for doc_id, (tf, length) in enumerate(zip(weighted_tf, lengths)):
             norm = k1 * (1.0 - b + b * length / avg_length)
             for token, freq in tf.items():
-                score = self.idf[token] * freq * (k1 + 1.0) / (freq + norm)
-                postings.setdefault(token, []).append((doc_id, score))
-        self.postings: dict[str, tuple[tuple[int, float], ...]] = {
-            t: tuple(p) for t, p in postings.items()
-        }
+                ids, weights = postings.setdefault(token, ([], []))
+                ids.append(doc_id)
+                weights.append(self.idf[token] * freq * (k1 + 1.0) / (freq + norm))
+
+        # Compressed layout: one array of ids and one of weights, a slice per token.
+        self._slices: dict[str, tuple[int, int]] = {}
+        all_ids: list[int] = []
+        all_weights: list[float] = []
+        for token, (ids, weights) in postings.items():
+            self._slices[token] = (len(all_ids), len(all_ids) + len(ids))
+            all_ids.extend(ids)
+            all_weights.extend(weights)
+        self._ids = np.asarray(all_ids, dtype=np.intp)
+        self._weights = np.asarray(all_weights, dtype=np.float64)
 
     def __contains__(self, token: str) -> bool:
-        return token in self.postings
+        return token in self._slices
+
+    @property
+    def vocabulary(self) -> Iterable[str]:
+        return self._slices.keys()
+
+    def postings(self, token: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Entry ids containing `token` and the token's BM25 score in each (views)."""
+        start, end = self._slices[token]
+        return self._ids[start:end], self._weights[start:end]
 
     def max_contribution(self, token: str) -> float:
         """Upper bound of one token's score (tf → ∞): the query-side normalizer."""

@@ -19,16 +19,23 @@ Decision (see `Thresholds`):
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from bot.faq.analyzer import TextAnalyzer
 from bot.faq.index import Bm25Index
 from bot.faq.model import FaqEntry
 
 Decision = Literal["answer", "clarify", "reject"]
+
+#: Candidates kept before exact ranking (a few more than the 3 we report).
+_SHORTLIST = 12
+#: Bound on remembered (channel, in_group) eligibility masks.
+_MAX_MASKS = 64
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,14 @@ class MatchResult:
 
 
 def _fields(entry: FaqEntry, analyzer: TextAnalyzer) -> dict[str, list[str]]:
+    def analyze(text: str) -> list[str]:
+        return analyzer.analyze(text, memo=True)
+
     return {
-        "keywords": [t for k in entry.keywords for t in analyzer.analyze(k)],
-        "question": analyzer.analyze(entry.question),
-        "examples": [t for e in entry.examples for t in analyzer.analyze(e)],
-        "answer": analyzer.analyze(entry.answer),
+        "keywords": [t for k in entry.keywords for t in analyze(k)],
+        "question": analyze(entry.question),
+        "examples": [t for e in entry.examples for t in analyze(e)],
+        "answer": analyze(entry.answer),
     }
 
 
@@ -78,6 +88,8 @@ class FaqMatcher:
         self.index = index
         self.analyzer = analyzer
         self.thresholds = thresholds
+        #: (channel, in_group) → which entries may answer there.
+        self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
 
     @classmethod
     def build(
@@ -99,7 +111,7 @@ class FaqMatcher:
         docs = [_fields(entry, local) for entry in entries]
         index = Bm25Index(docs)
         # Entry words become targets for homophone typo correction of queries.
-        local = local.derive(vocabulary=index.postings.keys())
+        local = local.derive(vocabulary=index.vocabulary)
         return cls(entries, index, local, thresholds)
 
     # --- matching -------------------------------------------------------------
@@ -114,12 +126,13 @@ class FaqMatcher:
     def match_tokens(
         self, tokens: Sequence[str], *, channel: str | None = None, in_group: bool = False
     ) -> MatchResult:
+        """Match already analyzed tokens (see `analyze`)."""
         tokens = tuple(tokens)
-        index, limits = self.index, self.thresholds
-        scores: dict[int, float] = {}
-        on_topic: set[int] = set()  # entries matching at least one non-generic word
+        index, limits, analyzer = self.index, self.thresholds, self.analyzer
+        id_parts: list[npt.NDArray[np.intp]] = []
+        weight_parts: list[npt.NDArray[np.float64]] = []
+        topic_parts: list[npt.NDArray[np.intp]] = []  # entries matching a non-generic word
         ceiling = 0.0
-        analyzer = self.analyzer
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
             if analyzer.is_smalltalk(token):
                 continue
@@ -134,29 +147,48 @@ class FaqMatcher:
             if generic:
                 factor *= limits.generic_weight
             ceiling += index.max_contribution(token) * factor
-            postings = index.postings[token]
-            for doc_id, weight in postings:
-                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+            ids, weights = index.postings(token)
+            id_parts.append(ids)
+            weight_parts.append(weights * factor if factor != 1.0 else weights)
             if not generic:
-                on_topic.update(doc_id for doc_id, _ in postings)
-        if not on_topic or ceiling <= 0:
+                topic_parts.append(ids)
+        if not topic_parts or ceiling <= 0:
             return MatchResult("reject", None, (), 0.0, tokens)
 
-        allowed = self._allowed
-        top = heapq.nlargest(
-            3,
-            (
-                (score, doc_id)
-                for doc_id, score in scores.items()
-                if doc_id in on_topic and allowed(doc_id, channel, in_group)
-            ),
-        )
-        if not top:
+        scores = np.bincount(np.concatenate(id_parts), weights=np.concatenate(weight_parts))
+        candidates = np.concatenate(topic_parts)
+        allowed = self._allowed_mask(channel, in_group)
+        if allowed is not None:
+            candidates = candidates[allowed[candidates]]
+        if candidates.size == 0:
             return MatchResult("reject", None, (), 0.0, tokens)
-        return self._decide([(s / ceiling, self.entries[d]) for s, d in top], tokens)
+        candidate_scores = scores[candidates]
+        if candidates.size > _SHORTLIST:
+            # Only the best few matter; a candidate may appear once per word, so keep extra.
+            keep = np.argpartition(candidate_scores, -_SHORTLIST)[-_SHORTLIST:]
+            candidates, candidate_scores = candidates[keep], candidate_scores[keep]
+        ranked = sorted(
+            {int(d): float(s) for d, s in zip(candidates, candidate_scores)}.items(),
+            key=lambda item: (-item[1], item[0]),  # ties: earlier entry first (stable)
+        )[:3]
+        return self._decide([(s / ceiling, self.entries[d]) for d, s in ranked], tokens)
 
-    def _allowed(self, doc_id: int, channel: str | None, in_group: bool) -> bool:
-        entry = self.entries[doc_id]
+    def _allowed_mask(self, channel: str | None, in_group: bool) -> npt.NDArray[np.bool_] | None:
+        """Which entries may answer here; None when all may (the common case)."""
+        key = (channel, in_group)
+        if key not in self._masks:
+            mask = np.fromiter(
+                (self._allowed(e, channel, in_group) for e in self.entries),
+                dtype=np.bool_,
+                count=len(self.entries),
+            )
+            if len(self._masks) >= _MAX_MASKS:
+                self._masks.clear()
+            self._masks[key] = None if mask.all() else mask
+        return self._masks[key]
+
+    @staticmethod
+    def _allowed(entry: FaqEntry, channel: str | None, in_group: bool) -> bool:
         if entry.scope == "group" and not in_group:
             return False
         if entry.scope == "private" and in_group:

@@ -67,6 +67,8 @@ class PersonaDefinition(_Strict):
     lines: Lines
     #: Product and brand names the tokenizer must keep whole (e.g. "棉柔巾", "拉拉裤").
     words: list[str] = Field(default_factory=list)
+    #: Phrases that ask for a human ("转人工", "人工客服"): the bot hands the chat over.
+    handoff_words: list[str] = Field(default_factory=list)
     #: Passed to the FAQ matcher's Thresholds; keys as bot.faq.matcher.Thresholds defines them.
     faq_thresholds: dict[str, Any] = Field(default_factory=dict)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -32,3 +33,22 @@ def _ensure_sqlite_folder(database_url: str) -> None:
     prefix = "sqlite+aiosqlite:///"
     if database_url.startswith(prefix) and ":memory:" not in database_url:
         Path(database_url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The database is behind the code's migrations."""
+
+
+async def ensure_migrated(engine: AsyncEngine) -> None:
+    """Refuse to start on a database whose schema is not at the latest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    async with engine.connect() as connection:
+        current = await connection.run_sync(lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+    if current != heads:
+        raise DatabaseNotMigrated(
+            f"database schema is at {sorted(current) or 'nothing'}, code needs {sorted(heads)}: "
+            "run `python -m bot db upgrade` (make run does this)"
+        )

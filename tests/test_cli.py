@@ -1,0 +1,108 @@
+"""The commands a newcomer runs: `python -m bot serve` on the embedded default, `chat`, `db upgrade`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bot.config import DEVELOPMENT_TOKEN, REPO_ROOT
+from tests.wechat_peer import WeChatPeer, text_xml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """What `make run` gets on a fresh clone: no Redis, no WeChat credentials, SQLite."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("WECHAT_", "REDIS_", "PERSONA"))}
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'siyu.sqlite3'}",
+        PERSONA_HISTORY_DIR=str(tmp_path / "history"),
+        LOG_FORMAT="text",
+        **extra,
+    )
+    return env
+
+
+def run_bot(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], cwd=REPO_ROOT, env=env, input=stdin, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: Path) -> None:
+    port = free_port()
+    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_HOST="127.0.0.1")
+    assert run_bot("db", "upgrade", env=env).returncode == 0
+    log_file = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=REPO_ROOT, env=env, stderr=log_file, stdout=log_file)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            await wait_until_up(http, base + "/healthz")
+            ready = await http.get(base + "/readyz")
+            assert ready.status == 200
+            assert (await ready.json())["checks"] == {"database": True, "store": True}
+            peer = WeChatPeer(token=DEVELOPMENT_TOKEN)
+            query, body = peer.plain(text_xml("o-newcomer", "你们家包邮吗"))
+            response = await http.post(base + "/wechat/oa", params=query, data=body)
+            assert response.status == 200
+            assert peer.read_reply(await response.text())["ToUserName"] == "o-newcomer"
+            metrics = await (await http.get(base + "/metrics")).text()
+            assert 'siyu_requests_total{endpoint="wechat_oa",status="200"} 1.0' in metrics
+            assert "siyu_handler_seconds_bucket" in metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    log_file.seek(0)
+    output = log_file.read()
+    assert DEVELOPMENT_TOKEN in output  # printed at start, so a newcomer can sign callbacks
+    assert "in-process store" in output  # and told it is single-process only
+
+
+async def wait_until_up(http: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not come up in {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+def test_console_chat_runs_the_same_handlers_and_shows_tags(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    assert run_bot("db", "upgrade", env=env).returncode == 0
+    result = run_bot("chat", env=env, stdin="/follow\n2\n我想买纸尿裤\n/tags\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "小棉" in out  # the demo persona speaks
+    assert "宝宝多大" in out  # survey asked after the greeting
+    assert "宝宝6-12月" in out  # answer "2" tagged
+    assert "#关注纸尿裤" in out and "#宝宝6-12月" in out  # /tags lists them with their sources
+
+
+def test_console_refuses_a_malformed_role(tmp_path: Path) -> None:
+    result = run_bot("chat", "--as", "boss", env=embedded_env(tmp_path), stdin="")
+    assert result.returncode == 2
+    assert "--as takes customer" in result.stderr
+
+
+def test_persona_check_cli_reports_the_demo_clean(tmp_path: Path) -> None:
+    result = run_bot("persona", "check", "persona/demo", env=embedded_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,121 @@
+"""The storage layer on both databases we support: SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import replace
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.storage import contacts as contact_repo
+from bot.storage.db import create_engine, session_factory
+from bot.storage.message_log import LoggedMessage, MessageLogWriter
+from bot.storage.models import Contact, MessageLog
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+def openid() -> str:
+    return "o" + secrets.token_hex(12)
+
+
+def logged(user: str, key: str, text: str = "你好", direction: str = "in") -> LoggedMessage:
+    return LoggedMessage(
+        dedupe_key=key, direction=direction, channel="wechat_oa", account="gh_demo", external_id=user,
+        chat_id=None, type="text", text=text, created_at=datetime.now(UTC),
+    )
+
+
+async def test_contact_created_once_under_concurrency(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = openid()
+
+    async def create() -> int:
+        async with sessions.begin() as session:
+            return (await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)).id
+
+    ids = await asyncio.gather(*(create() for _ in range(5)))
+    assert len(set(ids)) == 1
+    async with sessions() as session:
+        count = (await session.execute(select(func.count()).select_from(Contact).where(Contact.external_id == user))).scalar_one()
+    assert count == 1
+
+
+async def test_first_source_channel_wins_and_unfollow_is_recorded(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = openid()
+    async with sessions.begin() as session:
+        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following(session, contact, True, "taobao_card")
+    async with sessions.begin() as session:
+        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following(session, contact, False, None)
+    async with sessions.begin() as session:
+        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following(session, contact, True, "jd_card")  # came back through JD
+    async with sessions() as session:
+        stored = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
+    assert stored is not None
+    assert stored.source_channel == "taobao_card"
+    assert stored.following and stored.unfollowed_at is None
+
+
+async def test_message_log_keeps_one_row_per_dedupe_key(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = openid()
+    key = f"oa:gh_demo:msg:{secrets.randbelow(10**15)}"
+    first, second = MessageLogWriter(sessions), MessageLogWriter(sessions)  # two processes
+    first.record(logged(user, key, "宝宝湿疹用什么"))
+    second.record(logged(user, key, "宝宝湿疹用什么"))
+    first.record(logged(user, key + ":out:1", "建议先咨询医生～", "out"))
+    await asyncio.gather(first.flush(), second.flush())
+    async with sessions() as session:
+        rows = (await session.execute(select(MessageLog).where(MessageLog.external_id == user))).scalars().all()
+        contact = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
+    assert sorted((row.direction, row.text) for row in rows) == [("in", "宝宝湿疹用什么"), ("out", "建议先咨询医生～")]
+    assert contact is not None  # the writer upserts the contact it logs for
+
+
+async def test_message_log_writer_batches_in_the_background_and_flushes_on_close(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    user = openid()
+    writer = MessageLogWriter(sessions, interval=0.05, batch_size=50)
+    writer.start()
+    for n in range(120):
+        writer.record(logged(user, f"bulk:{user}:{n}", f"第{n}条"))
+    assert writer.pending == 120  # record() never waits for the database
+    await writer.close()
+    assert writer.pending == 0
+    async with sessions() as session:
+        count = (await session.execute(select(func.count()).select_from(MessageLog).where(MessageLog.external_id == user))).scalar_one()
+    assert count == 120
+
+
+async def test_last_seen_moves_forward(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = openid()
+    writer = MessageLogWriter(sessions)
+    early = logged(user, f"t:{user}:1")
+    late = replace(early, dedupe_key=f"t:{user}:2", created_at=early.created_at + timedelta(hours=1))
+    writer.record(early)
+    await writer.flush()
+    writer.record(late)
+    await writer.flush()
+    async with sessions() as session:
+        contact = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
+    assert contact is not None
+    # SQLite hands back naive datetimes; both are UTC.
+    last_seen = contact.last_seen if contact.last_seen.tzinfo else contact.last_seen.replace(tzinfo=UTC)
+    assert abs((last_seen - late.created_at).total_seconds()) < 1
