@@ -395,12 +395,35 @@ class Bench:
         the machine is shared, so these say what one whole core would do when the wall-clock rate can't."""
         self.settle()
         cpu0 = _cpu_seconds(self.server_pid)
+        io0 = self.io_counters()
         result = run(*args, **kwargs)
         cpu = _cpu_seconds(self.server_pid) - cpu0  # the server idles while pools are built: ~all of it is load
+        self.settle()  # let the message log flush, so its writes count
+        io1 = self.io_counters()
         if result.get("requests"):
             result["cpu_us"] = cpu / result["requests"] * 1e6
             result["cpu_share"] = cpu / result["elapsed"]
+            if io0 and io1:
+                result["per_msg"] = {k: (io1[k] - io0[k]) / result["requests"] for k in io0}
         return result
+
+    def io_counters(self) -> dict[str, float]:
+        """Redis commands (server-wide: the machine's other users add a little) and this database's
+        transactions/rows, to divide by the messages sent."""
+        counters: dict[str, float] = {}
+        with contextlib.suppress(Exception):
+            import redis
+
+            client = redis.Redis.from_url(self.args.redis_url)
+            counters["redis cmds"] = float(client.info("stats")["total_commands_processed"])
+            client.close()
+        if self.pg_database:
+            with contextlib.suppress(Exception):
+                row = asyncio.run(_pg_fetchrow(
+                    "SELECT xact_commit + xact_rollback AS xacts, tup_inserted + tup_updated AS writes, "
+                    "tup_returned + tup_fetched AS reads FROM pg_stat_database WHERE datname = $1", self.pg_database))
+                counters.update({"pg xacts": float(row["xacts"]), "pg rows written": float(row["writes"])})
+        return counters
 
     def settle(self, limit: float = 15.0) -> None:
         """Wait until the server is idle (its message-log flushes and background work from the last run done)."""
@@ -422,6 +445,8 @@ class Bench:
             extra.append(f"first error: {result['first_error'][:100]}")
         if result.get("generator_max_lag_ms", 0) > 5:
             extra.append(f"generator lagged up to {result['generator_max_lag_ms']:.0f} ms")
+        if result.get("per_msg"):
+            extra.append("per msg: " + ", ".join(f"{v:.2f} {k}" for k, v in result["per_msg"].items()))
         if result.get("unfinished"):
             extra.append(f"{result['unfinished']} still unanswered when the run was cut off (counted as errors)")
         row.note = "; ".join(filter(None, [note, *extra]))
@@ -561,6 +586,16 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _pg_fetchrow(query: str, *params):
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=10)
+    try:
+        return await conn.fetchrow(query, *params)
+    finally:
+        await conn.close()
 
 
 def _free_port() -> int:
