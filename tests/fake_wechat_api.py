@@ -89,6 +89,17 @@ class FakeWeChatApi:
                 )
             await asyncio.sleep(0.01)
 
+    async def wait_for_sent(self, to: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until `count` messages to `to` were accepted; returns them, oldest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m for m in self._delivered if m.get("touser") == to]
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"expected {count} message(s) to {to} within {timeout}s, got {len(found)}")
+            await asyncio.sleep(0.01)
+
     def inject(self, path: str, *responses: ScriptedResponse) -> None:
         """Queue answers for the next calls to `path`, consumed one per call, before any checks."""
         self._scripted[path].extend(responses)

@@ -95,8 +95,7 @@ async def test_answer_slower_than_the_deadline_is_acknowledged_then_pushed(
     xml = event_xml(user, "subscribe", EventKey="qrscene_jd_card")
     status, body = await deliver(client, *peer.plain(xml))
     assert (status, body) == (200, "success")
-    calls = await fake_wechat_api.wait_for("/cgi-bin/message/custom/send", count=1, timeout=5)
-    pushed = [call.json for call in calls if call.json["touser"] == user]
+    pushed = await fake_wechat_api.wait_for_sent(user)
     greeting = context_of(client).personas.for_channel("wechat_oa").greeting("wechat_oa", "jd_card")
     assert pushed[0]["msgtype"] == "text" and pushed[0]["text"]["content"] == greeting
     # WeChat's retry of the same callback must not greet again.
