@@ -94,6 +94,11 @@ class Bm25Index:
             all_weights.extend(weights)
         self._ids = np.asarray(all_ids, dtype=np.intp)
         self._weights = np.asarray(all_weights, dtype=np.float64)
+        # Short postings are faster to add up in plain Python than through numpy's
+        # per-call overhead, so keep them as tuples too.
+        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {
+            token: tuple(zip(ids, weights)) for token, (ids, weights) in postings.items()
+        }
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -106,6 +111,14 @@ class Bm25Index:
         """Entry ids containing `token` and the token's BM25 score in each (views)."""
         start, end = self._slices[token]
         return self._ids[start:end], self._weights[start:end]
+
+    def pairs(self, token: str) -> tuple[tuple[int, float], ...]:
+        """The same postings as (entry id, weight) tuples."""
+        return self._pairs[token]
+
+    def posting_length(self, token: str) -> int:
+        start, end = self._slices[token]
+        return end - start
 
     def max_contribution(self, token: str) -> float:
         """Upper bound of one token's score (tf → ∞): the query-side normalizer."""

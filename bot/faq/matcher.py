@@ -32,8 +32,10 @@ from bot.faq.model import FaqEntry
 
 Decision = Literal["answer", "clarify", "reject"]
 
-#: Candidates kept before exact ranking (a few more than the 3 we report).
-_SHORTLIST = 12
+#: Up to this many postings in total, plain Python beats numpy's call overhead.
+_PYTHON_PATH_MAX = 400
+#: Near-ties kept for the decision (identical entries could be thousands).
+_MAX_NEAR = 8
 #: Bound on remembered (channel, in_group) eligibility masks.
 _MAX_MASKS = 64
 
@@ -129,9 +131,7 @@ class FaqMatcher:
         """Match already analyzed tokens (see `analyze`)."""
         tokens = tuple(tokens)
         index, limits, analyzer = self.index, self.thresholds, self.analyzer
-        id_parts: list[npt.NDArray[np.intp]] = []
-        weight_parts: list[npt.NDArray[np.float64]] = []
-        topic_parts: list[npt.NDArray[np.intp]] = []  # entries matching a non-generic word
+        words: list[tuple[str, float, bool]] = []  # (indexed word, factor, is generic)
         ceiling = 0.0
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
             if analyzer.is_smalltalk(token):
@@ -147,31 +147,65 @@ class FaqMatcher:
             if generic:
                 factor *= limits.generic_weight
             ceiling += index.max_contribution(token) * factor
-            ids, weights = index.postings(token)
+            words.append((token, factor, generic))
+        if ceiling <= 0 or all(generic for _, _, generic in words):
+            return MatchResult("reject", None, (), 0.0, tokens)
+
+        allowed = self._allowed_mask(channel, in_group)
+        if sum(index.posting_length(w) for w, _, _ in words) <= _PYTHON_PATH_MAX:
+            best = self._best_small(words, allowed)
+        else:
+            best = self._best_large(words, allowed)
+        if not best:
+            return MatchResult("reject", None, (), 0.0, tokens)
+        return self._decide([(s / ceiling, self.entries[d]) for d, s in best], tokens)
+
+    def _near_cutoff(self, best_score: float) -> float:
+        # Everything the decision can look at: the best and its near-ties.
+        return best_score * (1.0 - self.thresholds.clarify_margin) - 1e-12
+
+    def _best_small(
+        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
+    ) -> list[tuple[int, float]]:
+        """Best entry and its near-ties, summed in plain Python (short postings)."""
+        scores: dict[int, float] = {}
+        topic: set[int] = set()  # entries matching at least one non-generic word
+        for word, factor, generic in words:
+            for doc_id, weight in self.index.pairs(word):
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+                if not generic:
+                    topic.add(doc_id)
+        if allowed is not None:
+            topic = {d for d in topic if allowed[d]}
+        if not topic:
+            return []
+        best_score = max(scores[d] for d in topic)
+        cutoff = self._near_cutoff(best_score)
+        near = [(d, scores[d]) for d in topic if scores[d] >= cutoff]
+        return sorted(near, key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
+
+    def _best_large(
+        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
+    ) -> list[tuple[int, float]]:
+        """The same as `_best_small`, vectorized for long postings (large KBs)."""
+        id_parts, weight_parts, topic_parts = [], [], []
+        for word, factor, generic in words:
+            ids, weights = self.index.postings(word)
             id_parts.append(ids)
             weight_parts.append(weights * factor if factor != 1.0 else weights)
             if not generic:
                 topic_parts.append(ids)
-        if not topic_parts or ceiling <= 0:
-            return MatchResult("reject", None, (), 0.0, tokens)
-
         scores = np.bincount(np.concatenate(id_parts), weights=np.concatenate(weight_parts))
         candidates = np.concatenate(topic_parts)
-        allowed = self._allowed_mask(channel, in_group)
         if allowed is not None:
             candidates = candidates[allowed[candidates]]
         if candidates.size == 0:
-            return MatchResult("reject", None, (), 0.0, tokens)
+            return []
         candidate_scores = scores[candidates]
-        if candidates.size > _SHORTLIST:
-            # Only the best few matter; a candidate may appear once per word, so keep extra.
-            keep = np.argpartition(candidate_scores, -_SHORTLIST)[-_SHORTLIST:]
-            candidates, candidate_scores = candidates[keep], candidate_scores[keep]
-        ranked = sorted(
-            {int(d): float(s) for d, s in zip(candidates, candidate_scores)}.items(),
-            key=lambda item: (-item[1], item[0]),  # ties: earlier entry first (stable)
-        )[:3]
-        return self._decide([(s / ceiling, self.entries[d]) for d, s in ranked], tokens)
+        cutoff = self._near_cutoff(float(candidate_scores.max()))
+        near_ids = candidates[candidate_scores >= cutoff].tolist()
+        near = {d: float(scores[d]) for d in near_ids[: _MAX_NEAR * 4]}
+        return sorted(near.items(), key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
 
     def _allowed_mask(self, channel: str | None, in_group: bool) -> npt.NDArray[np.bool_] | None:
         """Which entries may answer here; None when all may (the common case)."""
@@ -195,13 +229,13 @@ class FaqMatcher:
             return False
         return not entry.channels or channel is None or channel in entry.channels
 
-    def _decide(self, ranked: list[tuple[float, FaqEntry]], tokens: tuple[str, ...]) -> MatchResult:
+    def _decide(self, close: list[tuple[float, FaqEntry]], tokens: tuple[str, ...]) -> MatchResult:
+        """`close`: the best entry and its near-ties (within clarify_margin), best first."""
         limits = self.thresholds
-        best_score, best = ranked[0]
+        best_score, best = close[0]
         if best_score < limits.answer:
             near = best if best_score >= limits.suggest else None
             return MatchResult("reject", near, (), best_score, tokens)
-        close = [(s, e) for s, e in ranked if s >= best_score * (1.0 - limits.clarify_margin)]
         if len(close) == 1:
             return MatchResult("answer", best, (), best_score, tokens)
         top_priority = max(e.priority for _, e in close)
