@@ -31,22 +31,25 @@ from bot.faq.model import FaqEntry  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared/eval"
 
 
-def synthetic_kb(base: list[FaqEntry], n: int, rng: random.Random) -> list[FaqEntry]:
-    words = [w for group in load_lexicon() for w in group]
-    # Zipf-like: word k is drawn with weight 1/(k+1).
-    weights = [1.0 / (k + 1) for k in range(len(words))]
+def synthetic_kb(n: int, rng: random.Random) -> list[FaqEntry]:
+    """n distinct entries: brand × product × aspect words, Zipf-skewed vocabulary."""
+    groups = load_lexicon()
+    words = [w for group in groups for w in group]
+    weights = [1.0 / (k + 1) ** 0.8 for k in range(len(words))]  # Zipf-like skew
+    chars = "云柔暖安贝亲乐优佳美康宝星童趣花蕾晨曦悦享纯真初萌馨然禾木森森澜舒适恩惠朗"
+    brands = sorted({rng.choice(chars) + rng.choice(chars) for _ in range(400)})
+    products = [g[0] for g in groups if len(g[0]) >= 2][:120]
     entries = []
     for i in range(n):
-        seed = base[i % len(base)]
-        product = f"款{i % 997}号"
-        extra = rng.choices(words, weights, k=3)
+        brand, product = rng.choice(brands), rng.choice(products)
+        aspect = rng.choices(words, weights, k=6)
         entries.append(
             FaqEntry(
                 id=f"syn_{i}",
-                question=f"{product}{extra[0]}{seed.question}",
-                answer=seed.answer,
-                examples=[f"{e}{extra[1]}" for e in seed.examples],
-                keywords=[product, extra[2]],
+                question=f"{brand}{product}{aspect[0]}{aspect[1]}怎么样",
+                answer="".join(rng.choices(words, weights, k=15)),
+                examples=[f"{brand}{aspect[2]}{aspect[3]}", f"{product}{aspect[4]}{aspect[5]}"],
+                keywords=[brand],
             )
         )
     return entries
@@ -78,7 +81,7 @@ def main() -> int:
     analyzer = TextAnalyzer()
     base = load_kb(args.kb)
     questions = [row.text for row in load_questions(args.questions, {e.id for e in base})]
-    big = [*base, *synthetic_kb(base, args.entries, rng)]
+    big = [*base, *synthetic_kb(args.entries, rng)]
     queries = questions + [e.examples[0] for e in rng.sample(big, 200) if e.examples]
 
     for name, kb in (("shared KB", base), (f"{len(big)}-entry KB", big)):

@@ -49,7 +49,9 @@ class Bm25Index:
         *,
         field_weights: Mapping[str, float] = DEFAULT_FIELD_WEIGHTS,
         params: Bm25Params = Bm25Params(),
+        long_posting: int = 256,
     ) -> None:
+        self.long_posting = long_posting
         self.n_docs = len(docs)
         self.params = params
         weighted_tf: list[Counter[str]] = []
@@ -99,6 +101,11 @@ class Bm25Index:
         self._pairs: dict[str, tuple[tuple[int, float], ...]] = {
             token: tuple(zip(ids, weights)) for token, (ids, weights) in postings.items()
         }
+        self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
+        # Common words (long postings) are looked up per candidate instead of summed.
+        self._lookup: dict[str, dict[int, float]] = {
+            t: dict(zip(ids, w)) for t, (ids, w) in postings.items() if len(ids) > long_posting
+        }
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -115,6 +122,13 @@ class Bm25Index:
     def pairs(self, token: str) -> tuple[tuple[int, float], ...]:
         """The same postings as (entry id, weight) tuples."""
         return self._pairs[token]
+
+    def max_weight(self, token: str) -> float:
+        return self._max_weight[token]
+
+    def weight_in(self, token: str) -> Mapping[int, float]:
+        """entry id → weight, for words with more than `long_posting` entries."""
+        return self._lookup[token]
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]

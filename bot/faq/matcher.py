@@ -33,7 +33,7 @@ from bot.faq.model import FaqEntry
 Decision = Literal["answer", "clarify", "reject"]
 
 #: Up to this many postings in total, plain Python beats numpy's call overhead.
-_PYTHON_PATH_MAX = 400
+_PYTHON_PATH_MAX = 200
 #: Near-ties kept for the decision (identical entries could be thousands).
 _MAX_NEAR = 8
 #: Bound on remembered (channel, in_group) eligibility masks.
@@ -92,6 +92,14 @@ class FaqMatcher:
         self.thresholds = thresholds
         #: (channel, in_group) → which entries may answer there.
         self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
+        #: Dense weight rows of generic words, looked up per candidate (see _best_large).
+        self._generic_rows: dict[str, npt.NDArray[np.float64]] = {}
+        for word in index.vocabulary:
+            if analyzer.is_generic(word):
+                row = np.zeros(len(self.entries), dtype=np.float64)
+                ids, weights = index.postings(word)
+                row[ids] = weights
+                self._generic_rows[word] = row
 
     @classmethod
     def build(
@@ -187,24 +195,34 @@ class FaqMatcher:
     def _best_large(
         self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
     ) -> list[tuple[int, float]]:
-        """The same as `_best_small`, vectorized for long postings (large KBs)."""
-        id_parts, weight_parts, topic_parts = [], [], []
+        """The same as `_best_small`, vectorized for long postings (large KBs).
+
+        Topic words are summed with one bincount; generic words (often in most
+        entries) are only looked up for the resulting candidates, from dense rows.
+        """
+        id_parts, weight_parts = [], []
         for word, factor, generic in words:
-            ids, weights = self.index.postings(word)
-            id_parts.append(ids)
-            weight_parts.append(weights * factor if factor != 1.0 else weights)
             if not generic:
-                topic_parts.append(ids)
-        scores = np.bincount(np.concatenate(id_parts), weights=np.concatenate(weight_parts))
-        candidates = np.concatenate(topic_parts)
+                ids, weights = self.index.postings(word)
+                id_parts.append(ids)
+                weight_parts.append(weights * factor if factor != 1.0 else weights)
+        # Candidates keep duplicates (an entry appears once per matched word):
+        # cheaper than deduplicating thousands of ids; only the few near the top
+        # are deduplicated below.
+        candidates = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts)
+        weights = weight_parts[0] if len(weight_parts) == 1 else np.concatenate(weight_parts)
+        scores = np.bincount(candidates, weights=weights)
         if allowed is not None:
             candidates = candidates[allowed[candidates]]
         if candidates.size == 0:
             return []
         candidate_scores = scores[candidates]
+        for word, factor, generic in words:
+            if generic:
+                candidate_scores += self._generic_rows[word][candidates] * factor
         cutoff = self._near_cutoff(float(candidate_scores.max()))
-        near_ids = candidates[candidate_scores >= cutoff].tolist()
-        near = {d: float(scores[d]) for d in near_ids[: _MAX_NEAR * 4]}
+        keep = np.flatnonzero(candidate_scores >= cutoff)[: _MAX_NEAR * 16]
+        near = dict(zip(candidates[keep].tolist(), candidate_scores[keep].tolist()))
         return sorted(near.items(), key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
 
     def _allowed_mask(self, channel: str | None, in_group: bool) -> npt.NDArray[np.bool_] | None:
