@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -106,3 +107,23 @@ def test_console_refuses_a_malformed_role(tmp_path: Path) -> None:
 def test_persona_check_cli_reports_the_demo_clean(tmp_path: Path) -> None:
     result = run_bot("persona", "check", "persona/demo", env=embedded_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_faq_eval_cli_on_the_shared_dev_set(tmp_path: Path) -> None:
+    shared = REPO_ROOT.parent / "shared" / "eval"
+    result = run_bot(
+        "faq", "eval", "--kb", str(shared / "faq_kb.yaml"), "--questions", str(shared / "faq_dev.tsv"),
+        env=embedded_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"n", "in_scope", "rejects", "overall"}
+    assert summary["n"] == 152 and summary["overall"] >= 0.90
+
+
+def test_faq_eval_cli_explains_a_missing_file(tmp_path: Path) -> None:
+    result = run_bot("faq", "eval", "--kb", str(tmp_path / "nope.yaml"), "--questions", str(tmp_path / "q.tsv"),
+                     env=embedded_env(tmp_path))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

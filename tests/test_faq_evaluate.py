@@ -64,8 +64,7 @@ def test_tiny_labelled_set_figures(tmp_path: Path, analyzer: TextAnalyzer) -> No
 
 def test_shared_dev_set_reaches_target(analyzer: TextAnalyzer) -> None:
     kb, questions = SHARED_EVAL / "faq_kb.yaml", SHARED_EVAL / "faq_dev.tsv"
-    if not kb.exists() or not questions.exists():
-        pytest.skip(f"shared eval files not found in {SHARED_EVAL}")
+    assert kb.exists() and questions.exists(), f"shared eval files belong beside the repo: {SHARED_EVAL}"
     code, output = _run(kb, questions, analyzer)
     assert code == 0
     summary = json.loads(output.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,6 +35,19 @@ class LoggedMessage:
     text: str
     created_at: datetime
 
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "dedupe_key": self.dedupe_key,
+            "direction": self.direction,
+            "channel": self.channel,
+            "account": self.account,
+            "external_id": self.external_id,
+            "chat_id": self.chat_id,
+            "type": self.type,
+            "text": self.text,
+            "created_at": self.created_at,
+        }
+
 
 class MessageLogWriter:
     def __init__(
@@ -52,6 +66,7 @@ class MessageLogWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._compiled_for: tuple[Any, Any] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-log-writer")
@@ -101,41 +116,33 @@ class MessageLogWriter:
             key = (row.channel, row.account, row.external_id)
             contacts[key] = max(contacts.get(key, row.created_at), row.created_at)
         async with self._sessions.begin() as session:
-            if contacts:
-                statement = upsert(session, Contact).values(
-                    [
-                        {
-                            "channel": channel,
-                            "account": account,
-                            "external_id": external_id,
-                            "following": True,
-                            "first_seen": seen,
-                            "last_seen": seen,
-                        }
-                        for (channel, account, external_id), seen in sorted(contacts.items())
-                    ]
-                )
-                await session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["channel", "account", "external_id"],
-                        set_={"last_seen": statement.excluded.last_seen},
-                    )
-                )
+            contact_upsert, message_insert = self._statements(session)
+            # executemany with one statement object: SQLAlchemy compiles it once and
+            # caches it, where a fresh multi-row VALUES would be recompiled every flush.
             await session.execute(
-                insert_ignoring_conflicts(session, MessageLog).values(
-                    [
-                        {
-                            "dedupe_key": row.dedupe_key,
-                            "direction": row.direction,
-                            "channel": row.channel,
-                            "account": row.account,
-                            "external_id": row.external_id,
-                            "chat_id": row.chat_id,
-                            "type": row.type,
-                            "text": row.text,
-                            "created_at": row.created_at,
-                        }
-                        for row in batch
-                    ]
-                )
+                contact_upsert,
+                [
+                    {
+                        "channel": channel,
+                        "account": account,
+                        "external_id": external_id,
+                        "following": True,
+                        "first_seen": seen,
+                        "last_seen": seen,
+                    }
+                    for (channel, account, external_id), seen in sorted(contacts.items())
+                ],
             )
+            await session.execute(message_insert, [row.as_row() for row in batch])
+
+    def _statements(self, session: AsyncSession) -> tuple[Any, Any]:
+        if self._compiled_for is None:
+            contacts = upsert(session, Contact.__table__)
+            self._compiled_for = (
+                contacts.on_conflict_do_update(
+                    index_elements=["channel", "account", "external_id"],
+                    set_={"last_seen": contacts.excluded.last_seen},
+                ),
+                insert_ignoring_conflicts(session, MessageLog.__table__),
+            )
+        return self._compiled_for
