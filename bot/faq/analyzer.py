@@ -10,8 +10,13 @@ Dictionary loading: by default the analyzer uses jieba's default tokenizer
 only once per process, so every component that builds a `TextAnalyzer()`
 (FAQ, tagging, personas) shares one loaded dictionary without a cache of ours.
 Pass `tokenizer=jieba.Tokenizer()` for an isolated dictionary (tests, tools).
-Construction loads the dictionary (~1 s the first time): build analyzers at
-start-up or in `asyncio.to_thread`, not inside a request.
+Construction loads the dictionary (~0.3 s the first time, from jieba's cache
+file, read in one piece rather than jieba's own object-by-object file reads):
+build analyzers at start-up or in `asyncio.to_thread`, not inside a request.
+
+Importing this module is cheap: jieba is imported by the first analyzer, and
+pypinyin (~0.3 s to import) only when a homophone lookup is first needed; the
+sound table for homophone correction is filled then, not at construction.
 
 Words added to the dictionary (lexicon entries, persona product names) are
 additive and harmless to share: they only make jieba keep those words whole.
@@ -20,20 +25,71 @@ additive and harmless to share: they only make jieba keep those words whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import marshal
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jieba
 import yaml
-from pypinyin import lazy_pinyin
 
 from bot.faq.normalize import normalize_text
 
-jieba.setLogLevel(logging.WARNING)
+if TYPE_CHECKING:
+    import jieba
 
 _DATA = resources.files("bot.faq") / "data"
+
+
+def _default_tokenizer() -> jieba.Tokenizer:
+    import jieba  # noqa: PLC0415 - ~0.2 s, imported by the first analyzer, not by this module
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba.dt
+
+
+def _load_dictionary(tokenizer: jieba.Tokenizer) -> None:
+    """`tokenizer.initialize()`, but reading jieba's cache file in one piece.
+
+    jieba unpickles its cache with `marshal.load(file)`, which calls the file's
+    `readinto` once per object: ~500k words make that 1-1.5 s, where
+    `marshal.loads` of the same bytes takes ~0.3 s. Anything unusual (custom
+    dictionary, no or stale cache, read error) goes to jieba's own code, which
+    also writes the cache.
+    """
+    import jieba  # noqa: PLC0415
+
+    if tokenizer.initialized:
+        return
+    with tokenizer.lock:
+        if tokenizer.initialized or tokenizer.dictionary != jieba.DEFAULT_DICT:
+            pass
+        elif jieba.DICT_WRITING.get(tokenizer.dictionary) is None:  # nobody writing the cache
+            name = tokenizer.cache_file or "jieba.cache"  # the path jieba itself uses
+            path = os.path.join(tokenizer.tmp_dir or tempfile.gettempdir(), name)
+            try:
+                with open(path, "rb") as cache:
+                    freq, total = marshal.loads(cache.read())
+                if isinstance(freq, dict) and freq and total > 0:
+                    tokenizer.FREQ, tokenizer.total = freq, total
+                    tokenizer.initialized = True
+            except (OSError, EOFError, ValueError, TypeError):
+                pass
+    tokenizer.initialize()  # no-op when loaded above
+
+
+_lazy_pinyin: Callable[[str], list[str]] | None = None
+
+
+def _pinyin_of(word: str) -> str:
+    global _lazy_pinyin  # noqa: PLW0603 - imported once, on first use
+    if _lazy_pinyin is None:
+        from pypinyin import lazy_pinyin  # noqa: PLC0415 - ~0.3 s to import
+
+        _lazy_pinyin = lazy_pinyin
+    return "".join(_lazy_pinyin(word))
 
 
 class LexiconError(ValueError):
@@ -136,14 +192,17 @@ class TextAnalyzer:
         tokenizer: jieba.Tokenizer | None = None,
         lexicon_path: Path | None = None,
     ) -> None:
-        self._tokenizer = tokenizer if tokenizer is not None else jieba.dt
-        self._tokenizer.initialize()
+        self._tokenizer = tokenizer if tokenizer is not None else _default_tokenizer()
+        _load_dictionary(self._tokenizer)
         self._memo = _Memo()
         self._stopwords = load_wordlist("stopwords.txt")
         self._smalltalk = load_wordlist("smalltalk.txt")
         self._generic = load_wordlist("generic.txt")
         self._table = _SynonymTable()
+        #: pinyin → canonical word (None: two meanings share the sound), filled on
+        #: first use from `_pending_sounds`, the (word, canonical) pairs added so far.
         self._sounds: dict[str, str | None] = {}
+        self._pending_sounds: list[tuple[str, str]] = []
         for group in load_lexicon(lexicon_path):
             self._add_group(group)
         self._extend(user_words, synonyms or {}, ())
@@ -169,7 +228,8 @@ class TextAnalyzer:
         clone._smalltalk = self._smalltalk
         clone._generic = self._generic
         clone._table = self._table.copy()
-        clone._sounds = dict(self._sounds)
+        clone._sounds = self._sounds  # copied on write (see _sound_table)
+        clone._pending_sounds = list(self._pending_sounds)
         clone._extend(user_words, synonyms or {}, vocabulary)
         return clone
 
@@ -199,10 +259,24 @@ class TextAnalyzer:
         # Only words of 2+ CJK characters: single syllables are far too ambiguous.
         if len(word) < 2 or not all("\u4e00" <= c <= "\u9fff" for c in word):
             return
-        sound = self.pinyin(word)
-        known = self._sounds.get(sound, canonical)
-        # Two different meanings with one sound: don't guess.
-        self._sounds[sound] = canonical if known == canonical else None
+        self._pending_sounds.append((word, canonical))
+
+    def _sound_table(self) -> dict[str, str | None]:
+        """The homophone table, with every pending word added (pypinyin needed from here)."""
+        pending = self._pending_sounds
+        if not pending:
+            return self._sounds
+        sounds = dict(self._sounds)  # never mutate: derived analyzers may share it
+        for word, canonical in pending:
+            sound = self.pinyin(word)
+            known = sounds.get(sound, canonical)
+            # Two different meanings with one sound: don't guess.
+            sounds[sound] = canonical if known == canonical else None
+        # Replaying a pair already in the table changes nothing, so a concurrent
+        # caller that still sees the old pending list gets the same table.
+        self._sounds = sounds
+        self._pending_sounds = []
+        return sounds
 
     def _add_word(self, word: str) -> None:
         # Keep multi-character words whole; "免运费" must not become 免/运费.
@@ -261,7 +335,8 @@ class TextAnalyzer:
         """The canonical known word pronounced like `word` (油费 → 运费 via 邮费), if unique."""
         if len(word) < 2:
             return None
-        return self._sounds.get(self.pinyin(word))
+        sounds = self._sound_table()
+        return sounds.get(self.pinyin(word)) if sounds else None
 
     def _unknown(self, word: str) -> list[str]:
         """A word jieba's HMM invented: a homophone typo, or a typo glued to a word."""
@@ -288,6 +363,6 @@ class TextAnalyzer:
         """Toneless pinyin, for homophone typos (发漂 → fapiao = 发票)."""
         sound = self._memo.sounds.get(word)
         if sound is None:
-            sound = "".join(lazy_pinyin(word))
+            sound = _pinyin_of(word)
             self._memo.remember(self._memo.sounds, word, sound)
         return sound
