@@ -20,6 +20,7 @@ from bot.storage.message_log import LoggedMessage, MessageLogWriter
 log = logging.getLogger("siyu.actions")
 
 HANDOFF_TTL_SECONDS = 24 * 3600
+TAG_REFRESH_SECONDS = 3600
 
 
 class ActionExecutor:
@@ -94,6 +95,40 @@ class ActionExecutor:
         )
 
     async def _store_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
+        marker_prefix = f"tagged:{event.channel}:{event.account}:{event.sender}:"
+        fresh: list[SetFollowing | AddTag | RemoveTag] = []
+        claimed: list[str] = []
+        # Customers repeat themselves: a tag written in the last hour is not written again
+        # (its expiry moves at most an hour late), which keeps the hot path off the database.
+        if any(isinstance(action, RemoveTag) for action in actions):
+            # Rare; in order, so "remove then add" in one batch adds again.
+            for action in actions:
+                if isinstance(action, AddTag):
+                    if not await self._store.set_nx(marker_prefix + action.tag, "1", ttl=TAG_REFRESH_SECONDS):
+                        continue
+                    claimed.append(marker_prefix + action.tag)
+                elif isinstance(action, RemoveTag):
+                    await self._store.delete(marker_prefix + action.tag)
+                fresh.append(action)
+        else:
+            markers = [marker_prefix + action.tag for action in actions if isinstance(action, AddTag)]
+            created = iter(await self._store.set_nx_many(markers, "1", ttl=TAG_REFRESH_SECONDS) if markers else ())
+            for action in actions:
+                if isinstance(action, AddTag):
+                    if not next(created):
+                        continue
+                    claimed.append(marker_prefix + action.tag)
+                fresh.append(action)
+        if not fresh:
+            return
+        try:
+            await self._write_changes(event, fresh)
+        except BaseException:
+            for marker in claimed:
+                await self._store.delete(marker)
+            raise
+
+    async def _write_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             contact = await contact_repo.get_or_create_contact(

@@ -37,7 +37,7 @@ from bot.storage.migrate import ensure_migrated
 from bot.web import ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.wechat_api import WeChatApiClient
-from handlers import build_router
+from handlers import build_router, conversation_keys
 
 log = logging.getLogger("siyu.app")
 
@@ -120,6 +120,7 @@ class AppContext:
             background=background,
             metrics=metrics,
             deadline=settings.reply_deadline_seconds,
+            conversation_keys=conversation_keys,
         )
         context = cls(
             settings=settings,

@@ -27,7 +27,26 @@ class Context:
     #: Scratch space for one dispatch: middlewares and handlers may leave notes here
     #: (e.g. the FAQ handler records which entry answered, for tag rules).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The contact's conversation state as read from the store together with the
+    #: dedupe claim (key → value, None when absent), so handlers need no round trip
+    #: of their own. Keys not in here are read from the store. Kept current by
+    #: `save`/`forget`, so a handler later in the same dispatch sees the change.
+    state: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def store(self) -> KeyValueStore:
         return self.services.store
+
+    async def load(self, key: str) -> str | None:
+        """The value of `key`: from the state read with the claim when it was, else from the store."""
+        if key in self.state:
+            return self.state[key]
+        return await self.services.store.get(key)
+
+    async def save(self, key: str, value: str, ttl: float | None = None) -> None:
+        await self.services.store.set(key, value, ttl=ttl)
+        self.state[key] = value
+
+    async def forget(self, key: str) -> None:
+        await self.services.store.delete(key)
+        self.state[key] = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bot.background import BackgroundTasks
@@ -49,6 +49,7 @@ class Dispatcher:
         background: BackgroundTasks,
         metrics: Metrics,
         deadline: float,
+        conversation_keys: Callable[[Event], Sequence[str]] = lambda event: (),
     ) -> None:
         self._call = call
         self._persona_for = persona_for
@@ -57,17 +58,21 @@ class Dispatcher:
         self._background = background
         self._metrics = metrics
         self.deadline = deadline
+        self._conversation_keys = conversation_keys
 
     async def handle(self, event: Event) -> str | None:
         """The passive reply for this delivery, or None to answer `success`."""
         store = self._services.store
         key = f"dedupe:{event.dedupe_key}"
-        if not await store.set_nx(key, PENDING, ttl=PENDING_TTL_SECONDS):
+        # One round trip: the claim, plus the contact's conversation state the handlers will read.
+        state_keys = self._conversation_keys(event)
+        claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
+        if not claimed:
             self._metrics.dedupe_hits.inc()
-            return await self._answer_of_earlier_delivery(key)
+            return await self._answer_of_earlier_delivery(key, current)
 
         self._executor.log_inbound(event)
-        work = asyncio.ensure_future(self._run(event))
+        work = asyncio.ensure_future(self._run(event, dict(zip(state_keys, values, strict=True))))
         done, _ = await asyncio.wait({work}, timeout=self.deadline)
         if not done:
             await store.set(key, LATE, ttl=DEDUPE_TTL_SECONDS)
@@ -85,8 +90,8 @@ class Dispatcher:
         await store.set(key, DONE + (passive or ""), ttl=DEDUPE_TTL_SECONDS)
         return passive
 
-    async def _run(self, event: Event) -> list[str]:
-        ctx = Context(persona=self._persona_for(str(event.channel)), services=self._services)
+    async def _run(self, event: Event, state: dict[str, str | None]) -> list[str]:
+        ctx = Context(persona=self._persona_for(str(event.channel)), services=self._services, state=state)
         actions: list[Action] = await self._call(event, ctx)
         return await self._executor.apply(event, actions)
 
@@ -102,14 +107,15 @@ class Dispatcher:
         for text in self._replies_of(work, event):
             self._executor.push(event, event.sender, text, event.chat)
 
-    async def _answer_of_earlier_delivery(self, key: str) -> str | None:
+    async def _answer_of_earlier_delivery(self, key: str, state: str | None) -> str | None:
+        """Given the claim's value as the claim found it; polled while it is still pending."""
         store = self._services.store
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.deadline
         while True:
-            state = await store.get(key)
             if state is not None and state.startswith(DONE):
                 return state[len(DONE) :] or None
             if state != PENDING or loop.time() >= give_up:
                 return None  # answered late (pushed), or still at work: `success`
             await asyncio.sleep(RETRY_POLL_SECONDS)
+            state = await store.get(key)

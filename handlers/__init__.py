@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from bot.events import Event, EventKind
 from bot.router import Router
 from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
 
@@ -20,3 +21,12 @@ def build_router() -> Router:
     root = Router("siyu")
     root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
+
+
+def conversation_keys(event: Event) -> list[str]:
+    """The contact's conversation state the handlers read for this event (pending survey,
+    pending FAQ choice). The dispatcher reads these with the dedupe claim, in one round
+    trip, and hands them over in `Context.state`; only text messages read any."""
+    if event.kind is not EventKind.MESSAGE or not event.text:
+        return []
+    return [*tagging.conversation_keys(event), *faq.conversation_keys(event)]

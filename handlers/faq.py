@@ -24,12 +24,17 @@ def _clarify_key(event: Event) -> str:
     return f"clarify:{event.channel}:{event.account}:{event.sender}"
 
 
+def conversation_keys(event: Event) -> list[str]:
+    """Store keys these handlers read for a text message (loaded with the dedupe claim)."""
+    return [_clarify_key(event)]
+
+
 @router.on(has_text, priority=85)
 async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
     number = choice_number(event.text)
     if number is None:
         return UNHANDLED
-    pending = await ctx.store.get(_clarify_key(event))
+    pending = await ctx.load(_clarify_key(event))  # read with the dedupe claim (bot.dispatch)
     if not pending:
         return UNHANDLED
     offered = pending.split("\t")
@@ -38,7 +43,7 @@ async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
     entry = next((entry for entry in ctx.persona.faq_entries if entry.id == offered[number - 1]), None)
     if entry is None:  # the persona was edited in between
         return UNHANDLED
-    await ctx.store.delete(_clarify_key(event))
+    await ctx.forget(_clarify_key(event))
     return _answer(entry, ctx)
 
 
@@ -48,7 +53,7 @@ async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
     if result.decision == "answer" and result.entry is not None:
         return _answer(result.entry, ctx)
     if result.decision == "clarify" and result.alternatives:
-        await ctx.store.set(
+        await ctx.save(
             _clarify_key(event), "\t".join(entry.id for entry in result.alternatives), ttl=CLARIFY_TTL_SECONDS
         )
         options = [entry.question for entry in result.alternatives]

@@ -39,20 +39,21 @@ def customer(event: Event, ctx: Context) -> bool:
 
 @router.on(has_text, customer, priority=90)
 async def survey_answer(event: Event, ctx: Context) -> HandlerResult:
-    rule_id = await state.pending_survey(ctx.store, event)
+    survey_key = state.survey_key(event)
+    rule_id = await ctx.load(survey_key)  # read with the dedupe claim (bot.dispatch)
     if rule_id is None:
         return UNHANDLED
     engine = engine_for(ctx.persona)
     rule = engine.survey(rule_id)
     if rule is None:  # the persona was edited and the survey is gone
-        await state.clear_pending_survey(ctx.store, event)
+        await ctx.forget(survey_key)
         return UNHANDLED
     if not in_scope(rule.scope, event.in_group):
         return UNHANDLED
     option = engine.survey_answer(rule, event.text)
     if option is None:
         return UNHANDLED
-    await state.clear_pending_survey(ctx.store, event)
+    await ctx.forget(survey_key)
     return [
         AddTag(tag=option.tag, source=rule.id, expires_in_days=rule.expires_in_days),
         Reply(thanks_line(ctx.persona, rule, option)),
@@ -87,8 +88,13 @@ async def ask_survey_on_follow(event: Event, ctx: Context) -> list[Action]:
 
 
 async def _ask(event: Event, ctx: Context, rule: SurveyRule) -> list[Action]:
-    await state.set_pending_survey(ctx.store, event, rule.id)
+    await ctx.save(state.survey_key(event), rule.id, ttl=state.PENDING_SURVEY_TTL)
     return [Reply(engine_for(ctx.persona).survey_question(rule, ctx.persona))]
+
+
+def conversation_keys(event: Event) -> list[str]:
+    """Store keys the tagging handlers read for a text message (loaded with the dedupe claim)."""
+    return [state.survey_key(event)]
 
 
 @router.middleware
@@ -101,8 +107,7 @@ async def faq_topic_middleware(call_next: CallNext, event: Event, ctx: Context) 
     counted = engine.faq_ids(answered=faq_id)
     if not counted:
         return actions
-    await state.count_faq_answer(ctx.store, event, faq_id)
-    counts = await state.faq_counts(ctx.store, event, counted)
+    counts = await state.count_and_read(ctx.store, event, faq_id, counted)
     already = {action.tag for action in actions if isinstance(action, AddTag)}
     return actions + [tag for tag in engine.faq_topic_tags(counts, answered=faq_id) if tag.tag not in already]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -23,6 +24,30 @@ class KeyValueStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def claim(
+        self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
+    ) -> tuple[bool, str | None, list[str | None]]:
+        """SET NX `key`, and read more keys, in one round trip.
+
+        Returns (claimed, the value `key` holds when someone else claimed it first,
+        the values of `read`). What the hot path needs per delivery: the dedupe claim
+        and the contact's conversation state together.
+        """
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
+
+    async def set_nx_many(self, keys: Sequence[str], value: str, ttl: float | None = None) -> list[bool]:
+        """SET NX each key (one round trip); True for each key this call created."""
+        ...
+
+    async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
+        """INCR `key`, giving it `ttl` when this creates it (the TTL is never moved), and read `read` after.
+
+        One round trip; the window starts at the first count.
+        """
+        ...
 
     async def incr(self, key: str, amount: int = 1) -> int: ...
 

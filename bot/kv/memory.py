@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from bot.kv.base import LockTimeout
@@ -49,6 +49,24 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
+
+    async def claim(
+        self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
+    ) -> tuple[bool, str | None, list[str | None]]:
+        current = self._live(key)
+        if current is None:
+            self._values[key] = (value, self._expiry(ttl))
+        return current is None, current, [self._live(other) for other in read]
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        return [self._live(key) for key in keys]
+
+    async def set_nx_many(self, keys: Sequence[str], value: str, ttl: float | None = None) -> list[bool]:
+        return [await self.set_nx(key, value, ttl) for key in keys]
+
+    async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
+        await self.set_nx(key, "0", ttl)
+        return await self.incr(key), [self._live(other) for other in read]
 
     async def incr(self, key: str, amount: int = 1) -> int:
         current = self._live(key)

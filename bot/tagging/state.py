@@ -71,9 +71,21 @@ async def count_faq_answer(store: KeyValueStore, event: Event, faq_id: str) -> i
     return await store.incr(key)
 
 
+async def count_and_read(
+    store: KeyValueStore, event: Event, faq_id: str, faq_ids: Iterable[str]
+) -> dict[str, int]:
+    """`count_faq_answer` then `faq_counts`, in one round trip to the store."""
+    ids = list(faq_ids)
+    _, values = await store.count(faq_topic_key(event, faq_id), FAQ_TOPIC_TTL, [faq_topic_key(event, i) for i in ids])
+    return {i: _as_count(value) for i, value in zip(ids, values, strict=True)}
+
+
+def _as_count(value: str | None) -> int:
+    return int(value) if value and value.lstrip("-").isdigit() else 0
+
+
 async def faq_counts(store: KeyValueStore, event: Event, faq_ids: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for faq_id in faq_ids:
-        value = await store.get(faq_topic_key(event, faq_id))
-        counts[faq_id] = int(value) if value and value.lstrip("-").isdigit() else 0
+        counts[faq_id] = _as_count(await store.get(faq_topic_key(event, faq_id)))
     return counts

@@ -1,0 +1,71 @@
+"""The store's one-round-trip operations (claim, count, set_nx_many, get_many), on MemoryStore and Redis alike."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.kv import KeyValueStore, MemoryStore, RedisStore
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    kv: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url("redis://127.0.0.1:6379/0")
+    try:
+        yield kv
+    finally:
+        await kv.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"kvtest:{uuid.uuid4().hex}:"
+
+
+async def test_claim_once_and_read_other_keys(store: KeyValueStore, prefix: str) -> None:
+    await store.set(prefix + "state", "survey-1", ttl=60)
+    first = await store.claim(prefix + "dedupe", "pending", 60, [prefix + "state", prefix + "absent"])
+    assert first == (True, None, ["survey-1", None])
+    second = await store.claim(prefix + "dedupe", "other", 60, [prefix + "state"])
+    assert second == (False, "pending", ["survey-1"])
+    await store.set(prefix + "dedupe", "done:hi", ttl=60)
+    assert await store.claim(prefix + "dedupe", "pending", 60) == (False, "done:hi", [])
+    assert await store.claim(prefix + "forever", "x", None) == (True, None, [])
+    assert await store.get(prefix + "forever") == "x"
+    for key in ("state", "dedupe", "forever"):
+        await store.delete(prefix + key)
+
+
+async def test_claim_expires(store: KeyValueStore, prefix: str) -> None:
+    assert (await store.claim(prefix + "short", "p", 0.05))[0]
+    if isinstance(store, RedisStore):
+        assert 0 < await store.client.pttl(prefix + "short") <= 50
+    else:
+        import asyncio
+
+        await asyncio.sleep(0.08)
+        assert (await store.claim(prefix + "short", "p", 0.05))[0]
+    await store.delete(prefix + "short")
+
+
+async def test_count_starts_a_window_and_reads(store: KeyValueStore, prefix: str) -> None:
+    key, other = prefix + "a", prefix + "b"
+    await store.set(other, "5")
+    assert await store.count(key, 3600, [key, other, prefix + "none"]) == (1, ["1", "5", None])
+    assert await store.count(key, 3600) == (2, [])
+    if isinstance(store, RedisStore):
+        assert 0 < await store.client.pttl(key) <= 3600_000
+    for name in (key, other):
+        await store.delete(name)
+
+
+async def test_set_nx_many_and_get_many(store: KeyValueStore, prefix: str) -> None:
+    await store.set(prefix + "x", "old")
+    assert await store.set_nx_many([prefix + "x", prefix + "y", prefix + "y"], "1", ttl=60) == [False, True, False]
+    assert await store.set_nx_many([], "1", ttl=60) == []
+    assert await store.get_many([prefix + "x", prefix + "y", prefix + "z"]) == ["old", "1", None]
+    assert await store.get_many([]) == []
+    for name in ("x", "y"):
+        await store.delete(prefix + name)
