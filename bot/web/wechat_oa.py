@@ -72,5 +72,5 @@ class OfficialAccountEndpoint:
         return self._answer(rejected.status, f"{rejected.reason}: {rejected}")
 
     def _answer(self, status: int, text: str, content_type: str = "text/plain") -> web.Response:
-        self.metrics.requests.labels(ENDPOINT, str(status)).inc()
+        self.metrics.count_request(ENDPOINT, status)
         return web.Response(status=status, text=text, content_type=content_type)
