@@ -71,18 +71,24 @@ class AppContext:
         watch_personas: bool = True,
     ) -> AppContext:
         metrics = Metrics()
-        analyzer = analyzer or await asyncio.to_thread(TextAnalyzer)
-        personas = await asyncio.to_thread(
-            PersonaRegistry,
-            settings.persona,
-            settings.personas_by_channel(),
-            history_dir=settings.persona_history_dir,
-            analyzer=analyzer,
-        )
         engine = create_engine(settings.database_url)
+        # The database check waits on the network; the persona load (jieba, FAQ index) is
+        # CPU in a thread: run them side by side instead of one after the other.
+        migrated = asyncio.ensure_future(ensure_migrated(engine))
         try:
-            await ensure_migrated(engine)
-        except Exception:
+            analyzer = analyzer or await asyncio.to_thread(TextAnalyzer)
+            personas = await asyncio.to_thread(
+                PersonaRegistry,
+                settings.persona,
+                settings.personas_by_channel(),
+                history_dir=settings.persona_history_dir,
+                analyzer=analyzer,
+            )
+            await migrated
+        except BaseException:
+            if not migrated.done():
+                migrated.cancel()
+            await asyncio.gather(migrated, return_exceptions=True)
             await engine.dispose()
             raise
         store: KeyValueStore = open_store(settings.redis_url)
