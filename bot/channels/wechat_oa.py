@@ -20,7 +20,6 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from xml.etree import ElementTree as _ET
 from xml.parsers.expat import ExpatError
 
 from wechatpy import parse_message
@@ -92,11 +91,7 @@ class OfficialAccountAdapter:
                     400, "encryption_required", "this account is configured for AES; plain callbacks are refused"
                 )
             self._check_signature(query, query.get("signature", ""))
-        fields = _fast_fields(text)
-        if fields is not None:
-            event = self._to_event_from(fields, "")
-        else:
-            event = self._to_event(_parse(text))
+        event = self._to_event(_parse(text))
         return InboundMessage(event=event, encrypted=encrypted, nonce=query.get("nonce", ""))
 
     def _check_timestamp(self, timestamp: str, now: float | None) -> None:
@@ -200,44 +195,6 @@ class OfficialAccountAdapter:
             f"<MsgSignature><![CDATA[{signer.signature}]]></MsgSignature>"
             f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
         )
-
-
-def _fast_fields(text: str) -> dict[str, Any] | None:
-    """The fields of an ordinary message (text, image, voice, ...), parsed the quick way.
-
-    WeChat messages are one `<xml>` root with flat, unique, attribute-free children;
-    for those this gives exactly what wechatpy's parse_message (xmltodict) gives, in
-    a tenth of the time (the C ElementTree parser). Anything else (events, whose
-    EventKey wechatpy rewrites; nested, repeated or attributed fields; bad XML) returns
-    None and takes wechatpy's path, with its errors. The DTD refusal ran before.
-    """
-    try:
-        root = _ET.fromstring(text)
-    except (_ET.ParseError, ValueError):
-        return None
-    if root.tag != "xml" or root.attrib or len(root) == 0 or (root.text and not root.text.isspace()):
-        return None
-    fields: dict[str, Any] = {}
-    for child in root:
-        tag = child.tag
-        if (
-            not isinstance(tag, str)  # comments / processing instructions
-            or tag in fields
-            or child.attrib
-            or len(child)
-            or (child.tail and not child.tail.isspace())
-        ):
-            return None
-        value = child.text
-        # xmltodict (strip_whitespace): surrounding whitespace dropped, empty → None.
-        fields[tag] = (value.strip() or None) if value else None
-    msg_type = fields.get("MsgType")
-    if not isinstance(msg_type, str):
-        return None
-    msg_type = msg_type.lower()
-    if msg_type == "event" or msg_type.startswith("device_"):
-        return None
-    return fields
 
 
 def _parse(text: str) -> BaseMessage:
