@@ -97,15 +97,11 @@ class Bm25Index:
         self._ids = np.asarray(all_ids, dtype=np.intp)
         self._weights = np.asarray(all_weights, dtype=np.float64)
         # Short postings are faster to add up in plain Python than through numpy's
-        # per-call overhead, so keep them as tuples too.
-        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {
-            token: tuple(zip(ids, weights)) for token, (ids, weights) in postings.items()
-        }
+        # per-call overhead, so keep them as lists too.
+        self._lists = postings
         self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
-        # Common words (long postings) are looked up per candidate instead of summed.
-        self._lookup: dict[str, dict[int, float]] = {
-            t: dict(zip(ids, w)) for t, (ids, w) in postings.items() if len(ids) > long_posting
-        }
+        #: entry id → weight, made on first use (for per-candidate lookups).
+        self._lookup: dict[str, dict[int, float]] = {}
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -121,14 +117,21 @@ class Bm25Index:
 
     def pairs(self, token: str) -> tuple[tuple[int, float], ...]:
         """The same postings as (entry id, weight) tuples."""
-        return self._pairs[token]
+        return tuple(zip(*self._lists[token]))
+
+    def arrays(self, token: str) -> tuple[list[int], list[float]]:
+        """The same postings as two Python lists (do not modify)."""
+        return self._lists[token]
 
     def max_weight(self, token: str) -> float:
         return self._max_weight[token]
 
     def weight_in(self, token: str) -> Mapping[int, float]:
-        """entry id → weight, for words with more than `long_posting` entries."""
-        return self._lookup[token]
+        """entry id → weight (do not modify)."""
+        lookup = self._lookup.get(token)
+        if lookup is None:
+            lookup = self._lookup[token] = dict(zip(*self._lists[token]))
+        return lookup
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,12 +32,37 @@ from bot.faq.model import FaqEntry
 
 Decision = Literal["answer", "clarify", "reject"]
 
-#: Up to this many postings in total, plain Python beats numpy's call overhead.
-_PYTHON_PATH_MAX = 200
+#: Up to about this many postings summed and looked up, plain Python beats numpy's call overhead.
+_PYTHON_PATH_MAX = 400
 #: Near-ties kept for the decision (identical entries could be thousands).
 _MAX_NEAR = 8
 #: Bound on remembered (channel, in_group) eligibility masks.
 _MAX_MASKS = 64
+#: Bound on remembered message tokens (see FaqMatcher._describe).
+_MAX_WORDS = 50_000
+
+
+class _Word(NamedTuple):
+    """A message token as matching sees it (remembered per matcher)."""
+
+    #: The indexed word it matches (itself or a homophone); None: matches nothing.
+    word: str | None
+    #: Multiplier on the word's weights (homophone, generic).
+    factor: float
+    #: A question word or light verb: scored, but never makes an entry a candidate.
+    generic: bool
+    #: The most it adds to any entry's score.
+    bound: float
+    #: What it adds to the message's ceiling (the coverage denominator).
+    contribution: float
+
+
+def _by_bound(word: _Word) -> float:
+    return -word.bound
+
+
+def _by_score(item: tuple[int, float]) -> tuple[float, int]:
+    return (-item[1], item[0])
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,8 @@ class FaqMatcher:
         self.thresholds = thresholds
         #: (channel, in_group) → which entries may answer there.
         self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
+        #: message token → how it matches (depends only on the index, analyzer, thresholds).
+        self._words: dict[str, _Word] = {}
         #: Dense weight rows of generic words, looked up per candidate (see _best_large).
         self._generic_rows: dict[str, npt.NDArray[np.float64]] = {}
         for word in index.vocabulary:
@@ -138,92 +165,177 @@ class FaqMatcher:
     ) -> MatchResult:
         """Match already analyzed tokens (see `analyze`)."""
         tokens = tuple(tokens)
-        index, limits, analyzer = self.index, self.thresholds, self.analyzer
-        words: list[tuple[str, float, bool]] = []  # (indexed word, factor, is generic)
+        known = self._words
+        words: list[_Word] = []
         ceiling = 0.0
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
-            if analyzer.is_smalltalk(token):
-                continue
-            factor = 1.0
-            if token not in index:
-                sound_alike = analyzer.sounds_like(token)
-                if sound_alike is None or sound_alike not in index:
-                    ceiling += index.max_contribution(token) * limits.unknown_weight
-                    continue
-                token, factor = sound_alike, limits.homophone_factor
-            generic = analyzer.is_generic(token)
-            if generic:
-                factor *= limits.generic_weight
-            ceiling += index.max_contribution(token) * factor
-            words.append((token, factor, generic))
-        if ceiling <= 0 or all(generic for _, _, generic in words):
+            word = known.get(token)
+            if word is None:
+                word = self._describe(token)
+                if len(known) >= _MAX_WORDS:
+                    known.clear()
+                known[token] = word
+            ceiling += word.contribution
+            if word.word is not None:
+                words.append(word)
+        if ceiling <= 0 or all(word.generic for word in words):
             return MatchResult("reject", None, (), 0.0, tokens)
 
         allowed = self._allowed_mask(channel, in_group)
-        if sum(index.posting_length(w) for w, _, _ in words) <= _PYTHON_PATH_MAX:
-            best = self._best_small(words, allowed)
-        else:
-            best = self._best_large(words, allowed)
+        best = self._best(words, allowed)
         if not best:
             return MatchResult("reject", None, (), 0.0, tokens)
         return self._decide([(s / ceiling, self.entries[d]) for d, s in best], tokens)
+
+    def _describe(self, token: str) -> _Word:
+        """What one message token adds to the ceiling and which indexed word it matches."""
+        index, limits, analyzer = self.index, self.thresholds, self.analyzer
+        if analyzer.is_smalltalk(token):
+            return _Word(None, 0.0, False, 0.0, 0.0)
+        factor = 1.0
+        if token not in index:
+            sound_alike = analyzer.sounds_like(token)
+            if sound_alike is None or sound_alike not in index:
+                unknown = index.max_contribution(token) * limits.unknown_weight
+                return _Word(None, 0.0, False, 0.0, unknown)
+            token, factor = sound_alike, limits.homophone_factor
+        generic = analyzer.is_generic(token)
+        if generic:
+            factor *= limits.generic_weight
+        return _Word(
+            token, factor, generic, index.max_weight(token) * factor,
+            index.max_contribution(token) * factor,
+        )
 
     def _near_cutoff(self, best_score: float) -> float:
         # Everything the decision can look at: the best and its near-ties.
         return best_score * (1.0 - self.thresholds.clarify_margin) - 1e-12
 
-    def _best_small(
-        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[int, float]]:
-        """Best entry and its near-ties, summed in plain Python (short postings)."""
-        scores: dict[int, float] = {}
-        topic: set[int] = set()  # entries matching at least one non-generic word
-        for word, factor, generic in words:
-            for doc_id, weight in self.index.pairs(word):
-                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
-                if not generic:
-                    topic.add(doc_id)
-        if allowed is not None:
-            topic = {d for d in topic if allowed[d]}
-        if not topic:
-            return []
-        best_score = max(scores[d] for d in topic)
-        cutoff = self._near_cutoff(best_score)
-        near = [(d, scores[d]) for d in topic if scores[d] >= cutoff]
-        return sorted(near, key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
+    def _best(self, words: list[_Word], allowed: npt.NDArray[np.bool_] | None) -> list[tuple[int, float]]:
+        """The best entry and its near-ties (within clarify_margin), best first, at most _MAX_NEAR.
 
-    def _best_large(
-        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[int, float]]:
-        """The same as `_best_small`, vectorized for long postings (large KBs).
-
-        Topic words are summed with one bincount; generic words (often in most
-        entries) are only looked up for the resulting candidates, from dense rows.
+        Only entries with at least one topic (non-generic) word are candidates.
+        Max-score pruning: topic words are summed rarest-first (by the most they
+        can add); once the near-tie cutoff of the best score so far exceeds what
+        all remaining words together could add, no entry not seen yet can make
+        the cut, so the remaining words (and the generic ones) are only looked
+        up for the candidates that still can. Typical queries then touch tens of
+        postings instead of thousands; when the words to sum are all common,
+        numpy sums everything (`_best_dense`).
         """
+        index = self.index
+        topic = [w for w in words if not w.generic]
+        if len(topic) > 1:
+            topic.sort(key=_by_bound)
+        generic = [w for w in words if w.generic]
+        # remaining[i]: the most topic words i.. and all generic words can add.
+        remaining = [0.0] * (len(topic) + 1)
+        remaining[-1] = sum(w.bound for w in generic)
+        for i in range(len(topic) - 1, -1, -1):
+            remaining[i] = remaining[i + 1] + topic[i].bound
+        margin = 1.0 - self.thresholds.clarify_margin
+
+        # How many words must be summed, at most: the first word alone guarantees
+        # a best score of at least its highest weight (when every entry may answer).
+        to_sum = len(topic)
+        if allowed is None:
+            cutoff = topic[0].bound * margin - 1e-12
+            to_sum = 1
+            while to_sum < len(topic) and remaining[to_sum] >= cutoff:
+                to_sum += 1
+        postings = 0
+        for word in topic[:to_sum]:
+            postings += index.posting_length(word.word)
+        # Plain Python costs about a posting summed or a candidate looked up per word.
+        if postings * (1 + len(words) - to_sum) > _PYTHON_PATH_MAX:
+            return self._best_dense(words, allowed)
+
+        first = topic[0]
+        ids, weights = index.arrays(first.word)
+        if first.factor == 1.0:
+            scores = dict(zip(ids, weights))
+        else:
+            scores = dict(zip(ids, map(first.factor.__mul__, weights)))
+        if allowed is not None:
+            scores = {d: v for d, v in scores.items() if allowed[d]}
+        best = max(scores.values(), default=0.0)
+        n_summed = 1
+        while n_summed < len(topic) and remaining[n_summed] >= best * margin - 1e-12:
+            word = topic[n_summed]
+            ids, weights = index.arrays(word.word)
+            get, factor = scores.get, word.factor
+            if allowed is not None:
+                for doc_id, weight in zip(ids, weights):
+                    if allowed[doc_id]:
+                        scores[doc_id] = get(doc_id, 0.0) + weight * factor
+            elif factor == 1.0:
+                for doc_id, weight in zip(ids, weights):
+                    scores[doc_id] = get(doc_id, 0.0) + weight
+            else:
+                for doc_id, weight in zip(ids, weights):
+                    scores[doc_id] = get(doc_id, 0.0) + weight * factor
+            best = max(scores.values(), default=0.0)
+            n_summed += 1
+        if not scores:
+            return []
+        # A candidate that cannot reach the cutoff even with the highest weight
+        # of every remaining word is dropped before the lookups.
+        if n_summed < len(topic) or generic:
+            floor = best * margin - 1e-12 - remaining[n_summed]
+            if floor > 0:
+                scores = {d: v for d, v in scores.items() if v >= floor}
+            for word in [*topic[n_summed:], *generic]:
+                factor = word.factor
+                ids, weights = index.arrays(word.word)
+                if len(ids) <= len(scores):
+                    for doc_id, weight in zip(ids, weights):
+                        if doc_id in scores:
+                            scores[doc_id] += weight * factor
+                else:
+                    lookup = index.weight_in(word.word)
+                    for doc_id in scores:
+                        weight = lookup.get(doc_id)
+                        if weight is not None:
+                            scores[doc_id] += weight * factor
+            best = max(scores.values())
+        cutoff = self._near_cutoff(best)
+        near = [(d, v) for d, v in scores.items() if v >= cutoff]
+        if len(near) > 1:
+            near.sort(key=_by_score)
+        return near[:_MAX_NEAR]
+
+    def _best_dense(
+        self, words: list[_Word], allowed: npt.NDArray[np.bool_] | None
+    ) -> list[tuple[int, float]]:
+        """`_best` for queries whose words are all common: every posting summed by numpy."""
         id_parts, weight_parts = [], []
-        for word, factor, generic in words:
-            if not generic:
-                ids, weights = self.index.postings(word)
+        for word in words:
+            if not word.generic:
+                ids, weights = self.index.postings(word.word)
                 id_parts.append(ids)
-                weight_parts.append(weights * factor if factor != 1.0 else weights)
-        # Candidates keep duplicates (an entry appears once per matched word):
-        # cheaper than deduplicating thousands of ids; only the few near the top
-        # are deduplicated below.
-        candidates = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts)
+                weight_parts.append(weights * word.factor if word.factor != 1.0 else weights)
+        ids = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts)
         weights = weight_parts[0] if len(weight_parts) == 1 else np.concatenate(weight_parts)
-        scores = np.bincount(candidates, weights=weights)
+        scores = np.bincount(ids, weights=weights)
+        # Candidates keep duplicates (an entry appears once per matched topic word):
+        # cheaper than deduplicating thousands of ids; only those near the top are.
+        candidates = ids
         if allowed is not None:
             candidates = candidates[allowed[candidates]]
         if candidates.size == 0:
             return []
         candidate_scores = scores[candidates]
-        for word, factor, generic in words:
-            if generic:
-                candidate_scores += self._generic_rows[word][candidates] * factor
+        for word in words:
+            if word.generic:
+                candidate_scores += self._generic_rows[word.word][candidates] * word.factor
         cutoff = self._near_cutoff(float(candidate_scores.max()))
-        keep = np.flatnonzero(candidate_scores >= cutoff)[: _MAX_NEAR * 16]
+        keep = np.flatnonzero(candidate_scores >= cutoff)
+        if keep.size > 4 * _MAX_NEAR:  # many near-ties: the _MAX_NEAR best, ties by id
+            unique_ids, first = np.unique(candidates[keep], return_index=True)
+            order = np.lexsort((unique_ids, -candidate_scores[keep][first]))[:_MAX_NEAR]
+            keep = keep[first[order]]
         near = dict(zip(candidates[keep].tolist(), candidate_scores[keep].tolist()))
-        return sorted(near.items(), key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
+        return sorted(near.items(), key=_by_score)[:_MAX_NEAR]
 
     def _allowed_mask(self, channel: str | None, in_group: bool) -> npt.NDArray[np.bool_] | None:
         """Which entries may answer here; None when all may (the common case)."""
