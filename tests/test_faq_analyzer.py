@@ -56,3 +56,42 @@ def test_lexicon_groups_do_not_overlap() -> None:
     counts = Counter(word for group in load_lexicon() for word in set(group))
     assert [w for w, n in counts.items() if n > 1] == []
     assert len(load_lexicon()) >= 150
+
+
+def test_fast_segmentation_gives_jiebas_words(analyzer: TextAnalyzer) -> None:
+    import jieba
+
+    from bot.faq.analyzer import _cut
+    from bot.faq.normalize import normalize_text
+
+    texts = [w for group in load_lexicon() for w in group]
+    texts += ["".join(group[:3]) for group in load_lexicon()]  # runs of words, glued
+    texts += [
+        "电子发漂",
+        "亲在吗我想问问你们家的尿不湿yhq咋领啊",
+        "ab12 x-y 12.5% 优惠 c++",
+        "暖暖云柔纸尿裤哪个码数合适宝宝二十斤",
+        "鋆鍂龘靐 齉 麤麤麤",
+        "",
+        "   ",
+    ]
+    for text in texts:
+        normalized = normalize_text(text)
+        assert _cut(jieba.dt, normalized) == jieba.dt.lcut(normalized, HMM=True), text
+
+
+def test_normalize_matches_a_per_character_category_check() -> None:
+    import random
+    import unicodedata
+
+    from bot.faq.normalize import _keep, normalize_text
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(
+            chr(rng.choice([rng.randrange(0x3000), rng.randrange(0x4E00, 0xA000), rng.randrange(0x1F000, 0x1FA00)]))
+            for _ in range(rng.randrange(20))
+        )
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        expected = " ".join("".join(c if _keep(c) else " " for c in folded).split())
+        assert normalize_text(text) == expected

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import marshal
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
+from math import log
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,82 @@ def _load_dictionary(tokenizer: jieba.Tokenizer) -> None:
             except (OSError, EOFError, ValueError, TypeError):
                 pass
     tokenizer.initialize()  # no-op when loaded above
+
+
+def _cut(tokenizer: jieba.Tokenizer, sentence: str) -> list[str]:
+    """`tokenizer.lcut(sentence, HMM=True)`, the same words about twice as fast.
+
+    jieba builds a DAG of dictionary words, then picks the most probable route
+    with a generator of tuples per character; this does both in one backward
+    pass with the same arithmetic (and tie-break: the longer word), and hands
+    runs of single characters to jieba's HMM exactly as jieba does. Used for
+    plain `jieba.Tokenizer`s only; tests compare it with jieba on every entry
+    of the benchmark knowledge base.
+    """
+    import jieba  # noqa: PLC0415
+    from jieba import finalseg  # noqa: PLC0415
+
+    tokenizer.check_initialized()
+    freq_of = tokenizer.FREQ
+    get = freq_of.get
+    log_total = log(tokenizer.total)
+    han, skip = jieba.re_han_default, jieba.re_skip_default
+    out: list[str] = []
+    for block in han.split(sentence):
+        if not block:
+            continue
+        if not han.match(block):
+            for piece in skip.split(block):
+                if skip.match(piece):
+                    out.append(piece)
+                else:
+                    out.extend(piece)
+            continue
+        n = len(block)
+        score = [0.0] * (n + 1)
+        end = [0] * (n + 1)
+        for k in range(n - 1, -1, -1):
+            best = -math.inf
+            best_end = -1
+            i = k
+            frag = block[k]
+            while i < n and frag in freq_of:
+                freq = freq_of[frag]
+                if freq:
+                    value = log(freq) - log_total + score[i + 1]
+                    if value >= best:  # ties: the later end, as max() over (score, end)
+                        best, best_end = value, i
+                i += 1
+                frag = block[k : i + 1]
+            if best_end < 0:  # no dictionary word starts here: the character alone
+                best, best_end = log(get(block[k]) or 1) - log_total + score[k + 1], k
+            score[k] = best
+            end[k] = best_end
+        x = 0
+        buf = ""
+        while x < n:
+            y = end[x] + 1
+            if y - x == 1:
+                buf += block[x]
+            else:
+                if buf:
+                    _flush(buf, get, finalseg, out)
+                    buf = ""
+                out.append(block[x:y])
+            x = y
+        if buf:
+            _flush(buf, get, finalseg, out)
+    return out
+
+
+def _flush(buf: str, get: Callable[[str], Any], finalseg: Any, out: list[str]) -> None:
+    """A run of single characters: jieba's HMM when it is not a dictionary word."""
+    if len(buf) == 1:
+        out.append(buf)
+    elif not get(buf):
+        out.extend(finalseg.cut(buf))
+    else:
+        out.extend(buf)
 
 
 _lazy_pinyin: Callable[[str], list[str]] | None = None
@@ -194,6 +272,9 @@ class TextAnalyzer:
     ) -> None:
         self._tokenizer = tokenizer if tokenizer is not None else _default_tokenizer()
         _load_dictionary(self._tokenizer)
+        self._fast_cut = type(self._tokenizer).__name__ == "Tokenizer" and type(
+            self._tokenizer
+        ).__module__ == "jieba"
         self._memo = _Memo()
         self._stopwords = load_wordlist("stopwords.txt")
         self._smalltalk = load_wordlist("smalltalk.txt")
@@ -223,6 +304,7 @@ class TextAnalyzer:
         """
         clone = object.__new__(TextAnalyzer)
         clone._tokenizer = self._tokenizer
+        clone._fast_cut = self._fast_cut
         clone._memo = self._memo
         clone._stopwords = self._stopwords
         clone._smalltalk = self._smalltalk
@@ -298,7 +380,11 @@ class TextAnalyzer:
         if memo and (known := self._memo.segments.get(text)) is not None:
             return known
         normalized = normalize_text(text)
-        words = tuple(w for w in self._tokenizer.lcut(normalized, HMM=True) if w.strip())
+        if self._fast_cut:
+            cut = _cut(self._tokenizer, normalized)
+        else:
+            cut = self._tokenizer.lcut(normalized, HMM=True)
+        words = tuple(w for w in cut if w.strip())
         if memo:
             self._memo.remember(self._memo.segments, text, words)
         return words

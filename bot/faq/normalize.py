@@ -18,10 +18,29 @@ def _keep(char: str) -> bool:
     return unicodedata.category(char) in _KEPT_CATEGORIES
 
 
+class _Blanking(dict[int, str]):
+    """str.translate table: a kept character to itself, any other to a space.
+
+    Filled on demand (a character's category is looked up once per process);
+    bounded, past which characters are decided without being remembered.
+    """
+
+    _MAX = 200_000
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        value = char if _keep(char) else " "
+        if len(self) < self._MAX:
+            self[code] = value
+        return value
+
+
+_BLANKING = _Blanking()
+
+
 def normalize_text(text: str) -> str:
     """Fold width/case, drop punctuation and emoji, collapse whitespace."""
     if not text:
         return ""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    cleaned = "".join(char if _keep(char) else " " for char in folded)
-    return " ".join(cleaned.split())
+    return " ".join(folded.translate(_BLANKING).split())
