@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.background import BackgroundTasks
 from bot.events import Action, AddTag, Channel, Event, Handoff, RemoveTag, Reply, SendText, SetFollowing
@@ -27,13 +27,13 @@ class ActionExecutor:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         store: KeyValueStore,
         senders: Mapping[Channel, Sender],
         message_log: MessageLogWriter,
         background: BackgroundTasks,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._store = store
         self._senders = senders
         self._message_log = message_log
@@ -130,18 +130,19 @@ class ActionExecutor:
 
     async def _write_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
         now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
-            contact = await contact_repo.get_or_create_contact(
-                session, str(event.channel), event.account, event.sender
+        # A bare connection, not an ORM session: this runs for most new customers' messages.
+        async with self._engine.begin() as session:
+            contact_id = await contact_repo.touch_contact(
+                session, str(event.channel), event.account, event.sender, now
             )
             for action in actions:
                 if isinstance(action, SetFollowing):
-                    await contact_repo.set_following(session, contact, action.following, action.source, now)
+                    await contact_repo.set_following_by_id(session, contact_id, action.following, action.source, now)
                 elif isinstance(action, AddTag):
                     expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
-                    await tag_repo.add_tag(session, contact.id, action.tag, action.source, expires_at=expires, now=now)
+                    await tag_repo.add_tag(session, contact_id, action.tag, action.source, expires_at=expires, now=now)
                 else:
-                    await tag_repo.remove_tag(session, contact.id, action.tag)
+                    await tag_repo.remove_tag(session, contact_id, action.tag)
 
 
 def _timestamp(created_at: int) -> datetime:

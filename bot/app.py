@@ -116,7 +116,7 @@ class AppContext:
         }
         senders.update(extra_senders or {})
         executor = ActionExecutor(
-            sessions=services.sessions, store=store, senders=senders, message_log=message_log, background=background
+            engine=engine, store=store, senders=senders, message_log=message_log, background=background
         )
         dispatcher = Dispatcher(
             call=build_router().compile(observe=metrics.observe_handler),

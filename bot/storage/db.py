@@ -6,7 +6,13 @@ from typing import Any
 
 from sqlalchemy import Insert, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -33,15 +39,24 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (SQLite and PostgreSQL)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
+#: What repositories run statements on: an ORM session, or a bare connection on hot paths
+#: (a Core statement on a connection costs about half what the same one costs through a session).
+Executor = AsyncSession | AsyncConnection
+
+
+def dialect_name(executor: Executor) -> str:
+    if isinstance(executor, AsyncConnection):
+        return executor.dialect.name
+    return executor.bind.dialect.name if executor.bind is not None else "sqlite"
+
+
+def insert_ignoring_conflicts(executor: Executor, table: Any) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the executor's dialect (SQLite and PostgreSQL)."""
+    module = postgresql if dialect_name(executor) == "postgresql" else sqlite
     return module.insert(table).on_conflict_do_nothing()
 
 
-def upsert(session: AsyncSession, table: Any) -> Any:
+def upsert(executor: Executor, table: Any) -> Any:
     """Dialect insert whose `.on_conflict_do_update(...)` works on SQLite and PostgreSQL."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
+    module = postgresql if dialect_name(executor) == "postgresql" else sqlite
     return module.insert(table)
