@@ -162,3 +162,46 @@ def test_stricter_thresholds_turn_a_weak_match_into_reject(analyzer: TextAnalyze
 def test_match_tokens_gives_the_same_result_as_match(matcher: FaqMatcher) -> None:
     text = "运费怎么算"
     assert matcher.match_tokens(matcher.analyze(text)) == matcher.match(text)
+
+
+def test_pruned_scoring_equals_scoring_every_entry(analyzer: TextAnalyzer) -> None:
+    """Max-score pruning and the numpy path give exactly the brute-force near-ties."""
+    import random
+
+    from bot.faq.analyzer import load_lexicon
+
+    rng = random.Random(3)
+    words = [group[0] for group in load_lexicon()]
+    common = words[:6]  # in many entries: long postings, the numpy path
+    entries = [
+        FaqEntry(
+            id=f"e{i}",
+            question="".join(rng.choices(words, k=3)) + "怎么样",
+            answer="".join(rng.choices(common + words, k=8)),
+            examples=["".join(rng.choices(common, k=2))],
+            scope=rng.choice(["any", "any", "private", "group"]),
+        )
+        for i in range(1500)
+    ]
+    matcher = FaqMatcher.build(entries, analyzer=analyzer)
+    margin = 1 - matcher.thresholds.clarify_margin
+    for _ in range(300):
+        tokens = matcher.analyze("".join(rng.choices(common + words, k=rng.randint(1, 4))) + "怎么")
+        in_group = rng.random() < 0.3
+        words_ = [w for t in dict.fromkeys(tokens) if (w := matcher._describe(t)).word is not None]
+        if all(w.generic for w in words_):
+            continue
+        scores: dict[int, float] = {}
+        topic: set[int] = set()
+        for w in words_:
+            for doc_id, weight in zip(*matcher.index.arrays(w.word)):
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight * w.factor
+                if not w.generic:
+                    topic.add(doc_id)
+        allowed = matcher._allowed_mask(None, in_group)
+        topic = {d for d in topic if allowed is None or allowed[d]}
+        best = max((scores[d] for d in topic), default=0.0)
+        expected = sorted((d for d in topic if scores[d] >= best * margin - 1e-12), key=lambda d: (-scores[d], d))
+        got = matcher._best(words_, allowed)
+        assert [d for d, _ in got] == expected[:8], tokens
+        assert [s for _, s in got] == pytest.approx([scores[d] for d in expected[:8]])

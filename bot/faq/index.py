@@ -102,6 +102,8 @@ class Bm25Index:
         self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
         #: entry id → weight, made on first use (for per-candidate lookups).
         self._lookup: dict[str, dict[int, float]] = {}
+        #: postings by descending weight (ties: entry id), made on first use.
+        self._by_weight: dict[str, tuple[list[int], list[float]]] = {}
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -132,6 +134,15 @@ class Bm25Index:
         if lookup is None:
             lookup = self._lookup[token] = dict(zip(*self._lists[token]))
         return lookup
+
+    def by_weight(self, token: str) -> tuple[list[int], list[float]]:
+        """Entry ids and *negated* weights, heaviest first (ties by id): a prefix
+        is every entry where the word weighs at least some value (bisect)."""
+        found = self._by_weight.get(token)
+        if found is None:
+            pairs = sorted(zip(*self._lists[token]), key=lambda p: (-p[1], p[0]))
+            found = self._by_weight[token] = ([d for d, _ in pairs], [-w for _, w in pairs])
+        return found
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]

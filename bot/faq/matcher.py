@@ -20,6 +20,9 @@ Decision (see `Thresholds`):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import compress, repeat
+from operator import add, neg
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -33,7 +36,7 @@ from bot.faq.model import FaqEntry
 Decision = Literal["answer", "clarify", "reject"]
 
 #: Up to about this many postings summed and looked up, plain Python beats numpy's call overhead.
-_PYTHON_PATH_MAX = 400
+_PYTHON_PATH_MAX = 300
 #: Near-ties kept for the decision (identical entries could be thousands).
 _MAX_NEAR = 8
 #: Bound on remembered (channel, in_group) eligibility masks.
@@ -243,66 +246,63 @@ class FaqMatcher:
             to_sum = 1
             while to_sum < len(topic) and remaining[to_sum] >= cutoff:
                 to_sum += 1
-        postings = 0
-        for word in topic[:to_sum]:
-            postings += index.posting_length(word.word)
-        # Plain Python costs about a posting summed or a candidate looked up per word.
-        if postings * (1 + len(words) - to_sum) > _PYTHON_PATH_MAX:
-            return self._best_dense(words, allowed)
-
         first = topic[0]
-        ids, weights = index.arrays(first.word)
-        if first.factor == 1.0:
-            scores = dict(zip(ids, weights))
-        else:
-            scores = dict(zip(ids, map(first.factor.__mul__, weights)))
-        if allowed is not None:
-            scores = {d: v for d, v in scores.items() if allowed[d]}
-        best = max(scores.values(), default=0.0)
         n_summed = 1
-        while n_summed < len(topic) and remaining[n_summed] >= best * margin - 1e-12:
-            word = topic[n_summed]
-            ids, weights = index.arrays(word.word)
-            get, factor = scores.get, word.factor
+        if allowed is None and to_sum == 1:
+            # The common case: one word decides who the candidates are, and only
+            # its heaviest postings can still reach the cutoff: a prefix of its
+            # postings sorted by weight.
+            floor = first.bound * margin - 1e-12 - remaining[1]
+            by_id, negated = index.by_weight(first.word)
+            count = bisect_right(negated, 1e-12 - floor / first.factor) if floor > 0 else len(by_id)
+            # Plain Python costs about one step per candidate and word looked up.
+            if count * len(words) > _PYTHON_PATH_MAX:
+                return self._best_dense(words, allowed)
+            candidates: list[int] = by_id[:count]
+            values = [-w * first.factor for w in negated[:count]]
+        else:
+            postings = sum(index.posting_length(word.word) for word in topic[:to_sum])
+            if postings * (1 + len(words) - to_sum) > _PYTHON_PATH_MAX:
+                return self._best_dense(words, allowed)
+            ids, weights = index.arrays(first.word)
+            scores = dict(zip(ids, weights if first.factor == 1.0 else map(first.factor.__mul__, weights)))
             if allowed is not None:
-                for doc_id, weight in zip(ids, weights):
-                    if allowed[doc_id]:
-                        scores[doc_id] = get(doc_id, 0.0) + weight * factor
-            elif factor == 1.0:
-                for doc_id, weight in zip(ids, weights):
-                    scores[doc_id] = get(doc_id, 0.0) + weight
-            else:
-                for doc_id, weight in zip(ids, weights):
-                    scores[doc_id] = get(doc_id, 0.0) + weight * factor
+                scores = {d: v for d, v in scores.items() if allowed[d]}
             best = max(scores.values(), default=0.0)
-            n_summed += 1
-        if not scores:
-            return []
-        # A candidate that cannot reach the cutoff even with the highest weight
-        # of every remaining word is dropped before the lookups.
-        if n_summed < len(topic) or generic:
-            floor = best * margin - 1e-12 - remaining[n_summed]
-            if floor > 0:
-                scores = {d: v for d, v in scores.items() if v >= floor}
-            for word in [*topic[n_summed:], *generic]:
-                factor = word.factor
+            while n_summed < len(topic) and remaining[n_summed] >= best * margin - 1e-12:
+                word = topic[n_summed]
                 ids, weights = index.arrays(word.word)
-                if len(ids) <= len(scores):
-                    for doc_id, weight in zip(ids, weights):
-                        if doc_id in scores:
-                            scores[doc_id] += weight * factor
-                else:
-                    lookup = index.weight_in(word.word)
-                    for doc_id in scores:
-                        weight = lookup.get(doc_id)
-                        if weight is not None:
-                            scores[doc_id] += weight * factor
-            best = max(scores.values())
-        cutoff = self._near_cutoff(best)
-        near = [(d, v) for d, v in scores.items() if v >= cutoff]
-        if len(near) > 1:
-            near.sort(key=_by_score)
-        return near[:_MAX_NEAR]
+                get, factor = scores.get, word.factor
+                for doc_id, weight in zip(ids, weights):
+                    if allowed is None or allowed[doc_id]:
+                        scores[doc_id] = get(doc_id, 0.0) + weight * factor
+                best = max(scores.values(), default=0.0)
+                n_summed += 1
+            candidates, values = list(scores), list(scores.values())
+        if not candidates:
+            return []
+        rest = [*topic[n_summed:], *generic]
+        if rest:
+            # A candidate that cannot reach the cutoff even with the highest weight
+            # of every remaining word is dropped before the lookups.
+            floor = max(values) * margin - 1e-12 - remaining[n_summed]
+            if floor > 0:
+                kept = list(map(floor.__le__, values))
+                candidates = list(compress(candidates, kept))
+                values = list(compress(values, kept))
+            # Per-candidate lookups, iterated in C (map) rather than in bytecode.
+            for word in rest:
+                found = map(index.weight_in(word.word).get, candidates, repeat(0.0))
+                if word.factor != 1.0:
+                    found = map(word.factor.__mul__, found)
+                values = list(map(add, values, found))
+        cutoff = self._near_cutoff(max(values))
+        if len(values) == 1:
+            return [(candidates[0], values[0])]
+        # (-score, id) pairs sort best first, ties by id, without a key function.
+        near = list(compress(zip(map(neg, values), candidates), map(cutoff.__le__, values)))
+        near.sort()
+        return [(d, -v) for v, d in near[:_MAX_NEAR]]
 
     def _best_dense(
         self, words: list[_Word], allowed: npt.NDArray[np.bool_] | None
