@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/faq_match.py [--entries 10000] [--kb FILE --questions FILE]
 
-Prints index build seconds, µs per match after tokenizing (FaqMatcher.match_tokens)
+Prints start-up costs (in a fresh interpreter: importing bot.faq.analyzer, the
+first TextAnalyzer(), the first homophone lookup, which imports pypinyin), index build seconds, µs per match after tokenizing (FaqMatcher.match_tokens)
 and end to end (FaqMatcher.match, jieba included), and the eval figures.
 
 The synthetic KB mixes every entry of the shared KB with product words and
@@ -17,6 +18,7 @@ import argparse
 import io
 import json
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,26 @@ def synthetic_kb(n: int, rng: random.Random) -> list[FaqEntry]:
     return entries
 
 
+_STARTUP = """
+import time
+start = time.perf_counter()
+from bot.faq.analyzer import TextAnalyzer
+imported = time.perf_counter()
+analyzer = TextAnalyzer()
+built = time.perf_counter()
+analyzer.sounds_like("发漂")
+print(f"{imported - start:.3f} {built - imported:.3f} {time.perf_counter() - built:.3f}")
+"""
+
+
+def startup() -> str:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _STARTUP], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return f"import {out[0]} s, TextAnalyzer() {out[1]} s, first homophone lookup {out[2]} s"
+
+
 def time_matches(matcher: FaqMatcher, queries: list[str], rounds: int) -> tuple[float, float]:
     tokens = [matcher.analyze(q) for q in queries]
     start = time.perf_counter()
@@ -77,6 +99,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
+    print(f"{'start-up':>16}: {startup()}")
     rng = random.Random(42)
     analyzer = TextAnalyzer()
     base = load_kb(args.kb)

@@ -13,6 +13,7 @@ their posting lengths, not the number of entries.
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,10 +101,13 @@ class Bm25Index:
         # per-call overhead, so keep them as lists too.
         self._lists = postings
         self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
-        #: entry id → weight, made on first use (for per-candidate lookups).
-        self._lookup: dict[str, dict[int, float]] = {}
-        #: postings by descending weight (ties: entry id), made on first use.
+        #: entry id → weight, for per-candidate lookups.
+        self._lookup: dict[str, dict[int, float]] = {t: dict(zip(*p)) for t, p in postings.items()}
+        #: entry ids and negated weights, heaviest first (ties by id), for prefix bisection.
         self._by_weight: dict[str, tuple[list[int], list[float]]] = {}
+        for token, (ids, weights) in postings.items():
+            ranked = sorted(zip(map(operator.neg, weights), ids))
+            self._by_weight[token] = ([d for _, d in ranked], [w for w, _ in ranked])
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -130,19 +134,12 @@ class Bm25Index:
 
     def weight_in(self, token: str) -> Mapping[int, float]:
         """entry id → weight (do not modify)."""
-        lookup = self._lookup.get(token)
-        if lookup is None:
-            lookup = self._lookup[token] = dict(zip(*self._lists[token]))
-        return lookup
+        return self._lookup[token]
 
     def by_weight(self, token: str) -> tuple[list[int], list[float]]:
         """Entry ids and *negated* weights, heaviest first (ties by id): a prefix
         is every entry where the word weighs at least some value (bisect)."""
-        found = self._by_weight.get(token)
-        if found is None:
-            pairs = sorted(zip(*self._lists[token]), key=lambda p: (-p[1], p[0]))
-            found = self._by_weight[token] = ([d for d, _ in pairs], [-w for _, w in pairs])
-        return found
+        return self._by_weight[token]
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]
