@@ -37,6 +37,8 @@ Decision = Literal["answer", "clarify", "reject"]
 
 #: Up to about this many postings summed and looked up, plain Python beats numpy's call overhead.
 _PYTHON_PATH_MAX = 300
+#: Up to this many postings in all, everything is summed without pruning.
+_SMALL = 64
 #: Near-ties kept for the decision (identical entries could be thousands).
 _MAX_NEAR = 8
 #: Bound on remembered (channel, in_group) eligibility masks.
@@ -227,6 +229,8 @@ class FaqMatcher:
         numpy sums everything (`_best_dense`).
         """
         index = self.index
+        if sum(index.posting_length(w.word) for w in words) <= _SMALL:
+            return self._best_small(words, allowed)
         topic = [w for w in words if not w.generic]
         if len(topic) > 1:
             topic.sort(key=_by_bound)
@@ -302,6 +306,27 @@ class FaqMatcher:
         # (-score, id) pairs sort best first, ties by id, without a key function.
         near = list(compress(zip(map(neg, values), candidates), map(cutoff.__le__, values)))
         near.sort()
+        return [(d, -v) for v, d in near[:_MAX_NEAR]]
+
+    def _best_small(
+        self, words: list[_Word], allowed: npt.NDArray[np.bool_] | None
+    ) -> list[tuple[int, float]]:
+        """`_best` for short postings (small KBs): everything summed, no bookkeeping."""
+        scores: dict[int, float] = {}
+        topic: set[int] = set()  # entries matching at least one non-generic word
+        for word in words:
+            ids, weights = self.index.arrays(word.word)
+            get, factor = scores.get, word.factor
+            for doc_id, weight in zip(ids, weights):
+                scores[doc_id] = get(doc_id, 0.0) + weight * factor
+            if not word.generic:
+                topic.update(ids)
+        if allowed is not None:
+            topic = {d for d in topic if allowed[d]}
+        if not topic:
+            return []
+        cutoff = self._near_cutoff(max(scores[d] for d in topic))
+        near = sorted((-scores[d], d) for d in topic if scores[d] >= cutoff)
         return [(d, -v) for v, d in near[:_MAX_NEAR]]
 
     def _best_dense(
