@@ -118,15 +118,16 @@ def _cut(tokenizer: jieba.Tokenizer, sentence: str) -> list[str]:
             best = -math.inf
             best_end = -1
             i = k
-            frag = block[k]
-            while i < n and frag in freq_of:
-                freq = freq_of[frag]
+            freq = get(block[k])
+            while freq is not None:  # a word or a word's prefix
                 if freq:
                     value = log(freq) - log_total + score[i + 1]
                     if value >= best:  # ties: the later end, as max() over (score, end)
                         best, best_end = value, i
                 i += 1
-                frag = block[k : i + 1]
+                if i >= n:
+                    break
+                freq = get(block[k : i + 1])
             if best_end < 0:  # no dictionary word starts here: the character alone
                 best, best_end = log(get(block[k]) or 1) - log_total + score[k + 1], k
             score[k] = best
