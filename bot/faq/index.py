@@ -13,7 +13,6 @@ their posting lengths, not the number of entries.
 from __future__ import annotations
 
 import math
-import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,16 +97,15 @@ class Bm25Index:
         self._ids = np.asarray(all_ids, dtype=np.intp)
         self._weights = np.asarray(all_weights, dtype=np.float64)
         # Short postings are faster to add up in plain Python than through numpy's
-        # per-call overhead, so keep them as lists too.
-        self._lists = postings
+        # per-call overhead, so keep them as tuples too.
+        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {
+            token: tuple(zip(ids, weights)) for token, (ids, weights) in postings.items()
+        }
         self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
-        #: entry id → weight, for per-candidate lookups.
-        self._lookup: dict[str, dict[int, float]] = {t: dict(zip(*p)) for t, p in postings.items()}
-        #: entry ids and negated weights, heaviest first (ties by id), for prefix bisection.
-        self._by_weight: dict[str, tuple[list[int], list[float]]] = {}
-        for token, (ids, weights) in postings.items():
-            ranked = sorted(zip(map(operator.neg, weights), ids))
-            self._by_weight[token] = ([d for _, d in ranked], [w for w, _ in ranked])
+        # Common words (long postings) are looked up per candidate instead of summed.
+        self._lookup: dict[str, dict[int, float]] = {
+            t: dict(zip(ids, w)) for t, (ids, w) in postings.items() if len(ids) > long_posting
+        }
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -123,23 +121,14 @@ class Bm25Index:
 
     def pairs(self, token: str) -> tuple[tuple[int, float], ...]:
         """The same postings as (entry id, weight) tuples."""
-        return tuple(zip(*self._lists[token]))
-
-    def arrays(self, token: str) -> tuple[list[int], list[float]]:
-        """The same postings as two Python lists (do not modify)."""
-        return self._lists[token]
+        return self._pairs[token]
 
     def max_weight(self, token: str) -> float:
         return self._max_weight[token]
 
     def weight_in(self, token: str) -> Mapping[int, float]:
-        """entry id → weight (do not modify)."""
+        """entry id → weight, for words with more than `long_posting` entries."""
         return self._lookup[token]
-
-    def by_weight(self, token: str) -> tuple[list[int], list[float]]:
-        """Entry ids and *negated* weights, heaviest first (ties by id): a prefix
-        is every entry where the word weighs at least some value (bisect)."""
-        return self._by_weight[token]
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]
