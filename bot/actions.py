@@ -15,7 +15,7 @@ from bot.kv import KeyValueStore
 from bot.senders import Sender
 from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
-from bot.storage.message_log import LoggedMessage, MessageLogWriter
+from bot.storage.batched_writer import BatchedWriter, LoggedMessage, TagWrite
 
 log = logging.getLogger("siyu.actions")
 
@@ -30,13 +30,13 @@ class ActionExecutor:
         engine: AsyncEngine,
         store: KeyValueStore,
         senders: Mapping[Channel, Sender],
-        message_log: MessageLogWriter,
+        writer: BatchedWriter,
         background: BackgroundTasks,
     ) -> None:
         self._engine = engine
         self._store = store
         self._senders = senders
-        self._message_log = message_log
+        self._writer = writer
         self._background = background
 
     async def apply(self, event: Event, actions: Sequence[Action]) -> list[str]:
@@ -65,7 +65,7 @@ class ActionExecutor:
         self._background.spawn(sender.send_text(to, text, chat), name=f"push:{event.dedupe_key}")
 
     def log_inbound(self, event: Event) -> None:
-        self._message_log.record(
+        self._writer.record_message(
             LoggedMessage(
                 dedupe_key=event.dedupe_key,
                 direction="in",
@@ -80,7 +80,7 @@ class ActionExecutor:
         )
 
     def log_outbound(self, event: Event, text: str, *, to: str | None = None, chat: str | None = None) -> None:
-        self._message_log.record(
+        self._writer.record_message(
             LoggedMessage(
                 dedupe_key=f"{event.dedupe_key}:out:{_short_hash(to or event.sender, text)}",
                 direction="out",
@@ -95,54 +95,51 @@ class ActionExecutor:
         )
 
     async def _store_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
-        marker_prefix = f"tagged:{event.channel}:{event.account}:{event.sender}:"
-        fresh: list[SetFollowing | AddTag | RemoveTag] = []
-        claimed: list[str] = []
-        # Customers repeat themselves: a tag written in the last hour is not written again
-        # (its expiry moves at most an hour late), which keeps the hot path off the database.
-        if any(isinstance(action, RemoveTag) for action in actions):
-            # Rare; in order, so "remove then add" in one batch adds again.
-            for action in actions:
-                if isinstance(action, AddTag):
-                    if not await self._store.set_nx(marker_prefix + action.tag, "1", ttl=TAG_REFRESH_SECONDS):
-                        continue
-                    claimed.append(marker_prefix + action.tag)
-                elif isinstance(action, RemoveTag):
-                    await self._store.delete(marker_prefix + action.tag)
-                fresh.append(action)
-        else:
-            markers = [marker_prefix + action.tag for action in actions if isinstance(action, AddTag)]
-            created = iter(await self._store.set_nx_many(markers, "1", ttl=TAG_REFRESH_SECONDS) if markers else ())
-            for action in actions:
-                if isinstance(action, AddTag):
-                    if not next(created):
-                        continue
-                    claimed.append(marker_prefix + action.tag)
-                fresh.append(action)
-        if not fresh:
-            return
-        try:
-            await self._write_changes(event, fresh)
-        except BaseException:
-            for marker in claimed:
-                await self._store.delete(marker)
-            raise
-
-    async def _write_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
         now = datetime.now(UTC)
-        # A bare connection, not an ORM session: this runs for most new customers' messages.
-        async with self._engine.begin() as session:
+        marker_prefix = f"tagged:{event.channel}:{event.account}:{event.sender}:"
+        follows = [action for action in actions if isinstance(action, SetFollowing)]
+        removals = [action for action in actions if isinstance(action, RemoveTag)]
+        additions = [action for action in actions if isinstance(action, AddTag)]
+        if follows or removals:
+            await self._write_now(event, follows, removals, now)
+            for removal in removals:
+                await self._store.delete(marker_prefix + removal.tag)
+        if not additions:
+            return
+        # Customers repeat themselves: a tag written in the last hour is not written again
+        # (its expiry moves at most an hour late), and new ones go to the batched writer,
+        # which keeps the hot path off the database.
+        markers = [marker_prefix + action.tag for action in additions]
+        fresh = await self._store.set_nx_many(markers, "1", ttl=TAG_REFRESH_SECONDS)
+        for action, is_new in zip(additions, fresh, strict=True):
+            if is_new:
+                expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
+                self._writer.record_tag(
+                    TagWrite(
+                        channel=str(event.channel),
+                        account=event.account,
+                        external_id=event.sender,
+                        tag=action.tag,
+                        source=action.source,
+                        tagged_at=now,
+                        expires_at=expires,
+                    )
+                )
+
+    async def _write_now(
+        self, event: Event, follows: Sequence[SetFollowing], removals: Sequence[RemoveTag], now: datetime
+    ) -> None:
+        """Follows and removals are rare and read right after: written at once, after what is buffered."""
+        await self._writer.flush()
+        # A bare connection, not an ORM session: cheaper for two small statements.
+        async with self._engine.begin() as connection:
             contact_id = await contact_repo.touch_contact(
-                session, str(event.channel), event.account, event.sender, now
+                connection, str(event.channel), event.account, event.sender, now
             )
-            for action in actions:
-                if isinstance(action, SetFollowing):
-                    await contact_repo.set_following_by_id(session, contact_id, action.following, action.source, now)
-                elif isinstance(action, AddTag):
-                    expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
-                    await tag_repo.add_tag(session, contact_id, action.tag, action.source, expires_at=expires, now=now)
-                else:
-                    await tag_repo.remove_tag(session, contact_id, action.tag)
+            for follow in follows:
+                await contact_repo.set_following_by_id(connection, contact_id, follow.following, follow.source, now)
+            for removal in removals:
+                await tag_repo.remove_tag(connection, contact_id, removal.tag)
 
 
 def _timestamp(created_at: int) -> datetime:

@@ -32,7 +32,7 @@ from bot.metrics import Metrics
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
-from bot.storage.message_log import MessageLogWriter
+from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
 from bot.web import ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
@@ -53,7 +53,7 @@ class AppContext:
     personas: PersonaRegistry
     metrics: Metrics
     background: BackgroundTasks
-    message_log: MessageLogWriter
+    writer: BatchedWriter
     http: aiohttp.ClientSession
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
@@ -109,14 +109,14 @@ class AppContext:
             else None
         )
         background = BackgroundTasks()
-        message_log = MessageLogWriter(services.sessions)
-        message_log.start()
+        writer = BatchedWriter(services.sessions)
+        writer.start()
         senders: dict[Channel, Sender] = {
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
         senders.update(extra_senders or {})
         executor = ActionExecutor(
-            engine=engine, store=store, senders=senders, message_log=message_log, background=background
+            engine=engine, store=store, senders=senders, writer=writer, background=background
         )
         dispatcher = Dispatcher(
             call=build_router().compile(observe=metrics.observe_handler),
@@ -135,7 +135,7 @@ class AppContext:
             personas=personas,
             metrics=metrics,
             background=background,
-            message_log=message_log,
+            writer=writer,
             http=http,
             oa_api=oa_api,
             executor=executor,
@@ -155,7 +155,7 @@ class AppContext:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.background.drain()
-        await self.message_log.close()
+        await self.writer.close()
         await self.http.close()
         await self.services.store.close()
         await self.engine.dispose()

@@ -74,6 +74,7 @@ class ConsoleChat:
         await self.context.background.drain(timeout=5)
 
     async def _show_tags(self) -> None:
+        await self.context.writer.flush()  # tags are written in batches
         async with self.context.services.sessions() as session:
             contact = await contact_repo.find_contact(session, str(Channel.CONSOLE), CONSOLE_ACCOUNT, self.user)
             tags = await tag_repo.active_tags(session, contact.id) if contact else []
@@ -103,7 +104,7 @@ async def run_console(settings: Settings, *, user: str, staff: bool, stdin: Text
                 break
             if line.strip() and not await chat.say(line):
                 break
-        await context.message_log.flush()
+        await context.writer.flush()
     finally:
         await context.close()
     return 0

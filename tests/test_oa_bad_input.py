@@ -34,7 +34,7 @@ def openid() -> str:
 
 async def stored_for(client: Any, user: str) -> int:
     context = context_of(client)
-    await context.message_log.flush()
+    await context.writer.flush()
     async with context.services.sessions() as session:
         messages = (await session.execute(select(func.count()).select_from(MessageLog).where(MessageLog.external_id == user))).scalar_one()
         contacts = (await session.execute(select(func.count()).select_from(Contact).where(Contact.external_id == user))).scalar_one()

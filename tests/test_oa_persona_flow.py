@@ -30,6 +30,7 @@ async def say(client: Any, user: str, text: str) -> str:
 
 
 async def tags_of(client: Any, user: str) -> dict[str, str]:
+    await context_of(client).writer.flush()  # tags are written in batches, off the request
     async with context_of(client).services.sessions() as session:
         contact = await contact_repo.find_contact(session, "wechat_oa", OA_ACCOUNT, user)
         return {} if contact is None else {t.tag: t.source for t in await tag_repo.active_tags(session, contact.id)}

@@ -30,7 +30,7 @@ async def two_bots(make_settings: Any, start_bot: Any, **extra: Any) -> tuple[An
 
 async def message_rows(client: Any, user: str, *others: Any) -> list[MessageLog]:
     for bot in (client, *others):
-        await context_of(bot).message_log.flush()
+        await context_of(bot).writer.flush()
     async with context_of(client).services.sessions() as session:
         return list((await session.execute(select(MessageLog).where(MessageLog.external_id == user))).scalars())
 

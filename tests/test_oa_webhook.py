@@ -147,7 +147,7 @@ async def test_inbound_and_outbound_messages_are_logged(make_settings: Any, star
     client = await start_bot(make_settings())
     user = openid()
     await post(client, peer, "plain", text_xml(user, "怎么退货"))
-    await context_of(client).message_log.flush()
+    await context_of(client).writer.flush()
     async with context_of(client).services.sessions() as session:
         rows = (await session.execute(select(MessageLog).where(MessageLog.external_id == user))).scalars().all()
     assert sorted(row.direction for row in rows) == ["in", "out"]
@@ -160,7 +160,7 @@ async def find_contact(client: Any, user: str) -> Contact | None:
 
 
 async def count_rows(client: Any, user: str) -> int:
-    await context_of(client).message_log.flush()
+    await context_of(client).writer.flush()
     async with context_of(client).services.sessions() as session:
         return int(
             (await session.execute(select(func.count()).select_from(MessageLog).where(MessageLog.external_id == user))).scalar_one()

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage import contacts as contact_repo
 from bot.storage.db import create_engine, session_factory
-from bot.storage.message_log import LoggedMessage, MessageLogWriter
+from bot.storage.batched_writer import LoggedMessage, BatchedWriter
 from bot.storage.models import Contact, MessageLog
 
 
@@ -76,10 +76,10 @@ async def test_first_source_channel_wins_and_unfollow_is_recorded(sessions: asyn
 async def test_message_log_keeps_one_row_per_dedupe_key(sessions: async_sessionmaker[AsyncSession]) -> None:
     user = openid()
     key = f"oa:gh_demo:msg:{secrets.randbelow(10**15)}"
-    first, second = MessageLogWriter(sessions), MessageLogWriter(sessions)  # two processes
-    first.record(logged(user, key, "宝宝湿疹用什么"))
-    second.record(logged(user, key, "宝宝湿疹用什么"))
-    first.record(logged(user, key + ":out:1", "建议先咨询医生～", "out"))
+    first, second = BatchedWriter(sessions), BatchedWriter(sessions)  # two processes
+    first.record_message(logged(user, key, "宝宝湿疹用什么"))
+    second.record_message(logged(user, key, "宝宝湿疹用什么"))
+    first.record_message(logged(user, key + ":out:1", "建议先咨询医生～", "out"))
     await asyncio.gather(first.flush(), second.flush())
     async with sessions() as session:
         rows = (await session.execute(select(MessageLog).where(MessageLog.external_id == user))).scalars().all()
@@ -92,10 +92,10 @@ async def test_message_log_writer_batches_in_the_background_and_flushes_on_close
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     user = openid()
-    writer = MessageLogWriter(sessions, interval=0.05, batch_size=50)
+    writer = BatchedWriter(sessions, interval=0.05, batch_size=50)
     writer.start()
     for n in range(120):
-        writer.record(logged(user, f"bulk:{user}:{n}", f"第{n}条"))
+        writer.record_message(logged(user, f"bulk:{user}:{n}", f"第{n}条"))
     assert writer.pending == 120  # record() never waits for the database
     await writer.close()
     assert writer.pending == 0
@@ -106,12 +106,12 @@ async def test_message_log_writer_batches_in_the_background_and_flushes_on_close
 
 async def test_last_seen_moves_forward(sessions: async_sessionmaker[AsyncSession]) -> None:
     user = openid()
-    writer = MessageLogWriter(sessions)
+    writer = BatchedWriter(sessions)
     early = logged(user, f"t:{user}:1")
     late = replace(early, dedupe_key=f"t:{user}:2", created_at=early.created_at + timedelta(hours=1))
-    writer.record(early)
+    writer.record_message(early)
     await writer.flush()
-    writer.record(late)
+    writer.record_message(late)
     await writer.flush()
     async with sessions() as session:
         contact = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
@@ -119,3 +119,25 @@ async def test_last_seen_moves_forward(sessions: async_sessionmaker[AsyncSession
     # SQLite hands back naive datetimes; both are UTC.
     last_seen = contact.last_seen if contact.last_seen.tzinfo else contact.last_seen.replace(tzinfo=UTC)
     assert abs((last_seen - late.created_at).total_seconds()) < 1
+
+
+async def test_batched_tags_create_the_contact_and_retag_idempotently(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from bot.storage import tags as tag_repo
+    from bot.storage.batched_writer import TagWrite
+
+    user = openid()
+    now = datetime.now(UTC)
+    writer = BatchedWriter(sessions)
+    first = TagWrite("wechat_oa", "gh_demo", user, "关注纸尿裤", "likes_diapers", now, now + timedelta(days=90))
+    writer.record_tag(first)  # a brand-new contact: created by the same flush
+    writer.record_tag(replace(first, tag="宝宝6-12月", source="baby_age", expires_at=None))
+    await writer.flush()
+    writer.record_tag(replace(first, source="faq:diaper_size", tagged_at=now + timedelta(minutes=5)))
+    await writer.flush()
+    async with sessions() as session:
+        contact = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
+        assert contact is not None
+        tags = {tag.tag: tag for tag in await tag_repo.active_tags(session, contact.id)}
+    assert set(tags) == {"关注纸尿裤", "宝宝6-12月"}
+    assert tags["关注纸尿裤"].source == "faq:diaper_size"  # re-tagging refreshed it, one row still
+    assert tags["宝宝6-12月"].expires_at is None

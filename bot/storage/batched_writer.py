@@ -1,0 +1,215 @@
+"""Write-behind for the hot path: the message log and tags, batched off the request.
+
+`record_message()` and `record_tag()` only append to a buffer; a background task
+writes a batch every `interval` seconds (or sooner when `batch_size` rows wait),
+in one transaction:
+- contacts upserted (created if new, `last_seen` moved forward);
+- messages inserted with ON CONFLICT DO NOTHING on the dedupe key, so a retried
+  delivery stays one row even across processes;
+- tags upserted (one row per contact and tag; re-tagging refreshes time, source
+  and expiry), the contact found by its channel identity inside the statement.
+Every statement is built once and run as an executemany, which SQLAlchemy
+compiles once. A failed flush keeps the rows for the next try; `close()` flushes
+what is left. Readers that need what was just recorded call `flush()` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.storage.db import insert_ignoring_conflicts, upsert
+from bot.storage.models import Contact, ContactTag, MessageLog
+
+log = logging.getLogger("siyu.storage")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedMessage:
+    dedupe_key: str
+    direction: str  # "in" | "out"
+    channel: str
+    account: str
+    external_id: str
+    chat_id: str | None
+    type: str
+    text: str
+    created_at: datetime
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "dedupe_key": self.dedupe_key,
+            "direction": self.direction,
+            "channel": self.channel,
+            "account": self.account,
+            "external_id": self.external_id,
+            "chat_id": self.chat_id,
+            "type": self.type,
+            "text": self.text,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TagWrite:
+    channel: str
+    account: str
+    external_id: str
+    tag: str
+    source: str
+    tagged_at: datetime
+    expires_at: datetime | None
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "c_channel": self.channel,
+            "c_account": self.account,
+            "c_external_id": self.external_id,
+            "tag": self.tag,
+            "source": self.source,
+            "tagged_at": self.tagged_at,
+            "expires_at": self.expires_at,
+        }
+
+
+Record = LoggedMessage | TagWrite
+
+
+class BatchedWriter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        interval: float = 0.2,
+        batch_size: int = 500,
+        max_buffered: int = 200_000,
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._batch_size = batch_size
+        self._max_buffered = max_buffered
+        self._buffer: list[Record] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._flushing = asyncio.Lock()
+        self._statements: tuple[Any, Any, Any] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batched-writer")
+
+    def record_message(self, message: LoggedMessage) -> None:
+        self._append(message)
+
+    def record_tag(self, tag: TagWrite) -> None:
+        self._append(tag)
+
+    def _append(self, record: Record) -> None:
+        if len(self._buffer) >= self._max_buffered:
+            # The database has been down long enough to fill memory: say so loudly.
+            log.error("write buffer full; dropping the oldest record", extra={"record": repr(self._buffer[0])})
+            self._buffer.pop(0)
+        self._buffer.append(record)
+        if len(self._buffer) >= self._batch_size:
+            self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> None:
+        async with self._flushing:  # one flush at a time keeps records in order
+            while self._buffer:
+                batch = self._buffer[: self._batch_size]
+                try:
+                    await self._write(batch)
+                except Exception:
+                    log.exception("batched write failed; will retry", extra={"rows": len(batch)})
+                    return
+                del self._buffer[: len(batch)]
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()
+
+    async def _write(self, batch: list[Record]) -> None:
+        messages = [record for record in batch if isinstance(record, LoggedMessage)]
+        tags = [record for record in batch if isinstance(record, TagWrite)]
+        contacts: dict[tuple[str, str, str], datetime] = {}
+        for record in batch:
+            key = (record.channel, record.account, record.external_id)
+            seen = record.created_at if isinstance(record, LoggedMessage) else record.tagged_at
+            contacts[key] = max(contacts.get(key, seen), seen)
+        async with self._sessions.begin() as session:
+            contact_upsert, message_insert, tag_upsert = self._built(session)
+            await session.execute(
+                contact_upsert,
+                [
+                    {
+                        "channel": channel,
+                        "account": account,
+                        "external_id": external_id,
+                        "following": True,
+                        "first_seen": seen,
+                        "last_seen": seen,
+                    }
+                    for (channel, account, external_id), seen in sorted(contacts.items())
+                ],
+            )
+            if messages:
+                await session.execute(message_insert, [message.as_row() for message in messages])
+            if tags:
+                await session.execute(tag_upsert, [tag.as_row() for tag in tags])
+
+    def _built(self, session: AsyncSession) -> tuple[Any, Any, Any]:
+        if self._statements is None:
+            contacts = upsert(session, Contact.__table__)
+            contact_upsert = contacts.on_conflict_do_update(
+                index_elements=["channel", "account", "external_id"],
+                set_={"last_seen": contacts.excluded.last_seen},
+            )
+            message_insert = insert_ignoring_conflicts(session, MessageLog.__table__)
+            contact = Contact.__table__.c
+            tag_rows = select(
+                contact.id,
+                bindparam("tag"),
+                bindparam("source"),
+                bindparam("tagged_at", type_=ContactTag.__table__.c.tagged_at.type),
+                bindparam("expires_at", type_=ContactTag.__table__.c.expires_at.type),
+            ).where(
+                contact.channel == bindparam("c_channel"),
+                contact.account == bindparam("c_account"),
+                contact.external_id == bindparam("c_external_id"),
+                literal(True),  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+            )
+            tags = upsert(session, ContactTag.__table__).from_select(
+                ["contact_id", "tag", "source", "tagged_at", "expires_at"], tag_rows
+            )
+            tag_upsert = tags.on_conflict_do_update(
+                index_elements=["contact_id", "tag"],
+                set_={
+                    "source": tags.excluded.source,
+                    "tagged_at": tags.excluded.tagged_at,
+                    "expires_at": tags.excluded.expires_at,
+                },
+            )
+            self._statements = (contact_upsert, message_insert, tag_upsert)
+        return self._statements
