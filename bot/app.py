@@ -24,10 +24,11 @@ from bot.background import BackgroundTasks
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
 from bot.config import Settings
 from bot.context import Services
-from bot.dispatch import Dispatcher
+from bot.dispatch import DEDUPE_TTL_SECONDS, Dispatcher
 from bot.events import Channel
 from bot.faq.analyzer import TextAnalyzer
 from bot.kv import KeyValueStore, open_store
+from bot.kv.batched_sets import BatchedSets
 from bot.metrics import Metrics
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
@@ -54,6 +55,7 @@ class AppContext:
     metrics: Metrics
     background: BackgroundTasks
     writer: BatchedWriter
+    marks: BatchedSets
     http: aiohttp.ClientSession
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
@@ -118,8 +120,11 @@ class AppContext:
         executor = ActionExecutor(
             engine=engine, store=store, senders=senders, writer=writer, background=background
         )
+        marks = BatchedSets(store, ttl=DEDUPE_TTL_SECONDS)
+        marks.start()
         dispatcher = Dispatcher(
             call=build_router().compile(observe=metrics.observe_handler),
+            marks=marks,
             persona_for=personas.for_channel,
             services=services,
             executor=executor,
@@ -129,6 +134,7 @@ class AppContext:
             conversation_keys=conversation_keys,
         )
         context = cls(
+            marks=marks,
             settings=settings,
             engine=engine,
             services=services,
@@ -156,6 +162,7 @@ class AppContext:
                 await self._watcher
         await self.background.drain()
         await self.writer.close()
+        await self.marks.close()
         await self.http.close()
         await self.services.store.close()
         await self.engine.dispose()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bot.background import BackgroundTasks
 from bot.context import Context, Services
 from bot.events import Action, Event
+from bot.kv.batched_sets import BatchedSets
 from bot.router import CallNext
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Dispatcher:
         background: BackgroundTasks,
         metrics: Metrics,
         deadline: float,
+        marks: BatchedSets,
         conversation_keys: Callable[[Event], Sequence[str]] = lambda event: (),
     ) -> None:
         self._call = call
@@ -59,6 +61,8 @@ class Dispatcher:
         self._metrics = metrics
         self.deadline = deadline
         self._conversation_keys = conversation_keys
+        #: "answered"/"late" marks on dedupe keys, written in batches (see bot.kv.batched_sets).
+        self._marks = marks
 
     async def handle(self, event: Event) -> str | None:
         """The passive reply for this delivery, or None to answer `success`."""
@@ -69,13 +73,13 @@ class Dispatcher:
         claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
         if not claimed:
             self._metrics.dedupe_hits.inc()
-            return await self._answer_of_earlier_delivery(key, current)
+            return await self._answer_of_earlier_delivery(key, self._marks.pending(key) or current)
 
         self._executor.log_inbound(event)
         work = asyncio.ensure_future(self._run(event, dict(zip(state_keys, values, strict=True))))
         done, _ = await asyncio.wait({work}, timeout=self.deadline)
         if not done:
-            await store.set(key, LATE, ttl=DEDUPE_TTL_SECONDS)
+            self._marks.set(key, LATE)
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work), name=f"late:{event.dedupe_key}")
@@ -87,7 +91,7 @@ class Dispatcher:
             self._executor.push(event, event.sender, extra, event.chat)
         if passive is not None:
             self._executor.log_outbound(event, passive)
-        await store.set(key, DONE + (passive or ""), ttl=DEDUPE_TTL_SECONDS)
+        self._marks.set(key, DONE + (passive or ""))
         return passive
 
     async def _run(self, event: Event, state: dict[str, str | None]) -> list[str]:
@@ -118,4 +122,4 @@ class Dispatcher:
             if state != PENDING or loop.time() >= give_up:
                 return None  # answered late (pushed), or still at work: `success`
             await asyncio.sleep(RETRY_POLL_SECONDS)
-            state = await store.get(key)
+            state = self._marks.pending(key) or await store.get(key)

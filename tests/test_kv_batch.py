@@ -69,3 +69,25 @@ async def test_set_nx_many_and_get_many(store: KeyValueStore, prefix: str) -> No
     assert await store.get_many([]) == []
     for name in ("x", "y"):
         await store.delete(prefix + name)
+
+
+async def test_set_many_writes_every_key_with_its_ttl(store: KeyValueStore, prefix: str) -> None:
+    await store.set_many([(prefix + "a", "done:你好"), (prefix + "b", "late")], ttl=60)
+    assert await store.get_many([prefix + "a", prefix + "b"]) == ["done:你好", "late"]
+    await store.set_many([], ttl=60)  # nothing to send is fine
+    for key in ("a", "b"):
+        await store.delete(prefix + key)
+
+
+async def test_batched_sets_are_readable_before_and_after_the_flush(store: KeyValueStore, prefix: str) -> None:
+    from bot.kv.batched_sets import BatchedSets
+
+    marks = BatchedSets(store, ttl=60, interval=0.001)
+    marks.start()
+    marks.set(prefix + "m", "pending")
+    marks.set(prefix + "m", "done:收到")  # the later value wins
+    assert marks.pending(prefix + "m") == "done:收到"  # this process sees it at once
+    await marks.close()  # and every process after the flush
+    assert marks.pending(prefix + "m") is None
+    assert await store.get(prefix + "m") == "done:收到"
+    await store.delete(prefix + "m")

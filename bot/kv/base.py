@@ -23,6 +23,10 @@ class KeyValueStore(Protocol):
         """Set only if absent; True when this call created the key."""
         ...
 
+    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
+        """Several SETs in one round trip (not atomic as a whole)."""
+        ...
+
     async def delete(self, key: str) -> None: ...
 
     async def claim(

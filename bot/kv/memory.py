@@ -47,6 +47,10 @@ class MemoryStore:
         self._values[key] = (value, self._expiry(ttl))
         return True
 
+    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
+        for key, value in items:
+            self._values[key] = (value, self._expiry(ttl))
+
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
 

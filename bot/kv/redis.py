@@ -71,6 +71,14 @@ class RedisStore:
     async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(await self.client.set(key, value, px=_ms(ttl), nx=True))
 
+    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
+        if not items:
+            return
+        pipeline = self.client.pipeline(transaction=False)
+        for key, value in items:
+            pipeline.set(key, value, px=_ms(ttl))
+        await pipeline.execute()
+
     async def delete(self, key: str) -> None:
         await self.client.delete(key)
 
