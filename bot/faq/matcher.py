@@ -34,10 +34,24 @@ Decision = Literal["answer", "clarify", "reject"]
 
 #: Up to this many postings in total, plain Python beats numpy's call overhead.
 _PYTHON_PATH_MAX = 200
+#: Words in more than 1/this of the entries are common (see FaqMatcher._common_df).
+_COMMON_FRACTION = 16
 #: Near-ties kept for the decision (identical entries could be thousands).
 _MAX_NEAR = 8
+#: Bound on remembered query-token plans.
+_MAX_PLANS = 50_000
 #: Bound on remembered (channel, in_group) eligibility masks.
 _MAX_MASKS = 64
+
+
+def _top_near(near: Mapping[int, float]) -> list[tuple[int, float]]:
+    """The `_MAX_NEAR` best (entry id, score) pairs: highest score first, ties by id.
+
+    Near-ties can be hundreds (a common word alone in many similar entries):
+    sort plain (-score, id) tuples, compared in C, rather than with a key function.
+    """
+    ranked = sorted([(-score, doc_id) for doc_id, score in near.items()])[:_MAX_NEAR]
+    return [(doc_id, -neg) for neg, doc_id in ranked]
 
 
 @dataclass(frozen=True)
@@ -90,16 +104,26 @@ class FaqMatcher:
         self.index = index
         self.analyzer = analyzer
         self.thresholds = thresholds
+        self._priorities = [e.priority for e in self.entries]
+        self._lengths = {w: index.posting_length(w) for w in index.vocabulary}
+        #: query token → how it counts (see _plan).
+        self._plans: dict[str, tuple[tuple[str, float, bool] | None, float]] = {}
         #: (channel, in_group) → which entries may answer there.
         self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
-        #: Dense weight rows of generic words, looked up per candidate (see _best_large).
-        self._generic_rows: dict[str, npt.NDArray[np.float64]] = {}
+        #: Dense weight rows of generic and common words, looked up per candidate
+        #: instead of generating candidates (see _best_large).
+        self._rows: dict[str, npt.NDArray[np.float64]] = {}
+        #: A topic word in more entries than this is "common": it only adds to the
+        #: scores of entries found through the query's rarer words (when exact).
+        self._common_df = max(_PYTHON_PATH_MAX, len(self.entries) // _COMMON_FRACTION)
         for word in index.vocabulary:
-            if analyzer.is_generic(word):
+            if analyzer.is_generic(word) or index.posting_length(word) > self._common_df:
                 row = np.zeros(len(self.entries), dtype=np.float64)
                 ids, weights = index.postings(word)
                 row[ids] = weights
-                self._generic_rows[word] = row
+                self._rows[word] = row
+        #: The same rows as Python lists, for the plain-Python path (fast item access).
+        self._row_lists = {word: row.tolist() for word, row in self._rows.items()}
 
     @classmethod
     def build(
@@ -138,35 +162,58 @@ class FaqMatcher:
     ) -> MatchResult:
         """Match already analyzed tokens (see `analyze`)."""
         tokens = tuple(tokens)
-        index, limits, analyzer = self.index, self.thresholds, self.analyzer
+        plans, plan_of = self._plans, self._plan
         words: list[tuple[str, float, bool]] = []  # (indexed word, factor, is generic)
         ceiling = 0.0
+        topical = False
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
-            if analyzer.is_smalltalk(token):
-                continue
-            factor = 1.0
-            if token not in index:
-                sound_alike = analyzer.sounds_like(token)
-                if sound_alike is None or sound_alike not in index:
-                    ceiling += index.max_contribution(token) * limits.unknown_weight
-                    continue
-                token, factor = sound_alike, limits.homophone_factor
-            generic = analyzer.is_generic(token)
-            if generic:
-                factor *= limits.generic_weight
-            ceiling += index.max_contribution(token) * factor
-            words.append((token, factor, generic))
-        if ceiling <= 0 or all(generic for _, _, generic in words):
+            plan = plans.get(token)
+            if plan is None:
+                plan = plan_of(token)
+            word, weight = plan
+            ceiling += weight
+            if word is not None:
+                words.append(word)
+                topical = topical or not word[2]
+        if ceiling <= 0 or not topical:
             return MatchResult("reject", None, (), 0.0, tokens)
 
         allowed = self._allowed_mask(channel, in_group)
-        if sum(index.posting_length(w) for w, _, _ in words) <= _PYTHON_PATH_MAX:
+        lengths, rows = self._lengths, self._rows
+        if sum(lengths[w] for w, _, g in words if not g and w not in rows) <= _PYTHON_PATH_MAX:
             best = self._best_small(words, allowed)
         else:
             best = self._best_large(words, allowed)
         if not best:
             return MatchResult("reject", None, (), 0.0, tokens)
-        return self._decide([(s / ceiling, self.entries[d]) for d, s in best], tokens)
+        return self._decide(best, ceiling, tokens)
+
+    def _plan(self, token: str) -> tuple[tuple[str, float, bool] | None, float]:
+        """How a query token counts: (indexed word, factor, is generic) or None, and
+        its share of the ceiling. Depends on the token only, so it is remembered
+        per token (bounded), not per query."""
+        index, limits, analyzer = self.index, self.thresholds, self.analyzer
+        plan: tuple[tuple[str, float, bool] | None, float]
+        if analyzer.is_smalltalk(token):
+            plan = (None, 0.0)
+        else:
+            word, factor = token, 1.0
+            if token not in index:
+                sound_alike = analyzer.sounds_like(token)
+                if sound_alike is None or sound_alike not in index:
+                    plan = (None, index.max_contribution(token) * limits.unknown_weight)
+                    word = ""
+                else:
+                    word, factor = sound_alike, limits.homophone_factor
+            if word:
+                generic = analyzer.is_generic(word)
+                if generic:
+                    factor *= limits.generic_weight
+                plan = ((word, factor, generic), index.max_contribution(word) * factor)
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[token] = plan
+        return plan
 
     def _near_cutoff(self, best_score: float) -> float:
         # Everything the decision can look at: the best and its near-ties.
@@ -175,37 +222,82 @@ class FaqMatcher:
     def _best_small(
         self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
     ) -> list[tuple[int, float]]:
-        """Best entry and its near-ties, summed in plain Python (short postings)."""
+        """Best entry and its near-ties, in plain Python: the rare topic words'
+        postings are short; generic and common words (dense rows) are looked up
+        for the entries those give (exact: see `_best_large`), else numpy."""
+        rows = self._row_lists
         scores: dict[int, float] = {}
-        topic: set[int] = set()  # entries matching at least one non-generic word
+        looked_up: list[tuple[str, float]] = []
+        common = False
         for word, factor, generic in words:
+            if word in rows:
+                looked_up.append((word, factor))
+                common = common or not generic
+                continue
             for doc_id, weight in self.index.pairs(word):
                 scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
-                if not generic:
-                    topic.add(doc_id)
         if allowed is not None:
-            topic = {d for d in topic if allowed[d]}
-        if not topic:
+            scores = {d: s for d, s in scores.items() if allowed[d]}
+        if common and not scores:
+            return self._best_all(words, allowed)
+        for word, factor in looked_up:
+            row = rows[word]
+            for doc_id in scores:
+                scores[doc_id] += row[doc_id] * factor
+        if not scores:
             return []
-        best_score = max(scores[d] for d in topic)
-        cutoff = self._near_cutoff(best_score)
-        near = [(d, scores[d]) for d in topic if scores[d] >= cutoff]
-        return sorted(near, key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
+        cutoff = self._near_cutoff(max(scores.values()))
+        if common:
+            max_weight = self.index.max_weight
+            if cutoff <= sum(max_weight(w) * f for w, f in looked_up):
+                return self._best_all(words, allowed)  # an entry without rare words may be near
+        return _top_near({d: s for d, s in scores.items() if s >= cutoff})
 
     def _best_large(
         self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
     ) -> list[tuple[int, float]]:
         """The same as `_best_small`, vectorized for long postings (large KBs).
 
-        Topic words are summed with one bincount; generic words (often in most
-        entries) are only looked up for the resulting candidates, from dense rows.
+        Rare topic words are summed with one bincount and give the candidates;
+        common topic words and generic words (often in most entries) are only
+        looked up for those candidates, from dense rows. That is exact when the
+        most the looked-up words can give an entry (`bound`, what an entry with
+        none of the rare words scores at best) stays below the near-tie cutoff;
+        otherwise every topic word generates candidates, as it must.
         """
+        index, rows = self.index, self._rows
+        topic = [(w, f) for w, f, generic in words if not generic]
+        generic = [(w, f) for w, f, is_generic in words if is_generic]
+        rare = [(w, f) for w, f in topic if w not in rows]
+        common = [(w, f) for w, f in topic if w in rows]
+        if rare and common:
+            result = self._score(rare, common + generic, allowed)
+            bound = sum(index.max_weight(w) * f for w, f in common + generic)
+            if result and self._near_cutoff(result[0][1]) > bound:
+                return result
+            # An entry without the rare words might be near the best: score them all.
+        return self._score(topic, generic, allowed)
+
+    def _best_all(
+        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
+    ) -> list[tuple[int, float]]:
+        """Every topic word generates candidates (no pruning)."""
+        topic = [(w, f) for w, f, generic in words if not generic]
+        generic = [(w, f) for w, f, is_generic in words if is_generic]
+        return self._score(topic, generic, allowed)
+
+    def _score(
+        self,
+        generating: list[tuple[str, float]],
+        looked_up: list[tuple[str, float]],
+        allowed: npt.NDArray[np.bool_] | None,
+    ) -> list[tuple[int, float]]:
+        """Best entry and near-ties among the entries with a `generating` word."""
         id_parts, weight_parts = [], []
-        for word, factor, generic in words:
-            if not generic:
-                ids, weights = self.index.postings(word)
-                id_parts.append(ids)
-                weight_parts.append(weights * factor if factor != 1.0 else weights)
+        for word, factor in generating:
+            ids, weights = self.index.postings(word)
+            id_parts.append(ids)
+            weight_parts.append(weights * factor if factor != 1.0 else weights)
         # Candidates keep duplicates (an entry appears once per matched word):
         # cheaper than deduplicating thousands of ids; only the few near the top
         # are deduplicated below.
@@ -217,13 +309,18 @@ class FaqMatcher:
         if candidates.size == 0:
             return []
         candidate_scores = scores[candidates]
-        for word, factor, generic in words:
-            if generic:
-                candidate_scores += self._generic_rows[word][candidates] * factor
+        for word, factor in looked_up:
+            candidate_scores += self._rows[word][candidates] * factor
         cutoff = self._near_cutoff(float(candidate_scores.max()))
-        keep = np.flatnonzero(candidate_scores >= cutoff)[: _MAX_NEAR * 16]
-        near = dict(zip(candidates[keep].tolist(), candidate_scores[keep].tolist()))
-        return sorted(near.items(), key=lambda item: (-item[1], item[0]))[:_MAX_NEAR]
+        keep = np.flatnonzero(candidate_scores >= cutoff)
+        near_ids, near_scores = candidates[keep], candidate_scores[keep]
+        if keep.size > _MAX_NEAR:
+            # Many near-ties: rank them in numpy (score, then id). An entry is in
+            # `candidates` at most once per generating word, and its copies sort
+            # next to each other, so this prefix holds the best _MAX_NEAR entries.
+            order = np.lexsort((near_ids, -near_scores))[: _MAX_NEAR * len(generating)]
+            near_ids, near_scores = near_ids[order], near_scores[order]
+        return _top_near(dict(zip(near_ids.tolist(), near_scores.tolist())))
 
     def _allowed_mask(self, channel: str | None, in_group: bool) -> npt.NDArray[np.bool_] | None:
         """Which entries may answer here; None when all may (the common case)."""
@@ -247,20 +344,24 @@ class FaqMatcher:
             return False
         return not entry.channels or channel is None or channel in entry.channels
 
-    def _decide(self, close: list[tuple[float, FaqEntry]], tokens: tuple[str, ...]) -> MatchResult:
-        """`close`: the best entry and its near-ties (within clarify_margin), best first."""
-        limits = self.thresholds
-        best_score, best = close[0]
+    def _decide(
+        self, close: list[tuple[int, float]], ceiling: float, tokens: tuple[str, ...]
+    ) -> MatchResult:
+        """`close`: the best entry id and its near-ties (within clarify_margin) with
+        their raw scores, best first; `ceiling`: the message's most possible score."""
+        limits, entries = self.thresholds, self.entries
+        best_id, best_raw = close[0]
+        best_score = best_raw / ceiling
         if best_score < limits.answer:
-            near = best if best_score >= limits.suggest else None
+            near = entries[best_id] if best_score >= limits.suggest else None
             return MatchResult("reject", near, (), best_score, tokens)
         if len(close) == 1:
-            return MatchResult("answer", best, (), best_score, tokens)
-        top_priority = max(e.priority for _, e in close)
-        leaders = [(s, e) for s, e in close if e.priority == top_priority]
+            return MatchResult("answer", entries[best_id], (), best_score, tokens)
+        priorities = self._priorities
+        top_priority = max(priorities[d] for d, _ in close)
+        leaders = [(d, s) for d, s in close if priorities[d] == top_priority]
         if len(leaders) == 1:
-            score, entry = leaders[0]
-            return MatchResult("answer", entry, (), score, tokens)
-        return MatchResult(
-            "clarify", leaders[0][1], (leaders[0][1], leaders[1][1]), leaders[0][0], tokens
-        )
+            doc_id, raw = leaders[0]
+            return MatchResult("answer", entries[doc_id], (), raw / ceiling, tokens)
+        first, second = entries[leaders[0][0]], entries[leaders[1][0]]
+        return MatchResult("clarify", first, (first, second), leaders[0][1] / ceiling, tokens)
