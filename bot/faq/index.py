@@ -49,63 +49,63 @@ class Bm25Index:
         *,
         field_weights: Mapping[str, float] = DEFAULT_FIELD_WEIGHTS,
         params: Bm25Params = Bm25Params(),
-        long_posting: int = 256,
     ) -> None:
-        self.long_posting = long_posting
         self.n_docs = len(docs)
         self.params = params
-        weighted_tf: list[Counter[str]] = []
+        # One row per (entry, distinct word): word number, entry, weighted tf.
+        numbers: dict[str, int] = {}
+        word_of_row: list[int] = []
+        doc_of_row: list[int] = []
+        tf_of_row: list[float] = []
         lengths: list[float] = []
-        for doc in docs:
-            tf: Counter[str] = Counter()
+        for doc_id, doc in enumerate(docs):
+            tf: dict[str, float] = {}
             length = 0.0
             for field_name, tokens in doc.items():
                 weight = field_weights.get(field_name, 0.0)
                 if weight <= 0:
                     continue
+                get = tf.get
                 for token in tokens:
-                    tf[token] += weight
+                    tf[token] = get(token, 0.0) + weight
                 length += weight * len(tokens)
-            weighted_tf.append(tf)
             lengths.append(length)
+            setdefault = numbers.setdefault
+            word_of_row.extend([setdefault(token, len(numbers)) for token in tf])
+            doc_of_row.extend([doc_id] * len(tf))
+            tf_of_row.extend(tf.values())
         avg_length = (sum(lengths) / len(lengths)) if lengths and sum(lengths) else 1.0
 
-        df: Counter[str] = Counter()
-        for tf in weighted_tf:
-            df.update(tf.keys())
-        self.idf: dict[str, float] = {t: bm25_idf(self.n_docs, n) for t, n in df.items()}
+        vocabulary = list(numbers)
+        word_ids = np.asarray(word_of_row, dtype=np.intp)
+        df = np.bincount(word_ids, minlength=len(vocabulary)).tolist()
+        idf = [bm25_idf(self.n_docs, n) for n in df]
+        self.idf: dict[str, float] = dict(zip(vocabulary, idf))
         #: Weight given to a query word no entry contains: as rare as the rarest word.
         self.unknown_idf = bm25_idf(max(self.n_docs, 1), 1)
 
+        # BM25 per row, vectorized with the same operations in the same order as
+        # idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_length)).
         k1, b = params.k1, params.b
-        postings: dict[str, tuple[list[int], list[float]]] = {}
-        for doc_id, (tf, length) in enumerate(zip(weighted_tf, lengths)):
-            norm = k1 * (1.0 - b + b * length / avg_length)
-            for token, freq in tf.items():
-                ids, weights = postings.setdefault(token, ([], []))
-                ids.append(doc_id)
-                weights.append(self.idf[token] * freq * (k1 + 1.0) / (freq + norm))
+        norms = k1 * (1.0 - b + b * np.asarray(lengths, dtype=np.float64) / avg_length)
+        tfs = np.asarray(tf_of_row, dtype=np.float64)
+        doc_ids = np.asarray(doc_of_row, dtype=np.intp)
+        row_weights = np.asarray(idf, dtype=np.float64)[word_ids] * tfs * (k1 + 1.0) / (tfs + norms[doc_ids])
 
-        # Compressed layout: one array of ids and one of weights, a slice per token.
-        self._slices: dict[str, tuple[int, int]] = {}
-        all_ids: list[int] = []
-        all_weights: list[float] = []
-        for token, (ids, weights) in postings.items():
-            self._slices[token] = (len(all_ids), len(all_ids) + len(ids))
-            all_ids.extend(ids)
-            all_weights.extend(weights)
-        self._ids = np.asarray(all_ids, dtype=np.intp)
-        self._weights = np.asarray(all_weights, dtype=np.float64)
-        # Short postings are faster to add up in plain Python than through numpy's
-        # per-call overhead, so keep them as tuples too.
-        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {
-            token: tuple(zip(ids, weights)) for token, (ids, weights) in postings.items()
-        }
-        self._max_weight = {t: max(w) for t, (_, w) in postings.items()}
-        # Common words (long postings) are looked up per candidate instead of summed.
-        self._lookup: dict[str, dict[int, float]] = {
-            t: dict(zip(ids, w)) for t, (ids, w) in postings.items() if len(ids) > long_posting
-        }
+        # Compressed layout: one array of ids and one of weights, a slice per word
+        # (entry ids ascending within a slice: the sort is stable).
+        order = np.argsort(word_ids, kind="stable")
+        self._ids = doc_ids[order]
+        self._weights = row_weights[order]
+        ends = np.cumsum(df).tolist()
+        starts = [end - n for end, n in zip(ends, df)]
+        self._slices: dict[str, tuple[int, int]] = dict(zip(vocabulary, zip(starts, ends)))
+        self._max_weight: dict[str, float] = dict(
+            zip(vocabulary, np.maximum.reduceat(self._weights, starts).tolist() if starts else [])
+        )
+        #: (entry id, weight) tuples per word, made on first use (short postings are
+        #: faster to add up in plain Python than through numpy's per-call overhead).
+        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {}
 
     def __contains__(self, token: str) -> bool:
         return token in self._slices
@@ -121,14 +121,15 @@ class Bm25Index:
 
     def pairs(self, token: str) -> tuple[tuple[int, float], ...]:
         """The same postings as (entry id, weight) tuples."""
-        return self._pairs[token]
+        pairs = self._pairs.get(token)
+        if pairs is None:
+            start, end = self._slices[token]
+            pairs = tuple(zip(self._ids[start:end].tolist(), self._weights[start:end].tolist()))
+            self._pairs[token] = pairs  # bounded by the vocabulary
+        return pairs
 
     def max_weight(self, token: str) -> float:
         return self._max_weight[token]
-
-    def weight_in(self, token: str) -> Mapping[int, float]:
-        """entry id → weight, for words with more than `long_posting` entries."""
-        return self._lookup[token]
 
     def posting_length(self, token: str) -> int:
         start, end = self._slices[token]

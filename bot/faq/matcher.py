@@ -140,7 +140,9 @@ class FaqMatcher:
         for entry in entries:
             for head, variants in entry.synonyms.items():
                 merged.setdefault(head, []).extend(variants)
-        words = [*user_words, *(k for e in entries for k in e.keywords)]
+        # Each word once: many entries share keywords (a brand), and every word
+        # costs a dictionary check in `derive`.
+        words = list(dict.fromkeys([*user_words, *(k for e in entries for k in e.keywords)]))
         local = base.derive(user_words=words, synonyms=merged)
         docs = [_fields(entry, local) for entry in entries]
         index = Bm25Index(docs)
