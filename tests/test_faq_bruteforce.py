@@ -24,7 +24,10 @@ def _synthetic_kb(n: int, rng: random.Random):
 
 @pytest.fixture(scope="module")
 def big_matcher() -> FaqMatcher:
-    return FaqMatcher.build(_synthetic_kb(3000, random.Random(7)), analyzer=TextAnalyzer())
+    entries = _synthetic_kb(3000, random.Random(7))
+    # Every third entry answers in group chats only: private matches skip it.
+    entries = [e.model_copy(update={"scope": "group"}) if i % 3 == 0 else e for i, e in enumerate(entries)]
+    return FaqMatcher.build(entries, analyzer=TextAnalyzer())
 
 
 def _queries(matcher: FaqMatcher, rng: random.Random, count: int) -> list[tuple[str, ...]]:
@@ -41,7 +44,7 @@ def _queries(matcher: FaqMatcher, rng: random.Random, count: int) -> list[tuple[
     return queries
 
 
-def _plain(matcher: FaqMatcher, tokens: tuple[str, ...]) -> MatchResult:
+def _plain(matcher: FaqMatcher, tokens: tuple[str, ...], in_group: bool) -> MatchResult:
     """Reference: sum every posting of every word, keep entries with a topic word."""
     words, ceiling = [], 0.0
     for token in dict.fromkeys(tokens):
@@ -58,16 +61,20 @@ def _plain(matcher: FaqMatcher, tokens: tuple[str, ...]) -> MatchResult:
             scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
             if not generic:
                 topic.add(doc_id)
+    topic = {d for d in topic if in_group or matcher.entries[d].scope != "group"}
+    if not topic:
+        return MatchResult("reject", None, (), 0.0, tokens)
     best = max(scores[d] for d in topic)
     near = [(d, scores[d]) for d in topic if scores[d] >= matcher._near_cutoff(best)]
     near.sort(key=lambda item: (-item[1], item[0]))
     return matcher._decide(near[:8], ceiling, tokens)
 
 
-def test_pruned_scoring_agrees_with_plain_summing(big_matcher: FaqMatcher) -> None:
+@pytest.mark.parametrize("in_group", [True, False])
+def test_pruned_scoring_agrees_with_plain_summing(big_matcher: FaqMatcher, in_group: bool) -> None:
     queries = _queries(big_matcher, random.Random(11), 2000)
-    fast = [big_matcher.match_tokens(q) for q in queries]
-    slow = [_plain(big_matcher, q) for q in queries]
+    fast = [big_matcher.match_tokens(q, in_group=in_group) for q in queries]
+    slow = [_plain(big_matcher, q, in_group) for q in queries]
     large = sum(
         sum(big_matcher.index.posting_length(w) for w in set(q) if w in big_matcher.index) > 200
         for q in queries

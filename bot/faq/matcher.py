@@ -295,22 +295,29 @@ class FaqMatcher:
         allowed: npt.NDArray[np.bool_] | None,
     ) -> list[tuple[int, float]]:
         """Best entry and near-ties among the entries with a `generating` word."""
-        id_parts, weight_parts = [], []
-        for word, factor in generating:
-            ids, weights = self.index.postings(word)
-            id_parts.append(ids)
-            weight_parts.append(weights * factor if factor != 1.0 else weights)
-        # Candidates keep duplicates (an entry appears once per matched word):
-        # cheaper than deduplicating thousands of ids; only the few near the top
-        # are deduplicated below.
-        candidates = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts)
-        weights = weight_parts[0] if len(weight_parts) == 1 else np.concatenate(weight_parts)
-        scores = np.bincount(candidates, weights=weights)
-        if allowed is not None:
-            candidates = candidates[allowed[candidates]]
+        if len(generating) == 1:  # no duplicates to merge: no bincount
+            word, factor = generating[0]
+            candidates, weights = self.index.postings(word)
+            candidate_scores = weights * factor  # a new array (added to below)
+            if allowed is not None:
+                keep_allowed = allowed[candidates]
+                candidates, candidate_scores = candidates[keep_allowed], candidate_scores[keep_allowed]
+        else:
+            id_parts, weight_parts = [], []
+            for word, factor in generating:
+                ids, weights = self.index.postings(word)
+                id_parts.append(ids)
+                weight_parts.append(weights * factor if factor != 1.0 else weights)
+            # Candidates keep duplicates (an entry appears once per matched word):
+            # cheaper than deduplicating thousands of ids; only the few near the
+            # top are deduplicated below.
+            candidates = np.concatenate(id_parts)
+            scores = np.bincount(candidates, weights=np.concatenate(weight_parts))
+            if allowed is not None:
+                candidates = candidates[allowed[candidates]]
+            candidate_scores = scores[candidates]
         if candidates.size == 0:
             return []
-        candidate_scores = scores[candidates]
         for word, factor in looked_up:
             candidate_scores += self._rows[word][candidates] * factor
         cutoff = self._near_cutoff(float(candidate_scores.max()))
