@@ -32,7 +32,7 @@ from bot.faq.model import FaqEntry
 
 Decision = Literal["answer", "clarify", "reject"]
 
-#: Up to this many postings in total, plain Python beats numpy's call overhead.
+#: Up to this many postings of the rare topic words, plain Python beats numpy's call overhead.
 _PYTHON_PATH_MAX = 200
 #: Words in more than 1/this of the entries are common (see FaqMatcher._common_df).
 _COMMON_FRACTION = 16
