@@ -95,3 +95,13 @@ def test_normalize_matches_a_per_character_category_check() -> None:
         folded = unicodedata.normalize("NFKC", text).casefold()
         expected = " ".join("".join(c if _keep(c) else " " for c in folded).split())
         assert normalize_text(text) == expected
+
+
+def test_a_personas_words_do_not_change_how_another_persona_cuts_text() -> None:
+    base = TextAnalyzer()
+    before = base.words("我想买小熊软糖和棉花")
+    brand_a = base.derive(user_words=["小熊软糖和棉"])  # a made-up product name that re-cuts the sentence
+    assert "小熊软糖和棉" in brand_a.words("我想买小熊软糖和棉花")
+    brand_b = base.derive(user_words=["棉棉小屋"])
+    assert list(brand_b.words("我想买小熊软糖和棉花")) == list(before)
+    assert list(base.words("我想买小熊软糖和棉花")) == list(before)

@@ -27,7 +27,7 @@ async def test_readyz_reports_an_unreachable_redis(make_settings: Any, start_bot
 async def test_metrics_count_requests_handlers_and_dedupe_hits(make_settings: Any, start_bot: Any) -> None:
     client = await start_bot(make_settings())
     peer = WeChatPeer()
-    xml = text_xml("o" + secrets.token_hex(8), "几天能到货")
+    xml = text_xml("o" + secrets.token_hex(8), "你们一般几天发货？")
     for _ in range(2):  # the second is WeChat's retry
         query, body = peer.plain(xml)
         assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
