@@ -29,6 +29,7 @@ import marshal
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from math import log
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     import jieba
 
 _DATA = resources.files("bot.faq") / "data"
+#: Private dictionaries kept for reuse (~20 MB each): a few personas and their last versions.
+_PRIVATE_DICTIONARIES_KEPT = 4
 
 
 def _default_tokenizer() -> jieba.Tokenizer:
@@ -292,6 +295,10 @@ class TextAnalyzer:
         # Anything else (a persona's product names and synonyms) must not change how
         # another persona's text is cut: the first such word copies the dictionary.
         self._shares_tokenizer = True
+        #: Private dictionaries by the words that made them, shared by every analyzer derived
+        #: from this one: rebuilding a persona with unchanged words reuses its dictionary and
+        #: the segmentations remembered with it.
+        self._private_dictionaries: OrderedDict[tuple[str, ...], tuple[jieba.Tokenizer, _Memo]] = OrderedDict()
         self._extend(user_words, synonyms or {}, ())
 
     # --- building -----------------------------------------------------------
@@ -313,6 +320,15 @@ class TextAnalyzer:
         clone._shares_tokenizer = True
         clone._fast_cut = self._fast_cut
         clone._memo = self._memo
+        clone._private_dictionaries = self._private_dictionaries
+        user_words = list(user_words)
+        key = (*map(normalize_text, user_words), "\x00",
+               *(normalize_text(w) for head, variants in (synonyms or {}).items() for w in (head, *variants)))
+        cached = self._private_dictionaries.get(key) if len(key) > 1 else None
+        if cached is not None:
+            self._private_dictionaries.move_to_end(key)
+            clone._tokenizer, clone._memo = cached
+            clone._fast_cut = True
         clone._stopwords = self._stopwords
         clone._smalltalk = self._smalltalk
         clone._generic = self._generic
@@ -320,6 +336,11 @@ class TextAnalyzer:
         clone._sounds = self._sounds  # copied on write (see _sound_table)
         clone._pending_sounds = list(self._pending_sounds)
         clone._extend(user_words, synonyms or {}, vocabulary)
+        if cached is None and not clone._shares_tokenizer:
+            self._private_dictionaries[key] = (clone._tokenizer, clone._memo)
+            while len(self._private_dictionaries) > _PRIVATE_DICTIONARIES_KEPT:
+                self._private_dictionaries.popitem(last=False)
+            clone._shares_tokenizer = True  # now also the cache's: a further word copies again
         return clone
 
     def _extend(
