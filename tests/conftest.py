@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bot.app import APP_CONTEXT, AppContext, create_app
 from bot.config import REPO_ROOT, Settings
 from bot.faq.analyzer import TextAnalyzer
+from bot.kv import KeyValueStore, MemoryStore, RedisStore
 from bot.storage.migrate import upgrade
 from tests.fake_wechat_api import FakeWeChatApi, fake_wechat_api  # noqa: F401  (fixture)
 from tests.wechat_peer import TEST_APPID, TEST_TOKEN
@@ -54,6 +55,16 @@ async def _admin(statement: str) -> None:
             await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    """Each store-level test runs on the in-process store and on real Redis alike."""
+    kv: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url(REDIS_URL)
+    try:
+        yield kv
+    finally:
+        await kv.close()
 
 
 @pytest.fixture

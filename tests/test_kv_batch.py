@@ -10,15 +10,6 @@ import pytest
 from bot.kv import KeyValueStore, MemoryStore, RedisStore
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
-    kv: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url("redis://127.0.0.1:6379/0")
-    try:
-        yield kv
-    finally:
-        await kv.close()
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"kvtest:{uuid.uuid4().hex}:"

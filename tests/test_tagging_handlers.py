@@ -95,15 +95,6 @@ def dispatch() -> CallNext:
     return build_router().compile()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
-    kv: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url("redis://127.0.0.1:6379/0")
-    try:
-        yield kv
-    finally:
-        await kv.close()
-
-
 @pytest.fixture
 async def services(store: KeyValueStore, tmp_path: Path) -> AsyncIterator[Services]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}")

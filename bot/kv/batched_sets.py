@@ -8,31 +8,25 @@ batches is most of what one message costs less.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from bot.batching import FlushLoop
 from bot.kv.base import KeyValueStore
 
 log = logging.getLogger("siyu.kv")
 
 
-class BatchedSets:
+class BatchedSets(FlushLoop):
     def __init__(self, store: KeyValueStore, ttl: float, *, interval: float = 0.005, max_batch: int = 500) -> None:
+        super().__init__(idle=None, gather=interval)  # flush a few ms after the first SET
         self._store = store
         self._ttl = ttl
-        self._interval = interval
         self._max_batch = max_batch
         self._buffer: dict[str, str] = {}
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batched-sets")
 
     def set(self, key: str, value: str) -> None:
         self._buffer[key] = value  # a later value for the same key wins, as in the store
-        self._wakeup.set()
+        self._wake()
 
     def pending(self, key: str) -> str | None:
         """The value waiting to be written for `key`, if any."""
@@ -49,17 +43,3 @@ class BatchedSets:
             for key, value in items:
                 if self._buffer.get(key) == value:
                     del self._buffer[key]
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        await self.flush()
-
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._wakeup.wait()
-            await asyncio.sleep(self._interval)  # let a burst gather into one round trip
-            self._wakeup.clear()
-            await self.flush()

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.batching import FlushLoop
 from bot.storage.db import insert_ignoring_conflicts, upsert
 from bot.storage.models import Contact, ContactTag, MessageLog
 
@@ -81,7 +82,7 @@ class TagWrite:
 Record = LoggedMessage | TagWrite
 
 
-class BatchedWriter:
+class BatchedWriter(FlushLoop):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -90,19 +91,13 @@ class BatchedWriter:
         batch_size: int = 500,
         max_buffered: int = 200_000,
     ) -> None:
+        super().__init__(idle=interval)
         self._sessions = sessions
-        self._interval = interval
         self._batch_size = batch_size
         self._max_buffered = max_buffered
         self._buffer: list[Record] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self._flushing = asyncio.Lock()
         self._statements: tuple[Any, Any, Any] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batched-writer")
 
     def record_message(self, message: LoggedMessage) -> None:
         self._append(message)
@@ -117,7 +112,7 @@ class BatchedWriter:
             self._buffer.pop(0)
         self._buffer.append(record)
         if len(self._buffer) >= self._batch_size:
-            self._wakeup.set()
+            self._wake()
 
     @property
     def pending(self) -> int:
@@ -133,22 +128,6 @@ class BatchedWriter:
                     log.exception("batched write failed; will retry", extra={"rows": len(batch)})
                     return
                 del self._buffer[: len(batch)]
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        await self.flush()
-
-    async def _run(self) -> None:
-        while not self._closing:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self._interval)
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
-            await self.flush()
 
     async def _write(self, batch: list[Record]) -> None:
         messages = [record for record in batch if isinstance(record, LoggedMessage)]
