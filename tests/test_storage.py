@@ -141,3 +141,19 @@ async def test_batched_tags_create_the_contact_and_retag_idempotently(sessions: 
     assert set(tags) == {"关注纸尿裤", "宝宝6-12月"}
     assert tags["关注纸尿裤"].source == "faq:diaper_size"  # re-tagging refreshed it, one row still
     assert tags["宝宝6-12月"].expires_at is None
+
+
+async def test_a_flush_writes_what_was_buffered_when_it_began(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Under steady load a flush must not chase new arrivals (a few rows per transaction)."""
+    user = openid()
+    writer = BatchedWriter(sessions)
+    for n in range(10):
+        writer.record_message(logged(user, f"steady:{user}:{n}"))
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0)  # the flush has taken its snapshot and is waiting on the database
+    for n in range(10, 15):
+        writer.record_message(logged(user, f"steady:{user}:{n}"))
+    await flushing
+    assert writer.pending == 5  # the late five wait for the next round
+    await writer.flush()
+    assert writer.pending == 0

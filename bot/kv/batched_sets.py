@@ -33,8 +33,10 @@ class BatchedSets(FlushLoop):
         return self._buffer.get(key)
 
     async def flush(self) -> None:
-        while self._buffer:
-            items = list(self._buffer.items())[: self._max_batch]
+        """Write what is buffered now (later SETs wait for the next round: see BatchedWriter.flush)."""
+        snapshot = list(self._buffer.items())
+        for start in range(0, len(snapshot), self._max_batch):
+            items = snapshot[start : start + self._max_batch]
             try:
                 await self._store.set_many(items, ttl=self._ttl)
             except Exception:

@@ -119,15 +119,19 @@ class BatchedWriter(FlushLoop):
         return len(self._buffer)
 
     async def flush(self) -> None:
+        """Write what is buffered now; records that arrive meanwhile wait for the next flush
+        (draining until empty would, under steady load, write a few rows per transaction)."""
         async with self._flushing:  # one flush at a time keeps records in order
-            while self._buffer:
-                batch = self._buffer[: self._batch_size]
+            remaining = len(self._buffer)
+            while remaining > 0:
+                batch = self._buffer[: min(self._batch_size, remaining)]
                 try:
                     await self._write(batch)
                 except Exception:
                     log.exception("batched write failed; will retry", extra={"rows": len(batch)})
                     return
                 del self._buffer[: len(batch)]
+                remaining -= len(batch)
 
     async def _write(self, batch: list[Record]) -> None:
         messages = [record for record in batch if isinstance(record, LoggedMessage)]
