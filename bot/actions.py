@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.background import BackgroundTasks
 from bot.events import Action, AddTag, Channel, Event, Handoff, RemoveTag, Reply, SendText, SetFollowing
 from bot.kv import KeyValueStore
+from bot.kv.batched_sets import BatchedSets
 from bot.senders import Sender
 from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
@@ -31,20 +32,27 @@ class ActionExecutor:
         store: KeyValueStore,
         senders: Mapping[Channel, Sender],
         writer: BatchedWriter,
+        tag_marks: BatchedSets,
         background: BackgroundTasks,
     ) -> None:
         self._engine = engine
         self._store = store
         self._senders = senders
         self._writer = writer
+        self._tag_marks = tag_marks
         self._background = background
 
-    async def apply(self, event: Event, actions: Sequence[Action]) -> list[str]:
-        """Store state changes and start pushes; return the reply texts, in order."""
+    async def apply(
+        self, event: Event, actions: Sequence[Action], state: Mapping[str, str | None] | None = None
+    ) -> list[str]:
+        """Store state changes and start pushes; return the reply texts, in order.
+
+        `state`: what the dispatcher read with the dedupe claim (it includes `tag_marker_key`).
+        """
         replies = [action.text for action in actions if isinstance(action, Reply)]
         stateful = [action for action in actions if isinstance(action, (SetFollowing, AddTag, RemoveTag))]
         if stateful:
-            await self._store_changes(event, stateful)
+            await self._store_changes(event, stateful, state or {})
         for action in actions:
             if isinstance(action, SendText):
                 self.push(event, action.to, action.text, action.chat)
@@ -94,37 +102,50 @@ class ActionExecutor:
             )
         )
 
-    async def _store_changes(self, event: Event, actions: Sequence[SetFollowing | AddTag | RemoveTag]) -> None:
+    async def _store_changes(
+        self,
+        event: Event,
+        actions: Sequence[SetFollowing | AddTag | RemoveTag],
+        state: Mapping[str, str | None],
+    ) -> None:
         now = datetime.now(UTC)
-        marker_prefix = f"tagged:{event.channel}:{event.account}:{event.sender}:"
         follows = [action for action in actions if isinstance(action, SetFollowing)]
         removals = [action for action in actions if isinstance(action, RemoveTag)]
         additions = [action for action in actions if isinstance(action, AddTag)]
         if follows or removals:
             await self._write_now(event, follows, removals, now)
-            for removal in removals:
-                await self._store.delete(marker_prefix + removal.tag)
-        if not additions:
+        if not additions and not removals:
             return
-        # Customers repeat themselves: a tag written in the last hour is not written again
-        # (its expiry moves at most an hour late), and new ones go to the batched writer,
-        # which keeps the hot path off the database.
-        markers = [marker_prefix + action.tag for action in additions]
-        fresh = await self._store.set_nx_many(markers, "1", ttl=TAG_REFRESH_SECONDS)
-        for action, is_new in zip(additions, fresh, strict=True):
-            if is_new:
-                expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
-                self._writer.record_tag(
-                    TagWrite(
-                        channel=str(event.channel),
-                        account=event.account,
-                        external_id=event.sender,
-                        tag=action.tag,
-                        source=action.source,
-                        tagged_at=now,
-                        expires_at=expires,
-                    )
+        # Customers repeat themselves: the tags written for a contact in the last hour are
+        # remembered in one store key (read with the dedupe claim, written back in batches),
+        # and are not written again (their expiry moves at most an hour late). New ones go
+        # to the batched writer. Both keep the hot path off the database and off extra round trips.
+        marker = tag_marker_key(event)
+        recent = await self._recent_tags(marker, state)
+        recent -= {removal.tag for removal in removals}
+        for action in additions:
+            if action.tag in recent:
+                continue
+            recent.add(action.tag)
+            expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
+            self._writer.record_tag(
+                TagWrite(
+                    channel=str(event.channel),
+                    account=event.account,
+                    external_id=event.sender,
+                    tag=action.tag,
+                    source=action.source,
+                    tagged_at=now,
+                    expires_at=expires,
                 )
+            )
+        self._tag_marks.set(marker, "\t".join(sorted(recent)))
+
+    async def _recent_tags(self, marker: str, state: Mapping[str, str | None]) -> set[str]:
+        value = self._tag_marks.pending(marker)
+        if value is None:
+            value = state[marker] if marker in state else await self._store.get(marker)
+        return set(filter(None, (value or "").split("\t")))
 
     async def _write_now(
         self, event: Event, follows: Sequence[SetFollowing], removals: Sequence[RemoveTag], now: datetime
@@ -140,6 +161,11 @@ class ActionExecutor:
                 await contact_repo.set_following_by_id(connection, contact_id, follow.following, follow.source, now)
             for removal in removals:
                 await tag_repo.remove_tag(connection, contact_id, removal.tag)
+
+
+def tag_marker_key(event: Event) -> str:
+    """Store key naming the tags written for this contact lately (read with the dedupe claim)."""
+    return f"tagged:{event.channel}:{event.account}:{event.sender}"
 
 
 def _timestamp(created_at: int) -> datetime:

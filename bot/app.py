@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.actions import ActionExecutor
+from bot.actions import TAG_REFRESH_SECONDS, ActionExecutor, tag_marker_key
 from bot.background import BackgroundTasks
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
 from bot.config import Settings
@@ -56,6 +56,7 @@ class AppContext:
     background: BackgroundTasks
     writer: BatchedWriter
     marks: BatchedSets
+    tag_marks: BatchedSets
     http: aiohttp.ClientSession
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
@@ -117,7 +118,10 @@ class AppContext:
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
         senders.update(extra_senders or {})
+        tag_marks = BatchedSets(store, ttl=TAG_REFRESH_SECONDS)
+        tag_marks.start()
         executor = ActionExecutor(
+            tag_marks=tag_marks,
             engine=engine, store=store, senders=senders, writer=writer, background=background
         )
         marks = BatchedSets(store, ttl=DEDUPE_TTL_SECONDS)
@@ -131,10 +135,11 @@ class AppContext:
             background=background,
             metrics=metrics,
             deadline=settings.reply_deadline_seconds,
-            conversation_keys=conversation_keys,
+            conversation_keys=lambda event: [*conversation_keys(event), tag_marker_key(event)],
         )
         context = cls(
             marks=marks,
+            tag_marks=tag_marks,
             settings=settings,
             engine=engine,
             services=services,
@@ -163,6 +168,7 @@ class AppContext:
         await self.background.drain()
         await self.writer.close()
         await self.marks.close()
+        await self.tag_marks.close()
         await self.http.close()
         await self.services.store.close()
         await self.engine.dispose()

@@ -97,7 +97,7 @@ class Dispatcher:
     async def _run(self, event: Event, state: dict[str, str | None]) -> list[str]:
         ctx = Context(persona=self._persona_for(str(event.channel)), services=self._services, state=state)
         actions: list[Action] = await self._call(event, ctx)
-        return await self._executor.apply(event, actions)
+        return await self._executor.apply(event, actions, ctx.state)
 
     def _replies_of(self, work: asyncio.Future[list[str]], event: Event) -> list[str]:
         error = work.exception()

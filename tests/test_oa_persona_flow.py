@@ -112,3 +112,21 @@ async def test_personas_side_by_side_by_channel(tmp_path: Path, make_settings: A
     personas = context_of(client).personas
     assert personas.for_channel("wechat_oa").name == "小棉"
     assert personas.for_channel("console").name == "棉花糖"
+
+
+async def test_a_repeated_keyword_tags_once_and_survives_a_second_process(make_settings: Any, start_bot: Any) -> None:
+    first, second = await start_bot(make_settings()), await start_bot(make_settings())
+    user = openid()
+    await say(first, user, "纸尿裤怎么选")
+    tagged = await tagged_at(first, user, "关注纸尿裤")
+    await context_of(first).tag_marks.flush()  # the marker reaches Redis
+    await say(second, user, "拉拉裤和纸尿裤有啥区别")  # same tag rule, another process
+    assert await tagged_at(second, user, "关注纸尿裤") == tagged  # not rewritten within the hour
+
+
+async def tagged_at(client: Any, user: str, tag: str) -> Any:
+    await context_of(client).writer.flush()
+    async with context_of(client).services.sessions() as session:
+        contact = await contact_repo.find_contact(session, "wechat_oa", OA_ACCOUNT, user)
+        assert contact is not None
+        return next(t.tagged_at for t in await tag_repo.active_tags(session, contact.id) if t.tag == tag)

@@ -40,12 +40,6 @@ class KeyValueStore(Protocol):
         """
         ...
 
-    async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
-
-    async def set_nx_many(self, keys: Sequence[str], value: str, ttl: float | None = None) -> list[bool]:
-        """SET NX each key (one round trip); True for each key this call created."""
-        ...
-
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         """INCR `key`, giving it `ttl` when this creates it (the TTL is never moved), and read `read` after.
 

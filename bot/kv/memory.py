@@ -62,12 +62,6 @@ class MemoryStore:
             self._values[key] = (value, self._expiry(ttl))
         return current is None, current, [self._live(other) for other in read]
 
-    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        return [self._live(key) for key in keys]
-
-    async def set_nx_many(self, keys: Sequence[str], value: str, ttl: float | None = None) -> list[bool]:
-        return [await self.set_nx(key, value, ttl) for key in keys]
-
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         await self.set_nx(key, "0", ttl)
         return await self.incr(key), [self._live(other) for other in read]

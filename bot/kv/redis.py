@@ -34,19 +34,6 @@ for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) end
 return out
 """
 
-_SET_NX_MANY = """
-local out = {}
-for i = 1, #KEYS do
-  local created
-  if ARGV[2] == '' then
-    created = redis.call('SET', KEYS[i], ARGV[1], 'NX')
-  else
-    created = redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2])
-  end
-  out[i] = created and 1 or 0
-end
-return out
-"""
 
 
 class RedisStore:
@@ -56,7 +43,6 @@ class RedisStore:
         self.client = client
         self._claim = client.register_script(_CLAIM)
         self._count = client.register_script(_COUNT)
-        self._set_nx_many = client.register_script(_SET_NX_MANY)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -87,17 +73,6 @@ class RedisStore:
     ) -> tuple[bool, str | None, list[str | None]]:
         out = await self._claim(keys=[key, *read], args=[value, _ms_arg(ttl)])
         return bool(out[0]), out[1], list(out[2:])
-
-    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        if not keys:
-            return []
-        return list(await self.client.mget(keys))
-
-    async def set_nx_many(self, keys: Sequence[str], value: str, ttl: float | None = None) -> list[bool]:
-        if not keys:
-            return []
-        out = await self._set_nx_many(keys=list(keys), args=[value, _ms_arg(ttl)])
-        return [bool(created) for created in out]
 
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         out = await self._count(keys=[key, *read], args=[_ms(ttl)])
