@@ -105,3 +105,17 @@ def test_a_personas_words_do_not_change_how_another_persona_cuts_text() -> None:
     brand_b = base.derive(user_words=["棉棉小屋"])
     assert list(brand_b.words("我想买小熊软糖和棉花")) == list(before)
     assert list(base.words("我想买小熊软糖和棉花")) == list(before)
+
+
+def test_scan_finds_dictionary_words_and_keeps_latin_runs(analyzer: TextAnalyzer) -> None:
+    text = "新疆、青海等偏远地区满59元包邮，可到顺丰官网查 iPhone 12"
+    assert analyzer.scan_words(text) == (
+        "新疆", "青海", "等", "偏远地区", "满", "59", "元", "包邮", "可到", "顺丰", "官", "网", "查", "iphone", "12",
+    )
+    assert analyzer.scan("免运费") == analyzer.analyze("免运费")
+
+
+def test_scan_keeps_persona_words_whole_in_their_own_dictionary_only(analyzer: TextAnalyzer) -> None:
+    persona = analyzer.derive(user_words=["暖暖云柔"])
+    assert "暖暖云柔" in persona.scan_words("暖暖云柔纸尿裤", memo=True)
+    assert "暖暖云柔" not in analyzer.scan_words("暖暖云柔纸尿裤", memo=True)

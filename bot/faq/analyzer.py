@@ -28,6 +28,7 @@ import logging
 import marshal
 import math
 import os
+import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     import jieba
 
 _DATA = resources.files("bot.faq") / "data"
+#: Runs of Latin letters/digits (and spaces), kept whole by TextAnalyzer.scan_words.
+_LATIN_RUN = re.compile(r"([a-z0-9 ]+)")
 #: Private dictionaries kept for reuse (~20 MB each): a few personas and their last versions.
 _PRIVATE_DICTIONARIES_KEPT = 4
 
@@ -255,6 +258,8 @@ class _Memo:
     def __init__(self, max_items: int = 200_000) -> None:
         self.max_items = max_items
         self.segments: dict[str, tuple[str, ...]] = {}
+        #: Dictionary-only segmentations (see TextAnalyzer.scan_words), by text.
+        self.scans: dict[str, tuple[str, ...]] = {}
         self.sounds: dict[str, str] = {}
 
     def remember(self, table: dict[str, Any], key: str, value: Any) -> None:
@@ -284,6 +289,8 @@ class TextAnalyzer:
         self._smalltalk = load_wordlist("smalltalk.txt")
         self._generic = load_wordlist("generic.txt")
         self._table = _SynonymTable()
+        #: word → its tokens in `analyze` (see _tokens_of); per analyzer, as it depends on the table.
+        self._word_tokens: dict[str, tuple[str, ...]] = {}
         #: pinyin → canonical word (None: two meanings share the sound), filled on
         #: first use from `_pending_sounds`, the (word, canonical) pairs added so far.
         self._sounds: dict[str, str | None] = {}
@@ -333,6 +340,7 @@ class TextAnalyzer:
         clone._smalltalk = self._smalltalk
         clone._generic = self._generic
         clone._table = self._table.copy()
+        clone._word_tokens = {}
         clone._sounds = self._sounds  # copied on write (see _sound_table)
         clone._pending_sounds = list(self._pending_sounds)
         clone._extend(user_words, synonyms or {}, vocabulary)
@@ -398,6 +406,7 @@ class TextAnalyzer:
             # Raise the word's frequency just enough for jieba to keep it whole.
             self._tokenizer.suggest_freq(word, tune=True)
             self._memo.segments.clear()
+            self._memo.scans.clear()
 
     def _take_private_tokenizer(self) -> None:
         """Copy-on-write of jieba's dictionary (~15 ms, ~20 MB): one persona's words stay its own."""
@@ -450,17 +459,76 @@ class TextAnalyzer:
 
     def analyze(self, text: str, *, memo: bool = False) -> list[str]:
         """Canonical content tokens of `text`, in order (duplicates kept)."""
+        return self._tokens(self.words(text, memo=memo))
+
+    def scan(self, text: str, *, memo: bool = False) -> list[str]:
+        """`analyze` with a cheaper segmentation (`scan_words`): for long texts
+        that only need their dictionary words found, such as FAQ answers."""
+        return self._tokens(self.scan_words(text, memo=memo))
+
+    def _tokens(self, words: Iterable[str]) -> list[str]:
+        known = self._word_tokens
         tokens: list[str] = []
-        for word in self.words(text, memo=memo):
-            if word in self._stopwords:
-                continue
-            if word in self._table.canonical or self._tokenizer.FREQ.get(word):
-                canon = self.canonical(word)
-                if canon not in self._stopwords:
-                    tokens.append(canon)
-            else:
-                tokens.extend(self._unknown(word))
+        for word in words:
+            out = known.get(word)
+            if out is None:
+                out = self._tokens_of(word)
+            tokens.extend(out)
         return tokens
+
+    def _tokens_of(self, word: str) -> tuple[str, ...]:
+        """What one segmented word contributes to `analyze`; remembered per analyzer
+        (a pure function of the word once the analyzer is built), bounded."""
+        out: tuple[str, ...]
+        if word in self._stopwords:
+            out = ()
+        elif word in self._table.canonical or self._tokenizer.FREQ.get(word):
+            canon = self.canonical(word)
+            out = () if canon in self._stopwords else (canon,)
+        else:
+            out = tuple(self._unknown(word))
+        if len(self._word_tokens) >= self._memo.max_items:
+            self._word_tokens.clear()
+        self._word_tokens[word] = out
+        return out
+
+    def scan_words(self, text: str, *, memo: bool = False) -> Sequence[str]:
+        """Normalized words by forward maximum matching on jieba's dictionary:
+        at each position the longest dictionary word (jieba's prefix entries
+        end the search), else one character; runs of Latin letters and digits
+        whole. No route probabilities and no HMM, so ~2.5x cheaper than `words`;
+        the words differ from jieba's only where jieba's route splits a long
+        match differently, and unknown words are left in characters."""
+        if memo and (known := self._memo.scans.get(text)) is not None:
+            return known
+        self._tokenizer.check_initialized()
+        get = self._tokenizer.FREQ.get
+        out: list[str] = []
+        for part in _LATIN_RUN.split(normalize_text(text)):
+            if not part or part.isspace():
+                continue
+            if part.isascii():
+                out.extend(part.split())
+                continue
+            i, n = 0, len(part)
+            while i < n:
+                j = i + 1
+                end = j
+                freq = get(part[i:j])
+                while freq is not None:  # a word or a word's prefix
+                    if freq:
+                        end = j
+                    j += 1
+                    if j > n:
+                        break
+                    freq = get(part[i:j])
+                if not part[i].isspace():
+                    out.append(part[i:end])
+                i = end
+        words = tuple(out)
+        if memo:
+            self._memo.remember(self._memo.scans, text, words)
+        return words
 
     def sounds_like(self, word: str) -> str | None:
         """The canonical known word pronounced like `word` (油费 → 运费 via 邮费), if unique."""
