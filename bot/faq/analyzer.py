@@ -88,6 +88,19 @@ def _load_dictionary(tokenizer: jieba.Tokenizer) -> None:
     tokenizer.initialize()  # no-op when loaded above
 
 
+#: jieba's block patterns and HMM module, looked up once (not per call of `_cut`).
+_JIEBA_PARTS: tuple[Any, Any, Any] | None = None
+
+
+def _jieba_parts() -> tuple[Any, Any, Any]:
+    global _JIEBA_PARTS  # noqa: PLW0603 - filled once, on first use
+    import jieba  # noqa: PLC0415
+    from jieba import finalseg  # noqa: PLC0415
+
+    _JIEBA_PARTS = (jieba.re_han_default, jieba.re_skip_default, finalseg)
+    return _JIEBA_PARTS
+
+
 def _cut(tokenizer: jieba.Tokenizer, sentence: str) -> list[str]:
     """`tokenizer.lcut(sentence, HMM=True)`, the same words about twice as fast.
 
@@ -98,14 +111,11 @@ def _cut(tokenizer: jieba.Tokenizer, sentence: str) -> list[str]:
     plain `jieba.Tokenizer`s only; tests compare it with jieba on every entry
     of the benchmark knowledge base.
     """
-    import jieba  # noqa: PLC0415
-    from jieba import finalseg  # noqa: PLC0415
-
+    han, skip, finalseg = _JIEBA_PARTS or _jieba_parts()
     tokenizer.check_initialized()
     freq_of = tokenizer.FREQ
     get = freq_of.get
     log_total = log(tokenizer.total)
-    han, skip = jieba.re_han_default, jieba.re_skip_default
     out: list[str] = []
     for block in han.split(sentence):
         if not block:
