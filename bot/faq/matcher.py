@@ -126,8 +126,15 @@ class FaqMatcher:
                 ids, weights = index.postings(word)
                 row[ids] = weights
                 self._rows[word] = row
-        #: The same rows as Python lists, for the plain-Python path (fast item access).
-        self._row_lists = {word: row.tolist() for word, row in self._rows.items()}
+        #: The same rows as Python lists, for the plain-Python path (fast item access);
+        #: every zero is one shared float, so a row is 8 bytes an entry, not 32.
+        self._row_lists: dict[str, list[float]] = {}
+        for word in self._rows:
+            ids, weights = index.postings(word)
+            values = [0.0] * len(self.entries)
+            for _ in map(values.__setitem__, ids.tolist(), weights.tolist()):
+                pass
+            self._row_lists[word] = values
 
     @classmethod
     def build(
