@@ -247,16 +247,20 @@ class FaqMatcher:
                 looked_up.append((word, factor))
                 common = common or not generic
                 continue
-            for doc_id, weight in self.index.pairs(word):
-                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+            pairs = self.index.pairs(word)
+            if not scores:  # the first word: no sums yet (0.0 + x is x)
+                scores = dict(pairs) if factor == 1.0 else {d: w * factor for d, w in pairs}
+                continue
+            get = scores.get
+            for doc_id, weight in pairs:
+                scores[doc_id] = get(doc_id, 0.0) + weight * factor
         if allowed is not None:
             scores = {d: s for d, s in scores.items() if allowed[d]}
         if common and not scores:
             return self._best_all(words, allowed)
         for word, factor in looked_up:
             row = rows[word]
-            for doc_id in scores:
-                scores[doc_id] += row[doc_id] * factor
+            scores = {doc_id: score + row[doc_id] * factor for doc_id, score in scores.items()}
         if not scores:
             return []
         cutoff = self._near_cutoff(max(scores.values()))
