@@ -67,6 +67,9 @@ class OfficialAccountAdapter:
     def __init__(self, config: OfficialAccountConfig) -> None:
         self.config = config
         self._aes_key = _decode_aes_key(config.aes_key) if config.aes_key else None
+        # One cipher for the adapter's life: building it per message cost ~0.3 ms (wechatpy
+        # makes a new `cryptography` Cipher in its constructor; each call takes a fresh context).
+        self._crypto = PrpCrypto(self._aes_key) if self._aes_key else None
 
     # --- inbound --------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class OfficialAccountAdapter:
             raise RejectedRequest(403, "bad_signature", "signature does not match the configured token")
 
     def _decrypt(self, query: Mapping[str, str], envelope_text: str) -> str:
-        if self._aes_key is None:
+        if self._crypto is None:
             raise RejectedRequest(400, "aes_not_configured", "encrypted callback but WECHAT_OA_AES_KEY is not set")
         envelope = parse_xml_fields(envelope_text)
         ciphertext = envelope.get("Encrypt")
@@ -121,7 +124,7 @@ class OfficialAccountAdapter:
             raise RejectedRequest(400, "missing_encrypt", "encrypted callback without an <Encrypt> field")
         self._check_signature(query, query.get("msg_signature", ""), ciphertext)
         try:
-            plain = PrpCrypto(self._aes_key).decrypt(ciphertext, self.config.appid)
+            plain = self._crypto.decrypt(ciphertext, self.config.appid)
         except InvalidAppIdException:
             raise RejectedRequest(
                 403, "wrong_appid", "decrypted message names another AppID (or the AES key is wrong)"
@@ -183,10 +186,10 @@ class OfficialAccountAdapter:
         reply = TextReply(source=event.account, target=event.sender, content=text).render()
         if not inbound.encrypted:
             return reply
-        assert self._aes_key is not None
+        assert self._crypto is not None
         timestamp = str(now or int(time.time()))
         nonce = inbound.nonce or secrets.token_hex(8)
-        ciphertext = PrpCrypto(self._aes_key).encrypt(reply, self.config.appid)
+        ciphertext = self._crypto.encrypt(reply, self.config.appid)
         ciphertext = ciphertext.decode() if isinstance(ciphertext, bytes) else ciphertext
         signer = WeChatSigner()
         signer.add_data(self.config.token, timestamp, nonce, ciphertext)
