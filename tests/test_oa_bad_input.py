@@ -155,3 +155,16 @@ async def test_refusals_are_counted_in_metrics(make_settings: Any, start_bot: An
     metrics = await (await client.get("/metrics")).text()
     assert 'siyu_rejected_requests_total{reason="bad_signature"} 1.0' in metrics
     assert 'siyu_requests_total{endpoint="wechat_oa",status="403"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reason"),
+    [(b"<xml><ToUserName>gh</ToUserName></xml>", "missing_encrypt"), (b"<envelope><Encrypt>x</Encrypt></envelope>", "malformed_xml"),
+     (b"<xml><Encrypt>", "malformed_xml")],
+    ids=["no_encrypt_field", "wrong_root", "truncated_envelope"],
+)
+async def test_broken_encrypted_envelopes(envelope: bytes, reason: str, make_settings: Any, start_bot: Any) -> None:
+    client = await start_bot(make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY))
+    query, _ = WeChatPeer(aes_key=TEST_AES_KEY).encrypted(text_xml(openid(), "你好"))
+    status, text = await post(client, query, envelope)
+    assert status == 400 and reason in text

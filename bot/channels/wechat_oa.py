@@ -30,7 +30,7 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
-from bot.channels.wechat_xml import decode_xml_body, parse_xml_fields
+from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext
 from bot.events import Channel, Event, EventKind
 
 _EVENT_KINDS: dict[str, EventKind] = {
@@ -118,10 +118,7 @@ class OfficialAccountAdapter:
     def _decrypt(self, query: Mapping[str, str], envelope_text: str) -> str:
         if self._crypto is None:
             raise RejectedRequest(400, "aes_not_configured", "encrypted callback but WECHAT_OA_AES_KEY is not set")
-        envelope = parse_xml_fields(envelope_text)
-        ciphertext = envelope.get("Encrypt")
-        if not isinstance(ciphertext, str) or not ciphertext:
-            raise RejectedRequest(400, "missing_encrypt", "encrypted callback without an <Encrypt> field")
+        ciphertext = envelope_ciphertext(envelope_text)
         self._check_signature(query, query.get("msg_signature", ""), ciphertext)
         try:
             plain = self._crypto.decrypt(ciphertext, self.config.appid)
