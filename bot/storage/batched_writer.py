@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.batching import FlushLoop
 from bot.storage.db import insert_ignoring_conflicts, upsert
 from bot.storage.models import Contact, ContactTag, MessageLog
+from bot.storage.tags import refreshing_on_conflict
 
 log = logging.getLogger("siyu.storage")
 
@@ -186,13 +187,6 @@ class BatchedWriter(FlushLoop):
             tags = upsert(session, ContactTag.__table__).from_select(
                 ["contact_id", "tag", "source", "tagged_at", "expires_at"], tag_rows
             )
-            tag_upsert = tags.on_conflict_do_update(
-                index_elements=["contact_id", "tag"],
-                set_={
-                    "source": tags.excluded.source,
-                    "tagged_at": tags.excluded.tagged_at,
-                    "expires_at": tags.excluded.expires_at,
-                },
-            )
+            tag_upsert = refreshing_on_conflict(tags)
             self._statements = (contact_upsert, message_insert, tag_upsert)
         return self._statements

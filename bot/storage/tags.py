@@ -7,6 +7,7 @@ by `expires_at`, so an expiry takes effect the moment it passes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +46,12 @@ async def add_tag(
     statement = upsert(session, ContactTag.__table__).values(
         contact_id=contact_id, tag=tag, source=source, tagged_at=now, expires_at=expires_at
     )
-    statement = statement.on_conflict_do_update(
+    await session.execute(refreshing_on_conflict(statement))
+
+
+def refreshing_on_conflict(statement: Any) -> Any:
+    """Re-tagging refreshes the tag's source, time and expiry: one row per contact and tag."""
+    return statement.on_conflict_do_update(
         index_elements=["contact_id", "tag"],
         set_={
             "source": statement.excluded.source,
@@ -53,7 +59,6 @@ async def add_tag(
             "expires_at": statement.excluded.expires_at,
         },
     )
-    await session.execute(statement)
 
 
 async def remove_tag(session: Executor, contact_id: int, tag: str) -> bool:
