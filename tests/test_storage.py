@@ -46,7 +46,7 @@ async def test_contact_created_once_under_concurrency(sessions: async_sessionmak
 
     async def create() -> int:
         async with sessions.begin() as session:
-            return (await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)).id
+            return await contact_repo.touch_contact(session, "wechat_oa", "gh_demo", user)
 
     ids = await asyncio.gather(*(create() for _ in range(5)))
     assert len(set(ids)) == 1
@@ -58,14 +58,14 @@ async def test_contact_created_once_under_concurrency(sessions: async_sessionmak
 async def test_first_source_channel_wins_and_unfollow_is_recorded(sessions: async_sessionmaker[AsyncSession]) -> None:
     user = openid()
     async with sessions.begin() as session:
-        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
-        await contact_repo.set_following(session, contact, True, "taobao_card")
+        contact_id = await contact_repo.touch_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following_by_id(session, contact_id, True, "taobao_card")
     async with sessions.begin() as session:
-        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
-        await contact_repo.set_following(session, contact, False, None)
+        contact_id = await contact_repo.touch_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following_by_id(session, contact_id, False, None)
     async with sessions.begin() as session:
-        contact = await contact_repo.get_or_create_contact(session, "wechat_oa", "gh_demo", user)
-        await contact_repo.set_following(session, contact, True, "jd_card")  # came back through JD
+        contact_id = await contact_repo.touch_contact(session, "wechat_oa", "gh_demo", user)
+        await contact_repo.set_following_by_id(session, contact_id, True, "jd_card")  # came back through JD
     async with sessions() as session:
         stored = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
     assert stored is not None

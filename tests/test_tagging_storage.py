@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.storage.contacts import get_or_create_contact
+from bot.storage.contacts import touch_contact
 from bot.storage.db import create_engine, session_factory
 from bot.storage.models import Base, Contact, ContactTag
 from bot.storage.tags import active_tags, add_tag, contacts_with_tag, prune_expired, remove_tag
@@ -29,8 +29,7 @@ class Db:
 
     async def new_contact(self) -> int:
         async with self.sessions.begin() as session:
-            contact = await get_or_create_contact(session, "wechat_oa", "gh_tagtest", f"{self.prefix}-{uuid.uuid4().hex}")
-            return contact.id
+            return await touch_contact(session, "wechat_oa", "gh_tagtest", f"{self.prefix}-{uuid.uuid4().hex}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
