@@ -16,6 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError
+
 from bot.config import Settings
 
 
@@ -25,7 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except ValidationError as error:
+        # Settings come from the environment: name the variable, not a traceback.
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            print(f"configuration error: {name}={problem.get('input')!r}: {problem['msg']}", file=sys.stderr)
+        return 2
+    except ArgumentError as error:
+        print(f"configuration error: DATABASE_URL: {error}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -127,3 +127,12 @@ def test_faq_eval_cli_explains_a_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "nope.yaml" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_configuration_names_the_variable_without_a_traceback(tmp_path: Path) -> None:
+    bad_port = run_bot("serve", env=embedded_env(tmp_path, BOT_PORT="八千"))
+    assert bad_port.returncode == 2
+    assert "configuration error: BOT_PORT" in bad_port.stderr and "Traceback" not in bad_port.stderr
+    bad_url = run_bot("db", "upgrade", env=embedded_env(tmp_path, DATABASE_URL="not a url"))
+    assert bad_url.returncode == 2
+    assert "configuration error: DATABASE_URL" in bad_url.stderr and "Traceback" not in bad_url.stderr
