@@ -133,6 +133,6 @@ def test_bad_configuration_names_the_variable_without_a_traceback(tmp_path: Path
     bad_port = run_bot("serve", env=embedded_env(tmp_path, BOT_PORT="八千"))
     assert bad_port.returncode == 2
     assert "configuration error: BOT_PORT" in bad_port.stderr and "Traceback" not in bad_port.stderr
-    bad_url = run_bot("db", "upgrade", env=embedded_env(tmp_path, DATABASE_URL="not a url"))
+    bad_url = run_bot("db", "upgrade", env=embedded_env(tmp_path) | {"DATABASE_URL": "not a url"})
     assert bad_url.returncode == 2
     assert "configuration error: DATABASE_URL" in bad_url.stderr and "Traceback" not in bad_url.stderr
