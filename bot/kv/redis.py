@@ -9,10 +9,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
 from bot.kv.base import LockTimeout
+from bot.kv.round_trips import RoundTrips
 
 
 # Server-side scripts: each turns what would be several commands (several round trips,
 # each ~150 µs of client CPU in redis-py) into one. KEYS/ARGV as documented per method.
+# Sent as EVAL with the source (Redis caches the compiled script by its hash): unlike
+# EVALSHA there is no NOSCRIPT after a server restart, and no reload that would run a
+# command out of turn.
 
 _CLAIM = """
 local claimed
@@ -41,21 +45,22 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self._claim = client.register_script(_CLAIM)
-        self._count = client.register_script(_COUNT)
+        #: The hot path's commands (claims, counts, reads), coalesced per loop turn.
+        self._round_trips = RoundTrips(client)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         return cls(aioredis.Redis.from_url(url, decode_responses=True))
 
     async def get(self, key: str) -> str | None:
-        return await self.client.get(key)
+        return await self._round_trips.call("GET", key)
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         await self.client.set(key, value, px=_ms(ttl))
 
     async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
-        return bool(await self.client.set(key, value, px=_ms(ttl), nx=True))
+        expiry = () if ttl is None else ("PX", _ms(ttl))
+        return bool(await self._round_trips.call("SET", key, value, *expiry, "NX"))
 
     async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
         if not items:
@@ -71,11 +76,11 @@ class RedisStore:
     async def claim(
         self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
     ) -> tuple[bool, str | None, list[str | None]]:
-        out = await self._claim(keys=[key, *read], args=[value, _ms_arg(ttl)])
+        out = await self._round_trips.call("EVAL", _CLAIM, 1 + len(read), key, *read, value, _ms_arg(ttl))
         return bool(out[0]), out[1], list(out[2:])
 
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
-        out = await self._count(keys=[key, *read], args=[_ms(ttl)])
+        out = await self._round_trips.call("EVAL", _COUNT, 1 + len(read), key, *read, _ms(ttl))
         return int(out[0]), list(out[1:])
 
     async def incr(self, key: str, amount: int = 1) -> int:
@@ -101,6 +106,7 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
+        await self._round_trips.close()
         await self.client.aclose()
 
 
