@@ -20,9 +20,6 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from xml.parsers.expat import ExpatError
-
-from wechatpy import parse_message
 from wechatpy.crypto import PrpCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
@@ -30,7 +27,7 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
-from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext
+from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext, parse_message
 from bot.events import Channel, Event, EventKind
 
 _EVENT_KINDS: dict[str, EventKind] = {
@@ -94,7 +91,7 @@ class OfficialAccountAdapter:
                     400, "encryption_required", "this account is configured for AES; plain callbacks are refused"
                 )
             self._check_signature(query, query.get("signature", ""))
-        event = self._to_event(_parse(text))
+        event = self._to_event(parse_message(text))
         return InboundMessage(event=event, encrypted=encrypted, nonce=query.get("nonce", ""))
 
     def _check_timestamp(self, timestamp: str, now: float | None) -> None:
@@ -195,18 +192,6 @@ class OfficialAccountAdapter:
             f"<MsgSignature><![CDATA[{signer.signature}]]></MsgSignature>"
             f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
         )
-
-
-def _parse(text: str) -> BaseMessage:
-    try:
-        message = parse_message(text)
-    except (ExpatError, ValueError) as exc:
-        raise RejectedRequest(400, "malformed_xml", f"malformed XML: {exc}") from None
-    except (KeyError, TypeError, AttributeError):
-        raise RejectedRequest(400, "malformed_message", "XML is not a WeChat message (needs <xml> with MsgType)") from None
-    if message is None:
-        raise RejectedRequest(400, "empty_body", "request body is empty")
-    return message
 
 
 def _message_text(data: Mapping[str, Any], msg_type: str) -> str:
