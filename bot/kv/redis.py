@@ -56,11 +56,10 @@ class RedisStore:
         return await self._round_trips.call("GET", key)
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self.client.set(key, value, px=_ms(ttl))
+        await self._round_trips.call("SET", key, value, *_px(ttl))
 
     async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
-        expiry = () if ttl is None else ("PX", _ms(ttl))
-        return bool(await self._round_trips.call("SET", key, value, *expiry, "NX"))
+        return bool(await self._round_trips.call("SET", key, value, *_px(ttl), "NX"))
 
     async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
         if not items:
@@ -71,7 +70,7 @@ class RedisStore:
         await pipeline.execute()
 
     async def delete(self, key: str) -> None:
-        await self.client.delete(key)
+        await self._round_trips.call("DEL", key)
 
     async def claim(
         self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
@@ -112,6 +111,10 @@ class RedisStore:
 
 def _ms_arg(ttl: float | None) -> str:
     return "" if ttl is None else str(max(1, int(ttl * 1000)))
+
+
+def _px(ttl: float | None) -> tuple[str, int] | tuple[()]:
+    return () if ttl is None else ("PX", max(1, int(ttl * 1000)))
 
 
 def _ms(ttl: float | None) -> int | None:
