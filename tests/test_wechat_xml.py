@@ -1,11 +1,15 @@
-"""Our C-parser path reads every callback into the same wechatpy message that wechatpy's own parser gives."""
+"""Callbacks are read into the same wechatpy messages wechatpy's parser gives, and replies written as it writes them."""
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import pytest
 import wechatpy
+from wechatpy.replies import TextReply
 
 from bot.channels.errors import RejectedRequest
+from bot.channels.wechat_oa import text_reply_xml
 from bot.channels.wechat_xml import parse_message
 from tests.test_oa_webhook import EVENTS, MESSAGES
 from tests.wechat_peer import event_xml, message_xml, text_xml
@@ -66,3 +70,18 @@ def test_documents_that_are_not_messages_are_refused(document: str, reason: str)
         parse_message(document)
     assert refused.value.status == 400
     assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("content", ["亲，一般48小时内发货哦～", "a <b> & 'c' \"d\"", "", "多行\n回复"])
+def test_text_reply_is_the_document_wechatpy_renders(content: str) -> None:
+    ours = text_reply_xml(source="gh_siyu", target="o_user", content=content, now=1_700_000_000)
+    theirs = TextReply(source="gh_siyu", target="o_user", content=content, time=1_700_000_000).render()
+    assert ours == theirs
+
+
+def test_text_reply_survives_a_cdata_terminator_in_the_text() -> None:
+    """wechatpy would end the CDATA section at the first ]]> and send a broken document."""
+    content = "用券码 A]]>B 下单<立减>"
+    reply = ElementTree.fromstring(text_reply_xml(source="gh", target="o1", content=content, now=1))
+    assert reply.findtext("Content") == content
+    assert reply.findtext("MsgType") == "text"

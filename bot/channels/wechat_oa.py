@@ -23,7 +23,6 @@ from typing import Any
 from wechatpy.crypto import PrpCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
-from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
@@ -177,7 +176,7 @@ class OfficialAccountAdapter:
     def render_reply(self, inbound: InboundMessage, text: str, *, now: int | None = None) -> str:
         """Passive reply XML for the request, encrypted when the request was."""
         event = inbound.event
-        reply = TextReply(source=event.account, target=event.sender, content=text).render()
+        reply = text_reply_xml(source=event.account, target=event.sender, content=text, now=now)
         if not inbound.encrypted:
             return reply
         assert self._crypto is not None
@@ -192,6 +191,25 @@ class OfficialAccountAdapter:
             f"<MsgSignature><![CDATA[{signer.signature}]]></MsgSignature>"
             f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
         )
+
+
+def text_reply_xml(*, source: str, target: str, content: str, now: int | None = None) -> str:
+    """The passive text reply, as wechatpy's `TextReply(...).render()` writes it (a test holds the two equal).
+
+    A format string instead of wechatpy's field descriptors (~10 µs a reply), and
+    correct where wechatpy is not: a `]]>` inside a value would end its CDATA section
+    early and break the document, so it is split across two sections.
+    """
+    created = int(time.time()) if now is None else now
+    return (
+        f"<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{_cdata(content)}]]></Content>\n"
+        f"<FromUserName><![CDATA[{_cdata(source)}]]></FromUserName>\n"
+        f"<ToUserName><![CDATA[{_cdata(target)}]]></ToUserName>\n<CreateTime>{created}</CreateTime>\n</xml>"
+    )
+
+
+def _cdata(value: str) -> str:
+    return value.replace("]]>", "]]]]><![CDATA[>") if "]]>" in value else value
 
 
 def _message_text(data: Mapping[str, Any], msg_type: str) -> str:
