@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -29,6 +30,11 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
 
     async def announce(app: web.Application) -> None:
+        # Runs after the app context is open (persona loaded, database checked). `python -m bot`
+        # starts with the cycle collector off; objects built until now live as long as the
+        # process, so freeze them out of every later collection, then collect as usual.
+        gc.freeze()
+        gc.enable()
         log.info(
             "siyu listening on %s:%s (persona %s) after %.2f s",
             settings.bot_host, settings.bot_port, settings.persona, time.perf_counter() - started,

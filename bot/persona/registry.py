@@ -8,6 +8,7 @@ logger, so the admin sees exactly what to fix.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Mapping
@@ -99,6 +100,10 @@ class PersonaRegistry:
             return [PersonaIssue(path, 0, f"unexpected error while loading: {exc!r}")]
         # One dict assignment: handlers see the old persona or the new one, never a mix.
         self._loaded[path] = persona
+        if current is not None:
+            # The server froze what start-up built out of the cycle collector (bot/server.py);
+            # the persona just replaced may be part of that: let its cycles be collected.
+            gc.unfreeze()
         logger.info("persona %s (%s): now serving version %s", persona.name, path, persona.version)
         try:
             self._history.keep(path, persona.version, snapshot)
