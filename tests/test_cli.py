@@ -136,3 +136,23 @@ def test_bad_configuration_names_the_variable_without_a_traceback(tmp_path: Path
     bad_url = run_bot("db", "upgrade", env=embedded_env(tmp_path) | {"DATABASE_URL": "not a url"})
     assert bad_url.returncode == 2
     assert "configuration error: DATABASE_URL" in bad_url.stderr and "Traceback" not in bad_url.stderr
+
+
+def test_serve_imports_wechatpy_without_its_api_clients() -> None:
+    # serve registers wechatpy without running its __init__ (the HTTP API clients are ~0.1 s of
+    # the start); the adapter's imports and every name the __init__ exports must still work.
+    script = """
+import sys
+from bot.server import _light_wechatpy
+_light_wechatpy()
+import bot.app
+assert "requests" not in sys.modules and "wechatpy.client" not in sys.modules, "API clients imported"
+from wechatpy import parse_message, create_reply
+assert parse_message("<xml><MsgType>text</MsgType><Content>hi</Content></xml>").content == "hi"
+assert "requests" not in sys.modules
+import wechatpy
+from wechatpy import WeChatClient, WeChatPay
+assert wechatpy.WeChatClient is WeChatClient and wechatpy.__version__
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
