@@ -1,11 +1,13 @@
 """Start-up time of `python -m bot serve`: spawn → first /healthz 200, several runs.
 
-    .venv/bin/python bench/startup.py [--runs N] [--sqlite] [--no-pin] [--aes] [--importtime]
+    .venv/bin/python bench/startup.py [--runs N] [--sqlite] [--no-pin] [--aes] [--importtime] [--against DIR]
 
 The same measure as the `start:` line of bench/webhook.py (server pinned to core 0, real Redis,
 a migrated PostgreSQL database of its own, LOG_LEVEL=WARNING), without the load runs, so a change
 to start-up can be checked in seconds. --importtime adds one run under `python -X importtime` and
 prints the costliest imports (cumulative) and top-level packages (self time) of that run.
+--against DIR alternates each run with the same start from another checkout (e.g. one made with
+`git worktree add /tmp/base HEAD~1`), so a change is compared under the same machine load.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the server to core 0")
     parser.add_argument("--aes", action="store_true", help="start in safe (AES) mode")
     parser.add_argument("--importtime", action="store_true", help="one more run under -X importtime, summarized")
+    parser.add_argument("--against", type=Path, help="another checkout to start in alternation, for an A/B comparison")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="siyu-startup-") as tmp:
@@ -52,17 +55,21 @@ def main() -> int:
         try:
             env = _env(workdir, database_url, args)
             subprocess.run([PYTHON, "-m", "bot", "db", "upgrade"], cwd=REPO, env=env, check=True, capture_output=True)
-            times, cpu_times = [], []
+            trees = [REPO, *([args.against.resolve()] if args.against else [])]
+            times: dict[Path, list[float]] = {tree: [] for tree in trees}
+            cpu_times: dict[Path, list[float]] = {tree: [] for tree in trees}
             for run in range(args.runs):
-                seconds, cpu, _ = _start_once(env, args.pin, workdir / f"serve-{run}.log")
-                times.append(seconds)
-                cpu_times.append(cpu)
-                print(f"run {run + 1}: /healthz 200 after {seconds:.2f} s, server CPU {cpu:.2f} s", flush=True)
-            if times:
-                print(f"start: bot ({'aes' if args.aes else 'plain'}) min {min(times):.2f} s, median "
-                      f"{statistics.median(times):.2f} s over {len(times)} runs (target ≤ {TARGET_START_S:g} s); "
-                      f"server CPU to first 200: median {statistics.median(cpu_times):.2f} s "
-                      "(steadier than wall time on a shared machine)")
+                for tree in trees:
+                    seconds, cpu, _ = _start_once(env, args.pin, workdir / f"serve-{run}.log", tree=tree)
+                    times[tree].append(seconds)
+                    cpu_times[tree].append(cpu)
+                    print(f"run {run + 1}{'' if tree == REPO else f' ({tree})'}: /healthz 200 after {seconds:.2f} s, "
+                          f"server CPU {cpu:.2f} s", flush=True)
+            for tree in trees if args.runs else []:
+                print(f"start: bot ({'aes' if args.aes else 'plain'}){'' if tree == REPO else f' {tree}'} "
+                      f"min {min(times[tree]):.2f} s, median {statistics.median(times[tree]):.2f} s over {args.runs} "
+                      f"runs (target ≤ {TARGET_START_S:g} s); server CPU to first 200: median "
+                      f"{statistics.median(cpu_times[tree]):.2f} s (steadier than wall time on a shared machine)")
             if args.importtime:
                 seconds, _, log = _start_once(env, args.pin, workdir / "importtime.log", ["-X", "importtime"])
                 print(f"\nunder -X importtime: /healthz 200 after {seconds:.2f} s")
@@ -96,14 +103,15 @@ def _env(workdir: Path, database_url: str, args: argparse.Namespace) -> dict[str
 
 
 def _start_once(
-    env: dict[str, str], pin: bool, log: Path, python_options: list[str] | None = None
+    env: dict[str, str], pin: bool, log: Path, python_options: list[str] | None = None, tree: Path = REPO
 ) -> tuple[float, float, Path]:
     """Wall seconds from spawn to the first /healthz 200, the server's CPU seconds by then, its log."""
     port = int(env["BOT_PORT"])
     argv = (["taskset", "-c", "0"] if pin else []) + [PYTHON, *(python_options or []), "-m", "bot", "serve"]
     with log.open("wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # `-m` puts the working directory first on sys.path: the tree's own `bot` package runs.
+        proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while not _healthz(port):
             if proc.poll() is not None:
