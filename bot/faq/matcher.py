@@ -126,15 +126,35 @@ class FaqMatcher:
                 ids, weights = index.postings(word)
                 row[ids] = weights
                 self._rows[word] = row
-        #: The same rows as Python lists, for the plain-Python path (fast item access);
-        #: every zero is one shared float, so a row is 8 bytes an entry, not 32.
-        self._row_lists: dict[str, list[float]] = {}
-        for word in self._rows:
-            ids, weights = index.postings(word)
+        #: The same rows as Python lists, for the plain-Python path (fast item access),
+        #: by (word, factor): each list holds weight * factor, so a lookup is one
+        #: addition (the same product as multiplying per lookup). Filled on first use.
+        self._row_lists: dict[tuple[str, float], list[float]] = {}
+        #: Dense rows times a factor other than 1, for the numpy path; filled on first use.
+        self._scaled_rows: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
+
+    def _row_list(self, word: str, factor: float) -> list[float]:
+        """`word`'s dense row times `factor` as a list. Every zero is one shared
+        float, so a row is 8 bytes an entry, not 32. Bounded: row words × the few
+        factors a plan can give (1, generic, homophone)."""
+        values = self._row_lists.get((word, factor))
+        if values is None:
+            ids, weights = self.index.postings(word)
             values = [0.0] * len(self.entries)
-            for _ in map(values.__setitem__, ids.tolist(), weights.tolist()):
+            scaled = weights if factor == 1.0 else weights * factor
+            for _ in map(values.__setitem__, ids.tolist(), scaled.tolist()):
                 pass
-            self._row_lists[word] = values
+            self._row_lists[(word, factor)] = values
+        return values
+
+    def _scaled_row(self, word: str, factor: float) -> npt.NDArray[np.float64]:
+        """`word`'s dense row times `factor` (one multiplication per query saved)."""
+        if factor == 1.0:
+            return self._rows[word]
+        row = self._scaled_rows.get((word, factor))
+        if row is None:
+            row = self._scaled_rows[(word, factor)] = self._rows[word] * factor
+        return row
 
     @classmethod
     def build(
@@ -238,7 +258,7 @@ class FaqMatcher:
         """Best entry and its near-ties, in plain Python: the rare topic words'
         postings are short; generic and common words (dense rows) are looked up
         for the entries those give (exact: see `_best_large`), else numpy."""
-        rows = self._row_lists
+        rows = self._rows
         scores: dict[int, float] = {}
         looked_up: list[tuple[str, float]] = []
         common = False
@@ -256,52 +276,79 @@ class FaqMatcher:
                 scores[doc_id] = get(doc_id, 0.0) + weight * factor
         if allowed is not None:
             scores = {d: s for d, s in scores.items() if allowed[d]}
-        if common and not scores:
-            return self._best_all(words, allowed)
-        for word, factor in looked_up:
-            row = rows[word]
-            scores = {doc_id: score + row[doc_id] * factor for doc_id, score in scores.items()}
         if not scores:
-            return []
+            return self._best_large(words, allowed, cutoff=0.0) if common else []
+        if looked_up:
+            scores = self._looked_up(scores, looked_up)
         cutoff = self._near_cutoff(max(scores.values()))
         if common:
             max_weight = self.index.max_weight
             if cutoff <= sum(max_weight(w) * f for w, f in looked_up):
-                return self._best_all(words, allowed)  # an entry without rare words may be near
+                # An entry without the rare words may be near: common words generate too.
+                return self._best_large(words, allowed, cutoff=cutoff)
         return _top_near({d: s for d, s in scores.items() if s >= cutoff})
 
+    def _looked_up(self, scores: dict[int, float], looked_up: list[tuple[str, float]]) -> dict[int, float]:
+        """`scores` plus the looked-up words' weights, added in their order: one
+        pass over the candidates for up to two words (most queries), not one per word."""
+        lists = [self._row_list(word, factor) for word, factor in looked_up]
+        if len(lists) == 1:
+            (row,) = lists
+            return {d: s + row[d] for d, s in scores.items()}
+        if len(lists) == 2:
+            first, second = lists
+            return {d: s + first[d] + second[d] for d, s in scores.items()}
+        for row in lists:
+            scores = {d: s + row[d] for d, s in scores.items()}
+        return scores
+
     def _best_large(
-        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
+        self,
+        words: list[tuple[str, float, bool]],
+        allowed: npt.NDArray[np.bool_] | None,
+        *,
+        cutoff: float | None = None,
     ) -> list[tuple[int, float]]:
         """The same as `_best_small`, vectorized for long postings (large KBs).
 
-        Rare topic words are summed with one bincount and give the candidates;
-        common topic words and generic words (often in most entries) are only
-        looked up for those candidates, from dense rows. That is exact when the
-        most the looked-up words can give an entry (`bound`, what an entry with
-        none of the rare words scores at best) stays below the near-tie cutoff;
-        otherwise every topic word generates candidates, as it must.
+        Candidates are the entries holding a *generating* word; the other words
+        (dense rows) are only looked up for them. That is exact when what the
+        looked-up words can give an entry at most (`bound`: the best an entry
+        without a generating word scores) is below the near-tie cutoff.
+
+        First try: the rare topic words generate (else the rarest common one).
+        If the bound is not below the cutoff found, that cutoff is still a lower
+        bound of the true one, so (as in MaxScore) the common words with the
+        smallest maxima are looked up as long as their sum stays below it and
+        the others generate: exact in one more pass. `cutoff`: a known lower
+        bound already (from `_best_small`), which skips the first try.
         """
-        index, rows = self.index, self._rows
+        index, rows, lengths = self.index, self._rows, self._lengths
+        max_weight = index.max_weight
         topic = [(w, f) for w, f, generic in words if not generic]
         generic = [(w, f) for w, f, is_generic in words if is_generic]
         rare = [(w, f) for w, f in topic if w not in rows]
         common = [(w, f) for w, f in topic if w in rows]
-        if rare and common:
-            result = self._score(rare, common + generic, allowed)
-            bound = sum(index.max_weight(w) * f for w, f in common + generic)
-            if result and self._near_cutoff(result[0][1]) > bound:
-                return result
-            # An entry without the rare words might be near the best: score them all.
-        return self._score(topic, generic, allowed)
-
-    def _best_all(
-        self, words: list[tuple[str, float, bool]], allowed: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[int, float]]:
-        """Every topic word generates candidates (no pruning)."""
-        topic = [(w, f) for w, f, generic in words if not generic]
-        generic = [(w, f) for w, f, is_generic in words if is_generic]
-        return self._score(topic, generic, allowed)
+        if cutoff is None:
+            first = rare or [min(common, key=lambda item: lengths[item[0]])]
+            looked_up = [item for item in common if item not in first] + generic
+            result = self._score(first, looked_up, allowed)
+            if not result:
+                cutoff = 0.0
+            else:
+                cutoff = self._near_cutoff(result[0][1])
+                if cutoff > sum(max_weight(w) * f for w, f in looked_up):
+                    return result
+        # Look up what provably cannot make an entry near on its own; the rest generate.
+        budget = cutoff - sum(max_weight(w) * f for w, f in generic)
+        looked_up_common: list[tuple[str, float]] = []
+        for word, factor in sorted(common, key=lambda item: max_weight(item[0]) * item[1]):
+            budget -= max_weight(word) * factor
+            if budget <= 0:
+                break
+            looked_up_common.append((word, factor))
+        generating = [item for item in topic if item not in looked_up_common]
+        return self._score(generating, looked_up_common + generic, allowed)
 
     def _score(
         self,
@@ -334,7 +381,7 @@ class FaqMatcher:
         if candidates.size == 0:
             return []
         for word, factor in looked_up:
-            candidate_scores += self._rows[word][candidates] * factor
+            candidate_scores += self._scaled_row(word, factor)[candidates]
         cutoff = self._near_cutoff(float(candidate_scores.max()))
         keep = np.flatnonzero(candidate_scores >= cutoff)
         near_ids, near_scores = candidates[keep], candidate_scores[keep]
