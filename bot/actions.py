@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.background import BackgroundTasks
 from bot.events import Action, AddTag, Channel, Event, Handoff, RemoveTag, Reply, SendText, SetFollowing
 from bot.kv import KeyValueStore
-from bot.kv.batched_sets import BatchedSets
 from bot.senders import Sender
 from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
@@ -32,14 +31,12 @@ class ActionExecutor:
         store: KeyValueStore,
         senders: Mapping[Channel, Sender],
         writer: BatchedWriter,
-        tag_marks: BatchedSets,
         background: BackgroundTasks,
     ) -> None:
         self._engine = engine
         self._store = store
         self._senders = senders
         self._writer = writer
-        self._tag_marks = tag_marks
         self._background = background
 
     async def apply(
@@ -117,7 +114,7 @@ class ActionExecutor:
         if not additions and not removals:
             return
         # Customers repeat themselves: the tags written for a contact in the last hour are
-        # remembered in one store key (read with the dedupe claim, written back in batches),
+        # remembered in one store key (read with the dedupe claim, written back unawaited),
         # and are not written again (their expiry moves at most an hour late). New ones go
         # to the batched writer. Both keep the hot path off the database and off extra round trips.
         marker = tag_marker_key(event)
@@ -139,12 +136,10 @@ class ActionExecutor:
                     expires_at=expires,
                 )
             )
-        self._tag_marks.set(marker, "\t".join(sorted(recent)))
+        self._store.set_soon(marker, "\t".join(sorted(recent)), TAG_REFRESH_SECONDS)
 
     async def _recent_tags(self, marker: str, state: Mapping[str, str | None]) -> set[str]:
-        value = self._tag_marks.pending(marker)
-        if value is None:
-            value = state[marker] if marker in state else await self._store.get(marker)
+        value = state[marker] if marker in state else await self._store.get(marker)
         return set(filter(None, (value or "").split("\t")))
 
     async def _write_now(

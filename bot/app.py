@@ -19,16 +19,15 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.actions import TAG_REFRESH_SECONDS, ActionExecutor, tag_marker_key
+from bot.actions import ActionExecutor, tag_marker_key
 from bot.background import BackgroundTasks
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
 from bot.config import Settings
 from bot.context import Services
-from bot.dispatch import DEDUPE_TTL_SECONDS, Dispatcher
+from bot.dispatch import Dispatcher
 from bot.events import Channel
 from bot.faq.analyzer import TextAnalyzer
 from bot.kv import KeyValueStore, open_store
-from bot.kv.batched_sets import BatchedSets
 from bot.metrics import Metrics
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
@@ -55,8 +54,6 @@ class AppContext:
     metrics: Metrics
     background: BackgroundTasks
     writer: BatchedWriter
-    marks: BatchedSets
-    tag_marks: BatchedSets
     http: aiohttp.ClientSession
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
@@ -118,28 +115,20 @@ class AppContext:
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
         senders.update(extra_senders or {})
-        tag_marks = BatchedSets(store, ttl=TAG_REFRESH_SECONDS)
-        tag_marks.start()
         executor = ActionExecutor(
-            tag_marks=tag_marks,
             engine=engine, store=store, senders=senders, writer=writer, background=background
         )
-        marks = BatchedSets(store, ttl=DEDUPE_TTL_SECONDS)
-        marks.start()
         dispatcher = Dispatcher(
             call=build_router().compile(observe=metrics.observe_handler),
-            marks=marks,
             persona_for=personas.for_channel,
             services=services,
             executor=executor,
             background=background,
             metrics=metrics,
             deadline=settings.reply_deadline_seconds,
-            conversation_keys=lambda event: [*conversation_keys(event), tag_marker_key(event)],
+            conversation_keys=lambda event, persona: [*conversation_keys(event, persona), tag_marker_key(event)],
         )
         context = cls(
-            marks=marks,
-            tag_marks=tag_marks,
             settings=settings,
             engine=engine,
             services=services,
@@ -167,8 +156,6 @@ class AppContext:
                 await self._watcher
         await self.background.drain()
         await self.writer.close()
-        await self.marks.close()
-        await self.tag_marks.close()
         await self.http.close()
         await self.services.store.close()
         await self.engine.dispose()

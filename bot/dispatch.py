@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from bot.background import BackgroundTasks
 from bot.context import Context, Services
 from bot.events import Action, Event
-from bot.kv.batched_sets import BatchedSets
 from bot.router import CallNext
 
 if TYPE_CHECKING:
@@ -50,8 +49,7 @@ class Dispatcher:
         background: BackgroundTasks,
         metrics: Metrics,
         deadline: float,
-        marks: BatchedSets,
-        conversation_keys: Callable[[Event], Sequence[str]] = lambda event: (),
+        conversation_keys: Callable[[Event, LoadedPersona], Sequence[str]] = lambda event, persona: (),
     ) -> None:
         self._call = call
         self._persona_for = persona_for
@@ -61,25 +59,24 @@ class Dispatcher:
         self._metrics = metrics
         self.deadline = deadline
         self._conversation_keys = conversation_keys
-        #: "answered"/"late" marks on dedupe keys, written in batches (see bot.kv.batched_sets).
-        self._marks = marks
 
     async def handle(self, event: Event) -> str | None:
         """The passive reply for this delivery, or None to answer `success`."""
         store = self._services.store
         key = f"dedupe:{event.dedupe_key}"
+        persona = self._persona_for(str(event.channel))
         # One round trip: the claim, plus the contact's conversation state the handlers will read.
-        state_keys = self._conversation_keys(event)
+        state_keys = self._conversation_keys(event, persona)
         claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
         if not claimed:
             self._metrics.dedupe_hits.inc()
-            return await self._answer_of_earlier_delivery(key, self._marks.pending(key) or current)
+            return await self._answer_of_earlier_delivery(key, current)
 
         self._executor.log_inbound(event)
-        work = asyncio.ensure_future(self._run(event, dict(zip(state_keys, values, strict=True))))
+        work = asyncio.ensure_future(self._run(event, persona, dict(zip(state_keys, values, strict=True))))
         done, _ = await asyncio.wait({work}, timeout=self.deadline)
         if not done:
-            self._marks.set(key, LATE)
+            store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work), name=f"late:{event.dedupe_key}")
@@ -91,11 +88,12 @@ class Dispatcher:
             self._executor.push(event, event.sender, extra, event.chat)
         if passive is not None:
             self._executor.log_outbound(event, passive)
-        self._marks.set(key, DONE + (passive or ""))
+        # Nobody waits on the mark: it leaves with the next round trip (a retry polls for it).
+        store.set_soon(key, DONE + (passive or ""), DEDUPE_TTL_SECONDS)
         return passive
 
-    async def _run(self, event: Event, state: dict[str, str | None]) -> list[str]:
-        ctx = Context(persona=self._persona_for(str(event.channel)), services=self._services, state=state)
+    async def _run(self, event: Event, persona: LoadedPersona, state: dict[str, str | None]) -> list[str]:
+        ctx = Context(persona=persona, services=self._services, state=state)
         actions: list[Action] = await self._call(event, ctx)
         return await self._executor.apply(event, actions, ctx.state)
 
@@ -122,4 +120,4 @@ class Dispatcher:
             if state != PENDING or loop.time() >= give_up:
                 return None  # answered late (pushed), or still at work: `success`
             await asyncio.sleep(RETRY_POLL_SECONDS)
-            state = self._marks.pending(key) or await store.get(key)
+            state = await store.get(key)

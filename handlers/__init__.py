@@ -12,9 +12,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bot.events import Event, EventKind
 from bot.router import Router
 from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
+
+if TYPE_CHECKING:
+    from bot.persona import LoadedPersona
 
 
 def build_router() -> Router:
@@ -23,10 +28,10 @@ def build_router() -> Router:
     return root
 
 
-def conversation_keys(event: Event) -> list[str]:
+def conversation_keys(event: Event, persona: LoadedPersona) -> list[str]:
     """The contact's conversation state the handlers read for this event (pending survey,
-    pending FAQ choice). The dispatcher reads these with the dedupe claim, in one round
+    FAQ topic counts, pending FAQ choice). The dispatcher reads these with the dedupe claim, in one round
     trip, and hands them over in `Context.state`; only text messages read any."""
     if event.kind is not EventKind.MESSAGE or not event.text:
         return []
-    return [*tagging.conversation_keys(event), *faq.conversation_keys(event)]
+    return [*tagging.conversation_keys(event, persona), *faq.conversation_keys(event)]

@@ -9,6 +9,9 @@ Order in the chain (higher runs first; the FAQ handler is at 0):
   `state.RESURVEY_AFTER`, so a customer who answered is not asked again).
 The FAQ-topic middleware counts, after the chain, which FAQ entry answered
 (`ctx.notes["faq_answered"]`) and tags contacts who keep asking about a topic.
+The counts are read with the dedupe claim and the new one is written unawaited:
+two messages of one contact handled in the same few milliseconds may count as
+one, which at worst tags them one message later.
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ async def _ask(event: Event, ctx: Context, rule: SurveyRule) -> list[Action]:
     return [Reply(engine_for(ctx.persona).survey_question(rule, ctx.persona))]
 
 
-def conversation_keys(event: Event) -> list[str]:
+def conversation_keys(event: Event, persona: Any) -> list[str]:
     """Store keys the tagging handlers read for a text message (loaded with the dedupe claim)."""
-    return [state.survey_key(event)]
+    counted = sorted(engine_for(persona).faq_ids())
+    return [state.survey_key(event), *(state.faq_topic_key(event, faq_id) for faq_id in counted)]
 
 
 @router.middleware
@@ -107,9 +111,20 @@ async def faq_topic_middleware(call_next: CallNext, event: Event, ctx: Context) 
     counted = engine.faq_ids(answered=faq_id)
     if not counted:
         return actions
-    counts = await state.count_and_read(ctx.store, event, faq_id, counted)
+    counts = await _count_answer(ctx, event, faq_id, counted)
     already = {action.tag for action in actions if isinstance(action, AddTag)}
     return actions + [tag for tag in engine.faq_topic_tags(counts, answered=faq_id) if tag.tag not in already]
+
+
+async def _count_answer(ctx: Context, event: Event, faq_id: str, counted: set[str]) -> dict[str, int]:
+    """Counts of the `counted` entries for this contact, this answer included."""
+    keys = {other: state.faq_topic_key(event, other) for other in counted}
+    if not all(key in ctx.state for key in keys.values()):  # not read with the claim (e.g. persona just reloaded)
+        return await state.count_and_read(ctx.store, event, faq_id, counted)
+    counts = {other: state.as_count(ctx.state[key]) for other, key in keys.items()}
+    counts[faq_id] += 1
+    ctx.store.count_soon(keys[faq_id], state.FAQ_TOPIC_TTL)
+    return counts
 
 
 def thanks_line(persona: Any, rule: SurveyRule, option: SurveyOption) -> str:

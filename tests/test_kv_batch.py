@@ -1,4 +1,4 @@
-"""The store's one-round-trip operations (claim, count, set_many) and the batched SETs, on MemoryStore and Redis alike."""
+"""The store's one-round-trip operations (claim, count) and its unawaited writes, on MemoryStore and Redis alike."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.kv import KeyValueStore, MemoryStore, RedisStore
+from tests.conftest import REDIS_URL
 
 
 @pytest.fixture
@@ -52,24 +53,35 @@ async def test_count_starts_a_window_and_reads(store: KeyValueStore, prefix: str
         await store.delete(name)
 
 
-
-async def test_set_many_writes_every_key_with_its_ttl(store: KeyValueStore, prefix: str) -> None:
-    await store.set_many([(prefix + "a", "done:你好"), (prefix + "b", "late")], ttl=60)
-    assert [await store.get(prefix + "a"), await store.get(prefix + "b")] == ["done:你好", "late"]
-    await store.set_many([], ttl=60)  # nothing to send is fine
-    for key in ("a", "b"):
+async def test_unawaited_writes_land_in_order(store: KeyValueStore, prefix: str) -> None:
+    store.set_soon(prefix + "m", "pending", ttl=60)
+    store.set_soon(prefix + "m", "done:收到", ttl=60)  # the later value wins
+    store.count_soon(prefix + "n", ttl=60)
+    store.count_soon(prefix + "n", ttl=60)
+    assert await store.get(prefix + "m") == "done:收到"  # this process's next read sees them
+    await store.settle()
+    assert await store.count(prefix + "n", 60) == (3, [])
+    if isinstance(store, RedisStore):
+        assert 0 < await store.client.pttl(prefix + "m") <= 60_000
+        assert 0 < await store.client.pttl(prefix + "n") <= 60_000
+        other = RedisStore.from_url(REDIS_URL)  # and so does every other process, once settled
+        try:
+            assert await other.get(prefix + "m") == "done:收到"
+        finally:
+            await other.close()
+    for key in ("m", "n"):
         await store.delete(prefix + key)
 
 
-async def test_batched_sets_are_readable_before_and_after_the_flush(store: KeyValueStore, prefix: str) -> None:
-    from bot.kv.batched_sets import BatchedSets
+async def test_a_failed_unawaited_write_is_logged_not_raised(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisStore.from_url(REDIS_URL)
+    try:
+        await store.set(prefix + "text", "not a number", ttl=60)
+        store.count_soon(prefix + "text", ttl=60)
+        await store.settle()
+        assert await store.get(prefix + "text") == "not a number"
+    finally:
+        await store.delete(prefix + "text")
+        await store.close()
+    assert "unawaited redis command failed" in caplog.text
 
-    marks = BatchedSets(store, ttl=60, interval=0.001)
-    marks.start()
-    marks.set(prefix + "m", "pending")
-    marks.set(prefix + "m", "done:收到")  # the later value wins
-    assert marks.pending(prefix + "m") == "done:收到"  # this process sees it at once
-    await marks.close()  # and every process after the flush
-    assert marks.pending(prefix + "m") is None
-    assert await store.get(prefix + "m") == "done:收到"
-    await store.delete(prefix + "m")

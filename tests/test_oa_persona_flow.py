@@ -119,7 +119,7 @@ async def test_a_repeated_keyword_tags_once_and_survives_a_second_process(make_s
     user = openid()
     await say(first, user, "纸尿裤怎么选")
     tagged = await tagged_at(first, user, "关注纸尿裤")
-    await context_of(first).tag_marks.flush()  # the marker reaches Redis
+    await context_of(first).services.store.settle()  # the marker reaches Redis
     await say(second, user, "拉拉裤和纸尿裤有啥区别")  # same tag rule, another process
     assert await tagged_at(second, user, "关注纸尿裤") == tagged  # not rewritten within the hour
 
@@ -130,3 +130,26 @@ async def tagged_at(client: Any, user: str, tag: str) -> Any:
         contact = await contact_repo.find_contact(session, "wechat_oa", OA_ACCOUNT, user)
         assert contact is not None
         return next(t.tagged_at for t in await tag_repo.active_tags(session, contact.id) if t.tag == tag)
+
+
+async def test_asking_about_the_flash_sale_twice_tags_price_sensitive_across_processes(
+    make_settings: Any, start_bot: Any
+) -> None:
+    """The topic count is read with the dedupe claim and written unawaited; another process sees it."""
+    first, second = await start_bot(make_settings()), await start_bot(make_settings())
+    user = openid()
+    assert "秒杀" in await say(first, user, "秒杀几点开始？")
+    assert "价格敏感" not in await tags_of(first, user)
+    await context_of(first).services.store.settle()
+    assert "秒杀" in await say(second, user, "这周秒杀是星期几呀")
+    assert (await tags_of(second, user)).get("价格敏感") == "price_sensitive"
+
+
+async def test_a_retried_faq_question_counts_once(make_settings: Any, start_bot: Any) -> None:
+    client = await start_bot(make_settings())
+    peer, user = WeChatPeer(), openid()
+    query, body = peer.plain(text_xml(user, "秒杀几点开始？"))
+    for _ in range(3):  # WeChat's retries of one delivery
+        response = await client.post("/wechat/oa", params=query, data=body)
+        assert "秒杀" in peer.read_reply(await response.text())["Content"]
+    assert "价格敏感" not in await tags_of(client, user)

@@ -23,8 +23,13 @@ class KeyValueStore(Protocol):
         """Set only if absent; True when this call created the key."""
         ...
 
-    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
-        """Several SETs in one round trip (not atomic as a whole)."""
+    def set_soon(self, key: str, value: str, ttl: float | None = None) -> None:
+        """SET without waiting: it leaves with this process's next round trip.
+
+        For marks nobody waits on (a delivery answered, tags written lately). Commands
+        of one process keep their order, so its later reads see the value; a failure
+        is logged, not raised.
+        """
         ...
 
     async def delete(self, key: str) -> None: ...
@@ -47,6 +52,10 @@ class KeyValueStore(Protocol):
         """
         ...
 
+    def count_soon(self, key: str, ttl: float) -> None:
+        """`count` without waiting for (or reading) the new value; same TTL rule."""
+        ...
+
     async def incr(self, key: str, amount: int = 1) -> int: ...
 
     def lock(self, name: str, timeout: float, wait: float) -> AbstractAsyncContextManager[None]:
@@ -58,5 +67,9 @@ class KeyValueStore(Protocol):
         ...
 
     async def ping(self) -> bool: ...
+
+    async def settle(self) -> None:
+        """Return once every write this process started (`set_soon`, `count_soon`) has landed."""
+        ...
 
     async def close(self) -> None: ...

@@ -47,9 +47,8 @@ class MemoryStore:
         self._values[key] = (value, self._expiry(ttl))
         return True
 
-    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
-        for key, value in items:
-            self._values[key] = (value, self._expiry(ttl))
+    def set_soon(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._values[key] = (value, self._expiry(ttl))
 
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
@@ -65,6 +64,12 @@ class MemoryStore:
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         await self.set_nx(key, "0", ttl)
         return await self.incr(key), [self._live(other) for other in read]
+
+    def count_soon(self, key: str, ttl: float) -> None:
+        if self._live(key) is None:
+            self._values[key] = ("0", self._expiry(ttl))
+        value, expires_at = self._values[key]
+        self._values[key] = (str(int(value) + 1), expires_at)
 
     async def incr(self, key: str, amount: int = 1) -> int:
         current = self._live(key)
@@ -87,6 +92,9 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def settle(self) -> None:
+        return None  # every write is done when its call returns
 
     async def close(self) -> None:
         self._values.clear()

@@ -61,13 +61,8 @@ class RedisStore:
     async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(await self._round_trips.call("SET", key, value, *_px(ttl), "NX"))
 
-    async def set_many(self, items: Sequence[tuple[str, str]], ttl: float | None = None) -> None:
-        if not items:
-            return
-        pipeline = self.client.pipeline(transaction=False)
-        for key, value in items:
-            pipeline.set(key, value, px=_ms(ttl))
-        await pipeline.execute()
+    def set_soon(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._round_trips.send("SET", key, value, *_px(ttl))
 
     async def delete(self, key: str) -> None:
         await self._round_trips.call("DEL", key)
@@ -81,6 +76,9 @@ class RedisStore:
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         out = await self._round_trips.call("EVAL", _COUNT, 1 + len(read), key, *read, _ms(ttl))
         return int(out[0]), list(out[1:])
+
+    def count_soon(self, key: str, ttl: float) -> None:
+        self._round_trips.send("EVAL", _COUNT, 1, key, _ms(ttl))
 
     async def incr(self, key: str, amount: int = 1) -> int:
         return int(await self.client.incrby(key, amount))
@@ -104,8 +102,11 @@ class RedisStore:
         except (RedisError, OSError):
             return False
 
+    async def settle(self) -> None:
+        await self._round_trips.drain()
+
     async def close(self) -> None:
-        await self._round_trips.close()
+        await self._round_trips.drain()
         await self.client.aclose()
 
 

@@ -14,9 +14,12 @@ hence this small class.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+
+log = logging.getLogger("siyu.kv")
 
 Command = tuple[Any, ...]
 
@@ -38,6 +41,18 @@ class RoundTrips:
             loop.call_soon(self._flush)
         self._queue.append((command, future))
         return future
+
+    def send(self, *command: Any) -> None:
+        """Queue a command nobody waits on; a failure is logged, not raised."""
+        self.call(*command).add_done_callback(_log_failure)
+
+    async def drain(self) -> None:
+        """Return once every command queued so far has been answered."""
+        while self._queue or self._flushes:
+            if self._flushes:
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the flush is scheduled for this turn
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
@@ -71,7 +86,8 @@ class RoundTrips:
             pipeline.execute_command(*command)
         return list(await pipeline.execute(raise_on_error=False))
 
-    async def close(self) -> None:
-        """Wait for flushes in flight (their callers are waiting on them)."""
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("unawaited redis command failed: %s", future.exception())

@@ -77,15 +77,15 @@ async def count_and_read(
     """`count_faq_answer` then `faq_counts`, in one round trip to the store."""
     ids = list(faq_ids)
     _, values = await store.count(faq_topic_key(event, faq_id), FAQ_TOPIC_TTL, [faq_topic_key(event, i) for i in ids])
-    return {i: _as_count(value) for i, value in zip(ids, values, strict=True)}
+    return {i: as_count(value) for i, value in zip(ids, values, strict=True)}
 
 
-def _as_count(value: str | None) -> int:
+def as_count(value: str | None) -> int:
     return int(value) if value and value.lstrip("-").isdigit() else 0
 
 
 async def faq_counts(store: KeyValueStore, event: Event, faq_ids: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for faq_id in faq_ids:
-        counts[faq_id] = _as_count(await store.get(faq_topic_key(event, faq_id)))
+        counts[faq_id] = as_count(await store.get(faq_topic_key(event, faq_id)))
     return counts
