@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Insert, event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -52,11 +53,22 @@ def dialect_name(executor: Executor) -> str:
 
 def insert_ignoring_conflicts(executor: Executor, table: Any) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the executor's dialect (SQLite and PostgreSQL)."""
-    module = postgresql if dialect_name(executor) == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()
+    return _dialect(executor).insert(table).on_conflict_do_nothing()
 
 
 def upsert(executor: Executor, table: Any) -> Any:
     """Dialect insert whose `.on_conflict_do_update(...)` works on SQLite and PostgreSQL."""
-    module = postgresql if dialect_name(executor) == "postgresql" else sqlite
-    return module.insert(table)
+    return _dialect(executor).insert(table)
+
+
+#: sqlalchemy.dialects.<name> by name, imported on first use: the engine imports its own
+#: dialect, and importing the other one up front cost every start 10-40 ms.
+_DIALECTS: dict[str, ModuleType] = {}
+
+
+def _dialect(executor: Executor) -> ModuleType:
+    name = "postgresql" if dialect_name(executor) == "postgresql" else "sqlite"
+    module = _DIALECTS.get(name)
+    if module is None:
+        module = _DIALECTS[name] = importlib.import_module(f"sqlalchemy.dialects.{name}")
+    return module
