@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
+from pydantic import ValidationError
 
-from bot.config import DEVELOPMENT_TOKEN, REPO_ROOT
+from bot.config import DEVELOPMENT_TOKEN, REPO_ROOT, Settings
 from tests.wechat_peer import WeChatPeer, text_xml
 
 
@@ -167,3 +169,17 @@ else:
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_settings_come_from_the_environment_and_keywords_override_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_PORT", "9000")
+    monkeypatch.setenv("redis_url", "redis://elsewhere/1")  # names are matched case-insensitively
+    monkeypatch.setenv("PERSONA", "persona/demo")
+    settings = Settings()
+    assert (settings.bot_port, settings.redis_url, settings.persona) == (9000, "redis://elsewhere/1", Path("persona/demo"))
+    assert Settings(BOT_PORT="9100").bot_port == 9100  # by variable name
+    assert Settings(bot_port=9200).bot_port == 9200  # or by field name
+    monkeypatch.setenv("REPLY_DEADLINE_SECONDS", "soon")
+    with pytest.raises(ValidationError) as error:
+        Settings()
+    assert [problem["loc"] for problem in error.value.errors()] == [("REPLY_DEADLINE_SECONDS",)]
