@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import watchfiles
 
 from bot.persona.files import PERSONA_FILES, read_snapshot, version_of
 from bot.persona.history import PersonaHistory, PersonaVersion
@@ -24,6 +23,8 @@ from bot.persona.loaded import LoadedPersona
 from bot.persona.loader import build_persona
 
 if TYPE_CHECKING:
+    import watchfiles
+
     from bot.faq.analyzer import TextAnalyzer
 
 logger = logging.getLogger("siyu.persona")
@@ -113,6 +114,9 @@ class PersonaRegistry:
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload within seconds of any edit to a persona file, until `stop` is set."""
+        # Imported here, in a thread: watching is not needed to serve, and watchfiles (with
+        # anyio, which reads its own source at import) cost the start ~10 ms.
+        watchfiles = await asyncio.to_thread(importlib.import_module, "watchfiles")
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.reload)  # catch edits made while we were not watching
