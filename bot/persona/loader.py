@@ -20,7 +20,7 @@ from bot.persona.issues import PersonaError, PersonaIssue
 from bot.persona.loaded import LoadedPersona, persona_variable
 from bot.persona.schema import PersonaDefinition
 from bot.persona.tag_checks import check_tag_rules
-from bot.persona.templates import BASE_VARIABLES, PersonaTemplateEnvironment, check_template, sample_variables
+from bot.persona.templates import BASE_VARIABLES, PersonaTemplateEnvironment, compile_template, sample_variables
 from bot.persona.validation import validate
 from bot.persona.yaml_source import YamlDocument, parse_yaml
 from bot.tagging.rules import SurveyRule, TagRule
@@ -196,10 +196,10 @@ def _template(
     samples: Sequence[Mapping[str, Any]],
     issues: list[PersonaIssue],
 ) -> Template:
-    problems = check_template(env, text, allowed, samples)
+    template, problems = compile_template(env, text, allowed, samples)
     issues += [PersonaIssue(doc.file, doc.line_of(loc), problem) for problem in problems]
     # A broken template is never served (the load fails), so a placeholder is fine here.
-    return env.from_string("") if problems else env.from_string(text)
+    return template if template is not None else env.from_string("")
 
 
 def _thresholds(doc: YamlDocument | None, definition: PersonaDefinition | None, issues: list[PersonaIssue]) -> Any:
