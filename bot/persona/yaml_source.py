@@ -5,6 +5,10 @@ Safety: files are capped in size, YAML aliases are refused (they are what a
 nesting depth is bounded by catching the parser's recursion. Lines: the
 composed node tree is kept so a validation error's location (a pydantic
 `loc`) can be turned into the exact line an admin has to edit.
+
+Speed: a well-formed, alias-free, not deeply nested file (every file a persona
+is served from) is read with libyaml, ~5x faster; anything else goes through
+the pure-Python loader, whose messages the admin sees.
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ def parse_yaml(file: Path, raw: bytes) -> tuple[YamlDocument | None, list[Person
         line = raw[: exc.start].count(b"\n") + 1
         return None, [PersonaIssue(file, line, "file is not valid UTF-8: save it as UTF-8 text")]
 
+    if (fast := _parse_with_libyaml(text)) is not None:
+        root, data = fast
+        return YamlDocument(file, data, root), _duplicate_keys(file, root)
     loader = _NoAliasLoader(text)
     try:
         root = loader.get_single_node()
@@ -104,6 +111,44 @@ def parse_yaml(file: Path, raw: bytes) -> tuple[YamlDocument | None, list[Person
     finally:
         loader.dispose()
     return YamlDocument(file, data, root), _duplicate_keys(file, root)
+
+
+#: Deeper documents go through the Python loader (and its RecursionError guard): libyaml's
+#: composer recurses in C, without Python's recursion limit.
+_LIBYAML_MAX_DEPTH = 64
+_OPENING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _parse_with_libyaml(text: str) -> tuple[yaml.Node | None, Any] | None:
+    """(root node, data) from libyaml when the file is valid, alias-free and shallow; else None.
+
+    The same nodes (with line marks), resolver and constructor as the Python SafeLoader;
+    libyaml only scans, parses and composes. Its event parser keeps its stack on the heap,
+    so the depth and alias checks run on the events before anything is composed.
+    """
+    if not yaml.__with_libyaml__:
+        return None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, _OPENING):
+                depth += 1
+                if depth > _LIBYAML_MAX_DEPTH:
+                    return None
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                return None
+        loader = yaml.CSafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        return None  # the Python loader says what is wrong, in its words
+    return root, data
 
 
 _UNQUOTED_TEMPLATE = re.compile(r"(:|^\s*-)\s+\{[{%]")
