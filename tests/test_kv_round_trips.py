@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError
 
 from bot.kv import RedisStore
 from tests.conftest import REDIS_URL
@@ -78,3 +79,46 @@ async def test_an_unreachable_server_fails_every_waiting_caller() -> None:
     finally:
         await store.close()
     assert all(isinstance(result, Exception) for result in results)
+
+
+async def test_the_url_database_is_used() -> None:
+    key = f"rt:{uuid.uuid4().hex}:db"
+    store = RedisStore.from_url(REDIS_URL.rsplit("/", 1)[0] + "/3")
+    admin = aioredis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/3", decode_responses=True)
+    try:
+        assert (await store.claim(key, "p", 60))[0]
+        assert await admin.get(key) == "p"
+    finally:
+        await admin.delete(key)
+        await admin.aclose()
+        await store.close()
+
+
+async def test_a_dropped_connection_fails_its_callers_and_the_next_command_reconnects(redis_store: RedisStore) -> None:
+    key = f"rt:{uuid.uuid4().hex}:reconnect"
+    assert await redis_store.set_nx(key, "1", ttl=60)
+    admin = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        # BLPOP holds the connection busy so the kill lands while a command is in flight.
+        blocked = redis_store._round_trips.call("BLPOP", key + ":never", 5)
+        await asyncio.sleep(0.05)
+        clients = await admin.client_list()
+        victims = [c["id"] for c in clients if c.get("cmd") == "blpop"]
+        assert victims
+        for victim in victims:
+            await admin.client_kill_filter(_id=victim)
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(blocked, timeout=5)
+    finally:
+        await admin.aclose()
+    assert await redis_store.get(key) == "1"  # a new connection, same store
+
+
+async def test_a_wrong_password_is_a_clear_error() -> None:
+    store = RedisStore.from_url("redis://:wrong-password@" + REDIS_URL.split("://", 1)[1])
+    try:
+        with pytest.raises(ConnectionError) as failed:
+            await asyncio.wait_for(store.get("anything"), timeout=5)
+    finally:
+        await store.close()
+    assert "cannot reach redis" in str(failed.value)

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
 from bot.kv.base import LockTimeout
-from bot.kv.round_trips import RoundTrips
+from bot.kv.round_trips import RedisAddress, RoundTrips
 
 
 # Server-side scripts: each turns what would be several commands (several round trips,
@@ -43,14 +43,15 @@ return out
 class RedisStore:
     shared = True
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, address: RedisAddress) -> None:
+        #: redis-py, for what is off the hot path (locks, health checks).
         self.client = client
-        #: The hot path's commands (claims, counts, reads), coalesced per loop turn.
-        self._round_trips = RoundTrips(client)
+        #: The hot path's commands (claims, counts, reads, marks), pipelined per loop turn.
+        self._round_trips = RoundTrips(address)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True))
+        return cls(aioredis.Redis.from_url(url, decode_responses=True), RedisAddress.from_url(url))
 
     async def get(self, key: str) -> str | None:
         return await self._round_trips.call("GET", key)
@@ -106,7 +107,7 @@ class RedisStore:
         await self._round_trips.drain()
 
     async def close(self) -> None:
-        await self._round_trips.drain()
+        await self._round_trips.close()
         await self.client.aclose()
 
 
