@@ -136,6 +136,37 @@ async def test_two_megabyte_body_is_refused(make_settings: Any, start_bot: Any) 
     assert await stored_for(client, user) == 0
 
 
+async def test_oversized_chunked_body_without_a_length_is_refused(make_settings: Any, start_bot: Any) -> None:
+    """No Content-Length to check up front: reading stops at the cap."""
+    client = await start_bot(make_settings())
+    user = openid()
+    query, body = WeChatPeer().plain(text_xml(user, "啊" * (700 * 1024)))
+
+    async def chunks() -> Any:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = await client.post("/wechat/oa", params=query, data=chunks())
+    assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status == 413
+    assert "body_too_large" in await response.text()
+    assert await stored_for(client, user) == 0
+
+
+async def test_small_chunked_body_is_answered(make_settings: Any, start_bot: Any) -> None:
+    client = await start_bot(make_settings())
+    peer, user = WeChatPeer(), openid()
+    query, body = peer.plain(text_xml(user, "你们一般几天发货？"))
+
+    async def chunks() -> Any:
+        yield body[:10]
+        yield body[10:]
+
+    response = await client.post("/wechat/oa", params=query, data=chunks())
+    assert response.status == 200
+    assert "发货" in peer.read_reply(await response.text())["Content"]
+
+
 @pytest.mark.parametrize(
     "body",
     [os.urandom(2048), b"", b"<xml><MsgType>text", b"<xml></xml>", b"\xff\xfe<\x00x\x00", b"<notxml/>", b"[1,2,3]"],
