@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -107,6 +108,8 @@ def _defer_init(name: str, served_from: Mapping[str, str] | None = None) -> None
     module = importlib.util.module_from_spec(spec)
     loader = spec.loader
     light = dict(served_from or {})
+    # Re-entrant: the module body may import its own submodules, which read names from it.
+    lock = threading.RLock()
     ran = False
 
     def deferred(attribute: str) -> Any:  # PEP 562 module __getattr__: only names not yet defined
@@ -115,10 +118,13 @@ def _defer_init(name: str, served_from: Mapping[str, str] | None = None) -> None
             value = getattr(importlib.import_module(light[attribute]), attribute)
             setattr(module, attribute, value)
             return value
-        if not ran and (not attribute.startswith("__") or attribute in _RUNNING_DUNDERS):
-            ran = True
-            loader.exec_module(module)  # the real module body, in this module object
-            return getattr(module, attribute)
+        if not attribute.startswith("__") or attribute in _RUNNING_DUNDERS:
+            with lock:
+                if not ran:
+                    ran = True
+                    loader.exec_module(module)  # the real module body, in this module object
+            if attribute in module.__dict__:
+                return module.__dict__[attribute]
         raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
 
     module.__getattr__ = deferred  # type: ignore[method-assign]
