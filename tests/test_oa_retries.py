@@ -7,7 +7,8 @@ import secrets
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.storage.models import Contact, MessageLog
 from tests.conftest import context_of
@@ -84,17 +85,23 @@ async def test_text_delivered_three_times_in_sequence_gets_the_same_reply(make_s
 
 
 async def test_answer_slower_than_the_deadline_is_acknowledged_then_pushed(
-    make_settings: Any, start_bot: Any, fake_wechat_api: Any
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, postgres_url: str
 ) -> None:
-    # A deadline shorter than any real handler (the greeting writes to the database).
-    client = await start_bot(
-        make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, REPLY_DEADLINE_SECONDS="0.0005")
-    )
+    client = await start_bot(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, REPLY_DEADLINE_SECONDS="0.3"))
     peer = WeChatPeer()
     user = openid()
     xml = event_xml(user, "subscribe", EventKey="qrscene_jd_card")
-    status, body = await deliver(client, *peer.plain(xml))
-    assert (status, body) == (200, "success")
+    # A slow database: the greeting's follow bookkeeping waits on a table lock past the deadline.
+    blocker = create_async_engine(postgres_url)
+    try:
+        async with blocker.connect() as connection:
+            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
+            status, body = await deliver(client, *peer.plain(xml))
+            assert (status, body) == (200, "success")
+            assert all(m["touser"] != user for m in fake_wechat_api.sent_messages())  # not yet
+            await connection.rollback()  # the database recovers
+    finally:
+        await blocker.dispose()
     pushed = await fake_wechat_api.wait_for_sent(user)
     greeting = context_of(client).personas.for_channel("wechat_oa").greeting("wechat_oa", "jd_card")
     assert pushed[0]["msgtype"] == "text" and pushed[0]["text"]["content"] == greeting

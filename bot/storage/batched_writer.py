@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, literal, select
+from sqlalchemy import TextClause, bindparam, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.batching import FlushLoop
-from bot.storage.db import insert_ignoring_conflicts, upsert
+from bot.storage.db import dialect_name, insert_ignoring_conflicts, upsert
 from bot.storage.models import Contact, ContactTag, MessageLog
 from bot.storage.tags import refreshing_on_conflict
 
@@ -43,6 +43,13 @@ class LoggedMessage:
     type: str
     text: str
     created_at: datetime
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """Values in `_MESSAGE_COLUMNS` order."""
+        return (
+            self.dedupe_key, self.direction, self.channel, self.account, self.external_id,
+            self.chat_id, self.type, self.text, self.created_at,
+        )
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -81,6 +88,29 @@ class TagWrite:
 
 
 Record = LoggedMessage | TagWrite
+
+# PostgreSQL: a batch as one INSERT ... SELECT FROM unnest(one array per column).
+_CONTACT_COLUMNS = ("channel", "account", "external_id", "seen")
+_PG_CONTACTS: TextClause = text(
+    "INSERT INTO contacts (channel, account, external_id, following, first_seen, last_seen) "
+    "SELECT channel, account, external_id, true, seen, seen FROM unnest("
+    "CAST(:channel AS varchar[]), CAST(:account AS varchar[]), CAST(:external_id AS varchar[]), "
+    "CAST(:seen AS timestamptz[])) AS batch(channel, account, external_id, seen) "
+    "ON CONFLICT (channel, account, external_id) DO UPDATE SET last_seen = excluded.last_seen"
+)
+_MESSAGE_COLUMNS = ("dedupe_key", "direction", "channel", "account", "external_id", "chat_id", "type", "text", "created_at")
+_PG_MESSAGES: TextClause = text(
+    f"INSERT INTO message_log ({', '.join(_MESSAGE_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    "CAST(:dedupe_key AS varchar[]), CAST(:direction AS varchar[]), CAST(:channel AS varchar[]), "
+    "CAST(:account AS varchar[]), CAST(:external_id AS varchar[]), CAST(:chat_id AS varchar[]), "
+    "CAST(:type AS varchar[]), CAST(:text AS text[]), CAST(:created_at AS timestamptz[])) "
+    "ON CONFLICT (dedupe_key) DO NOTHING"
+)
+
+
+def _columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    return {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
 
 
 class BatchedWriter(FlushLoop):
@@ -142,24 +172,32 @@ class BatchedWriter(FlushLoop):
             key = (record.channel, record.account, record.external_id)
             seen = record.created_at if isinstance(record, LoggedMessage) else record.tagged_at
             contacts[key] = max(contacts.get(key, seen), seen)
+        contact_rows = sorted(contacts.items())
         async with self._sessions.begin() as session:
             contact_upsert, message_insert, tag_upsert = self._built(session)
-            await session.execute(
-                contact_upsert,
-                [
-                    {
-                        "channel": channel,
-                        "account": account,
-                        "external_id": external_id,
-                        "following": True,
-                        "first_seen": seen,
-                        "last_seen": seen,
-                    }
-                    for (channel, account, external_id), seen in sorted(contacts.items())
-                ],
-            )
-            if messages:
-                await session.execute(message_insert, [message.as_row() for message in messages])
+            if dialect_name(session) == "postgresql":
+                # One statement per table with a column of values each (unnest): executemany
+                # binds and encodes row by row, ~3x the client CPU for the same rows.
+                await session.execute(_PG_CONTACTS, _columns(_CONTACT_COLUMNS, [(*key, seen) for key, seen in contact_rows]))
+                if messages:
+                    await session.execute(_PG_MESSAGES, _columns(_MESSAGE_COLUMNS, [m.as_tuple() for m in messages]))
+            else:
+                await session.execute(
+                    contact_upsert,
+                    [
+                        {
+                            "channel": channel,
+                            "account": account,
+                            "external_id": external_id,
+                            "following": True,
+                            "first_seen": seen,
+                            "last_seen": seen,
+                        }
+                        for (channel, account, external_id), seen in contact_rows
+                    ],
+                )
+                if messages:
+                    await session.execute(message_insert, [message.as_row() for message in messages])
             if tags:
                 await session.execute(tag_upsert, [tag.as_row() for tag in tags])
 
