@@ -18,7 +18,10 @@ Importing this module is cheap: jieba is imported by the first analyzer
 (without the pkg_resources import it would otherwise pull in, see
 _RefusePkgResources), and pypinyin (~0.3 s to import) only when a homophone
 lookup is first needed; the sound table for homophone correction is filled
-then, not at construction.
+then, not at construction. Words that cannot sound like a known word (one
+character, digits) are decided without it, and a FAQ index build puts off
+correcting its entries' unknown words until the first match
+(`defer_sounds`, `FaqMatcher.settle`), so loading a persona needs no pypinyin.
 
 Words added to the dictionary (lexicon entries, persona product names) are
 additive and harmless to share: they only make jieba keep those words whole.
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 _DATA = resources.files("bot.faq") / "data"
 #: Runs of Latin letters/digits (and spaces), kept whole by TextAnalyzer.scan_words.
 _LATIN_RUN = re.compile(r"([a-z0-9 ]+)")
+_DIGIT = re.compile(r"[0-9]")
 #: libyaml's safe loader when PyYAML has it: the lexicon loads in ~10 ms instead of ~0.1 s.
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: Private dictionaries kept for reuse (~20 MB each): a few personas and their last versions.
@@ -342,6 +346,11 @@ class TextAnalyzer:
         #: first use from `_pending_sounds`, the (word, canonical) pairs added so far.
         self._sounds: dict[str, str | None] = {}
         self._pending_sounds: list[tuple[str, str]] = []
+        #: Unknown words whose homophone correction was put off (see defer_sounds).
+        self._deferred: set[str] | None = None
+        #: Called before the sound table is first needed (see FaqMatcher: it may
+        #: still have to settle what this analyzer's vocabulary is).
+        self._before_sounds: Callable[[], None] | None = None
         # The built-in lexicon is the same for everyone: it may go into the shared dictionary.
         self._shares_tokenizer = False
         for group in load_lexicon(lexicon_path):
@@ -369,7 +378,11 @@ class TextAnalyzer:
         `vocabulary`: extra known words (e.g. every token of a FAQ knowledge base)
         that unknown, homophone-typed words may be corrected to.
         """
+        if self._before_sounds is not None:
+            self._before_sounds()  # the clone copies a settled vocabulary
         clone = object.__new__(TextAnalyzer)
+        clone._deferred = None
+        clone._before_sounds = None
         clone._tokenizer = self._tokenizer
         clone._shares_tokenizer = True
         clone._fast_cut = self._fast_cut
@@ -428,6 +441,8 @@ class TextAnalyzer:
 
     def _sound_table(self) -> dict[str, str | None]:
         """The homophone table, with every pending word added (pypinyin needed from here)."""
+        if self._before_sounds is not None:
+            self._before_sounds()
         pending = self._pending_sounds
         if not pending:
             return self._sounds
@@ -442,6 +457,27 @@ class TextAnalyzer:
         self._sounds = sounds
         self._pending_sounds = []
         return sounds
+
+    def defer_sounds(self) -> set[str]:
+        """Put off homophone correction of unknown words: `analyze` gives their
+        dictionary pieces instead and adds them to the returned set. Lets a FAQ
+        index be built without importing pypinyin (~0.3 s) at start-up; see
+        `stop_deferring` for what the caller must do before relying on it."""
+        self._deferred = set()
+        return self._deferred
+
+    def stop_deferring(self) -> None:
+        """Correct unknown words again; forget the tokens given while deferring."""
+        deferred, self._deferred = self._deferred, None
+        for word in deferred or ():
+            self._word_tokens.pop(word, None)
+
+    def reset_vocabulary(self, parent: TextAnalyzer, vocabulary: Iterable[str]) -> None:
+        """Make this analyzer's homophone targets those of `parent.derive(vocabulary=...)`.
+        Only before its sound table was built (see `_before_sounds`)."""
+        fresh = parent.derive(vocabulary=vocabulary)
+        self._sounds, self._pending_sounds = fresh._sounds, fresh._pending_sounds
+        self._word_tokens = {}
 
     def _add_word(self, word: str) -> None:
         # Keep multi-character words whole; "免运费" must not become 免/运费.
@@ -579,18 +615,28 @@ class TextAnalyzer:
 
     def sounds_like(self, word: str) -> str | None:
         """The canonical known word pronounced like `word` (油费 → 运费 via 邮费), if unique."""
-        if len(word) < 2:
+        if not self._may_sound_like(word):
             return None
         sounds = self._sound_table()
         return sounds.get(self.pinyin(word)) if sounds else None
 
     def _unknown(self, word: str) -> list[str]:
         """A word jieba's HMM invented: a homophone typo, or a typo glued to a word."""
+        if self._deferred is not None and self._may_sound_like(word):
+            self._deferred.add(word)
+            return self.pieces(word)
         corrected = self.sounds_like(word)
         if corrected:
             return [corrected]
         # Otherwise trust the dictionary over the HMM's guess ("钱会" → 钱).
         return self.pieces(word)
+
+    @staticmethod
+    def _may_sound_like(word: str) -> bool:
+        """False when no known word can share `word`'s pinyin, decided without
+        pypinyin: the table holds words of 2+ CJK characters, whose pinyin has no
+        digits, and pypinyin keeps digits as they are (numbers, sizes like 5kg)."""
+        return len(word) >= 2 and not _DIGIT.search(word)
 
     def pieces(self, word: str) -> list[str]:
         """Dictionary-only split of one token (no HMM), canonicalized, stopwords dropped.

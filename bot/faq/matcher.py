@@ -19,6 +19,8 @@ Decision (see `Thresholds`):
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +31,7 @@ import numpy.typing as npt
 from bot.faq.analyzer import TextAnalyzer
 from bot.faq.index import Bm25Index
 from bot.faq.model import FaqEntry
+from bot.faq.normalize import normalize_text
 
 Decision = Literal["answer", "clarify", "reject"]
 
@@ -105,15 +108,23 @@ class FaqMatcher:
         thresholds: Thresholds,
     ) -> None:
         self.entries = tuple(entries)
-        self.index = index
         self.analyzer = analyzer
         self.thresholds = thresholds
         self._priorities = [e.priority for e in self.entries]
+        #: (channel, in_group) → which entries may answer there.
+        self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
+        #: Entry words whose homophone correction is still to be settled, and the
+        #: analyzer that built the index (see `build` and `settle`).
+        self._unsettled: tuple[TextAnalyzer, frozenset[str], list[dict[str, list[str]]]] | None = None
+        self._settle_lock = threading.Lock()
+        self._use_index(index)
+
+    def _use_index(self, index: Bm25Index) -> None:
+        analyzer = self.analyzer
+        self.index = index
         self._lengths = {w: index.posting_length(w) for w in index.vocabulary}
         #: query token → how it counts (see _plan).
         self._plans: dict[str, tuple[tuple[str, float, bool] | None, float]] = {}
-        #: (channel, in_group) → which entries may answer there.
-        self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
         #: Dense weight rows of generic and common words, looked up per candidate
         #: instead of generating candidates (see _best_large).
         self._rows: dict[str, npt.NDArray[np.float64]] = {}
@@ -165,7 +176,10 @@ class FaqMatcher:
         synonyms: Mapping[str, Sequence[str]] = {},  # noqa: B006 - read only
         user_words: Sequence[str] = (),
         thresholds: Thresholds = Thresholds(),
+        defer_sounds: bool | None = None,
     ) -> FaqMatcher:
+        """`defer_sounds`: put off the entries' homophone correction (see below);
+        default: while pypinyin is not imported yet."""
         base = analyzer if analyzer is not None else TextAnalyzer()
         merged: dict[str, list[str]] = {k: list(v) for k, v in synonyms.items()}
         for entry in entries:
@@ -175,11 +189,47 @@ class FaqMatcher:
         # costs a dictionary check in `derive`.
         words = list(dict.fromkeys([*user_words, *(k for e in entries for k in e.keywords)]))
         local = base.derive(user_words=words, synonyms=merged)
+        # Homophone correction of the entries' unknown words would import pypinyin
+        # (~0.3 s) at start-up: until it is imported, their pieces go in and the
+        # correction is settled on first need. Once imported, correcting at once
+        # is cheaper than settling later.
+        if defer_sounds is None:
+            defer_sounds = "pypinyin" not in sys.modules
+        deferred = local.defer_sounds() if defer_sounds else set()
         docs = [_fields(entry, local) for entry in entries]
         index = Bm25Index(docs)
         # Entry words become targets for homophone typo correction of queries.
-        local = local.derive(vocabulary=index.vocabulary)
-        return cls(entries, index, local, thresholds)
+        matcher = cls(entries, index, local.derive(vocabulary=index.vocabulary), thresholds)
+        if deferred:
+            matcher._unsettled = (local, frozenset(deferred), docs)
+            matcher.analyzer._before_sounds = matcher.settle
+        else:
+            local.stop_deferring()
+        return matcher
+
+    def settle(self) -> None:
+        """Correct the entry words whose homophone correction `build` put off, as
+        the first match or homophone lookup would (imports pypinyin). Usually none
+        sounds like a known word and nothing changes; else the entries holding
+        one are analyzed again and the index rebuilt, as `build` would have made it."""
+        if self._unsettled is None:
+            return
+        with self._settle_lock:
+            if self._unsettled is None:
+                return
+            local, words, docs = self._unsettled
+            corrected = [word for word in words if local.sounds_like(word)]
+            local.stop_deferring()
+            if corrected:
+                for number, entry in enumerate(self.entries):
+                    texts = [*entry.keywords, entry.question, *entry.examples, entry.answer]
+                    if any(word in normalize_text(text) for text in texts for word in corrected):
+                        docs[number] = _fields(entry, local)
+                index = Bm25Index(docs)
+                self.analyzer.reset_vocabulary(local, index.vocabulary)
+                self._use_index(index)
+            self.analyzer._before_sounds = None
+            self._unsettled = None
 
     # --- matching -------------------------------------------------------------
 
@@ -194,6 +244,8 @@ class FaqMatcher:
         self, tokens: Sequence[str], *, channel: str | None = None, in_group: bool = False
     ) -> MatchResult:
         """Match already analyzed tokens (see `analyze`)."""
+        if self._unsettled is not None:
+            self.settle()
         tokens = tuple(tokens)
         plans, plan_of = self._plans, self._plan
         words: list[tuple[str, float, bool]] = []  # (indexed word, factor, is generic)
@@ -225,6 +277,8 @@ class FaqMatcher:
         """How a query token counts: (indexed word, factor, is generic) or None, and
         its share of the ceiling. Depends on the token only, so it is remembered
         per token (bounded), not per query."""
+        if self._unsettled is not None:
+            self.settle()
         index, limits, analyzer = self.index, self.thresholds, self.analyzer
         plan: tuple[tuple[str, float, bool] | None, float]
         if analyzer.is_smalltalk(token):
