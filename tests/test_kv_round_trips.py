@@ -122,3 +122,29 @@ async def test_a_wrong_password_is_a_clear_error() -> None:
     finally:
         await store.close()
     assert "cannot reach redis" in str(failed.value)
+
+
+async def test_unawaited_writes_ride_with_the_next_awaited_command(redis_store: RedisStore) -> None:
+    key = f"rt:{uuid.uuid4().hex}:ride"
+    await redis_store.get(key)  # connected
+    before = redis_store._round_trips.pipelines_sent
+    redis_store.set_soon(key, "done:好的", ttl=60)
+    await asyncio.sleep(0)  # a later turn: the mark lingers instead of leaving alone
+    assert redis_store._round_trips.pipelines_sent == before
+    assert await redis_store.get(key) == "done:好的"  # one write carried both, in order
+    assert redis_store._round_trips.pipelines_sent == before + 1
+
+
+async def test_an_unawaited_write_alone_still_leaves_within_the_linger(redis_store: RedisStore) -> None:
+    key = f"rt:{uuid.uuid4().hex}:alone"
+    redis_store.set_soon(key, "late", ttl=60)
+    admin = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        for _ in range(50):  # another process sees it soon, with nothing else sent here
+            if await admin.get(key) == "late":
+                break
+            await asyncio.sleep(0.01)
+        assert await admin.get(key) == "late"
+    finally:
+        await admin.delete(key)
+        await admin.aclose()

@@ -8,6 +8,10 @@ turn is packed by hiredis into one buffer and written with one syscall; replies 
 read by hiredis as they arrive and handed to the waiting callers in order (Redis
 answers a connection's commands in the order sent). ~5 µs a command.
 
+Commands nobody waits on (`send`: marks, counters) linger up to `LINGER_SECONDS`
+for a command someone does wait on, and travel in its write: at moderate rates
+every message would otherwise cost a write and a wake-up of its own for its mark.
+
 redis-py stays the client for everything else (locks, admin, tests); it has no
 mode that gathers independent callers into one write, which is all this adds on
 top of hiredis's packer and reader. Commands of one process keep their order.
@@ -31,6 +35,8 @@ log = logging.getLogger("siyu.kv")
 
 Command = tuple[Any, ...]
 CONNECT_TIMEOUT_SECONDS = 5.0
+#: How long an unawaited command may wait to share a write (a retry polls every 20 ms).
+LINGER_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,34 +77,44 @@ class RoundTrips(asyncio.Protocol):
         #: Callers of commands written and not answered yet, in the order sent.
         self._in_flight: deque[asyncio.Future[Any]] = deque()
         self._write_scheduled = False
+        self._linger: asyncio.TimerHandle | None = None
         #: Writes so far (one per loop turn with commands): what the coalescing saves is visible here.
         self.pipelines_sent = 0
 
     # --- callers ----------------------------------------------------------------
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue one command (e.g. "GET", key); resolves with its reply, or fails with its error."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._outgoing.append(hiredis.pack_command(command))
-        self._outgoing_waiters.append(future)
+        """Queue one command (e.g. "GET", key); resolves with its reply, or fails with its error.
+
+        Written at the end of this loop turn, with every command queued before it.
+        """
+        future = self._queue(command)
         if not self._write_scheduled:
             self._write_scheduled = True
-            loop.call_soon(self._write)
+            asyncio.get_running_loop().call_soon(self._write)
         return future
 
     def send(self, *command: Any) -> None:
         """Queue a command nobody waits on; a failure is logged, not raised."""
-        self.call(*command).add_done_callback(_log_failure)
+        self._queue(command).add_done_callback(_log_failure)
+        if not self._write_scheduled and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._write)
 
     async def drain(self) -> None:
         """Return once every command queued so far has been answered (or failed)."""
-        while self._outgoing_waiters or self._in_flight or self._write_scheduled:
+        while True:
+            if self._outgoing:
+                self._write()  # no lingering: someone is waiting now
             pending = [*self._outgoing_waiters, *self._in_flight]
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-            else:
-                await asyncio.sleep(0)
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _queue(self, command: Command) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._outgoing.append(hiredis.pack_command(command))
+        self._outgoing_waiters.append(future)
+        return future
 
     async def close(self) -> None:
         await self.drain()
@@ -110,6 +126,9 @@ class RoundTrips(asyncio.Protocol):
 
     def _write(self) -> None:
         self._write_scheduled = False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if not self._outgoing:
             return
         if self._transport is None:
