@@ -35,8 +35,9 @@ from bot.faq.normalize import normalize_text
 
 Decision = Literal["answer", "clarify", "reject"]
 
-#: Up to this many postings of the rare topic words, plain Python beats numpy's call overhead.
-_PYTHON_PATH_MAX = 200
+#: Up to this many postings of the rare topic words, plain Python beats numpy's call overhead
+#: (candidates are also looked up in Python, per generic or common word: kept small).
+_PYTHON_PATH_MAX = 100
 #: Words in more than 1/this of the entries are common (see FaqMatcher._common_df).
 _COMMON_FRACTION = 16
 #: Near-ties kept for the decision (identical entries could be thousands).
@@ -111,6 +112,7 @@ class FaqMatcher:
         self.analyzer = analyzer
         self.thresholds = thresholds
         self._priorities = [e.priority for e in self.entries]
+        self._one_priority = len(set(self._priorities)) <= 1
         #: (channel, in_group) → which entries may answer there.
         self._masks: dict[tuple[str | None, bool], npt.NDArray[np.bool_] | None] = {}
         #: Entry words whose homophone correction is still to be settled, and the
@@ -331,7 +333,7 @@ class FaqMatcher:
         if allowed is not None:
             scores = {d: s for d, s in scores.items() if allowed[d]}
         if not scores:
-            return self._best_large(words, allowed, cutoff=0.0) if common else []
+            return self._best_large(words, allowed) if common else []
         if looked_up:
             scores = self._looked_up(scores, looked_up)
         cutoff = self._near_cutoff(max(scores.values()))
@@ -414,10 +416,17 @@ class FaqMatcher:
         if len(generating) == 1:  # no duplicates to merge: no bincount
             word, factor = generating[0]
             candidates, weights = self.index.postings(word)
-            candidate_scores = weights * factor  # a new array (added to below)
             if allowed is not None:
                 keep_allowed = allowed[candidates]
-                candidates, candidate_scores = candidates[keep_allowed], candidate_scores[keep_allowed]
+                candidates, weights = candidates[keep_allowed], weights[keep_allowed]
+            if factor != 1.0:
+                candidate_scores = weights * factor
+            elif looked_up:  # the first addition makes the new array (added to below)
+                word, factor = looked_up[0]
+                looked_up = looked_up[1:]
+                candidate_scores = weights + self._scaled_row(word, factor)[candidates]
+            else:
+                candidate_scores = weights  # the index's own view: only read below
         else:
             id_parts, weight_parts = [], []
             for word, factor in generating:
@@ -483,8 +492,11 @@ class FaqMatcher:
         if len(close) == 1:
             return MatchResult("answer", entries[best_id], (), best_score, tokens)
         priorities = self._priorities
-        top_priority = max(priorities[d] for d, _ in close)
-        leaders = [(d, s) for d, s in close if priorities[d] == top_priority]
+        if self._one_priority:  # the usual KB: nothing to break the tie
+            leaders = close
+        else:
+            top_priority = max([priorities[d] for d, _ in close])
+            leaders = [(d, s) for d, s in close if priorities[d] == top_priority]
         if len(leaders) == 1:
             doc_id, raw = leaders[0]
             return MatchResult("answer", entries[doc_id], (), raw / ceiling, tokens)
