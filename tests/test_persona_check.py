@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import REPO_ROOT
 from bot.faq.analyzer import TextAnalyzer
 from bot.persona import PersonaError, check_persona, load_persona
 
@@ -289,3 +290,29 @@ def test_load_raises_with_every_issue(tmp_path: Path, analyzer: TextAnalyzer) ->
 @pytest.mark.parametrize("name", ["demo", "demo_wecom"])
 def test_shipped_personas_check_clean(name: str, analyzer: TextAnalyzer) -> None:
     assert check_persona(REPO / "persona" / name, analyzer=analyzer) == []
+
+
+def test_libyaml_fast_path_reads_files_exactly_as_the_python_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Persona files are read with libyaml when they can be; the nodes, marks and issues must not change."""
+    import yaml
+
+    from bot.persona import yaml_source
+
+    def shape(node: yaml.Node | None) -> object:
+        if node is None:
+            return None
+        marks = (node.start_mark.line, node.start_mark.column, node.end_mark.line, node.end_mark.column)
+        if isinstance(node, yaml.ScalarNode):
+            return (node.tag, node.value, marks)
+        if isinstance(node, yaml.MappingNode):
+            return (node.tag, marks, [(shape(k), shape(v)) for k, v in node.value])
+        return (node.tag, marks, [shape(v) for v in node.value])
+
+    for file in [*REPO_ROOT.glob("persona/*/*.yaml"), REPO_ROOT / "bot" / "faq" / "data" / "lexicon.yaml"]:
+        raw = file.read_bytes()
+        assert yaml_source._parse_with_libyaml(raw.decode("utf-8-sig")) is not None, file
+        fast, fast_issues = yaml_source.parse_yaml(file, raw)
+        with monkeypatch.context() as patch:
+            patch.setattr(yaml_source, "_parse_with_libyaml", lambda text: None)
+            slow, slow_issues = yaml_source.parse_yaml(file, raw)
+        assert fast.data == slow.data and fast_issues == slow_issues and shape(fast.root) == shape(slow.root), file
