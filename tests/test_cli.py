@@ -146,8 +146,8 @@ def test_serve_skips_imports_it_never_runs_and_they_still_work_when_used() -> No
     # define must still work.
     script = """
 import sys
-from bot.server import _skip_unused_imports
-_skip_unused_imports()
+from bot.deferred_imports import skip_unused_imports
+skip_unused_imports()
 import bot.app
 ran = sorted(m for m in sys.modules if m.startswith(("requests", "wechatpy.client", "jwt.", "cryptography.x509")))
 assert not ran, ran
