@@ -587,27 +587,27 @@ class TextAnalyzer:
         self._tokenizer.check_initialized()
         get = self._tokenizer.FREQ.get
         out: list[str] = []
+        append = out.append
         for part in _LATIN_RUN.split(normalize_text(text)):
             if not part or part.isspace():
                 continue
             if part.isascii():
                 out.extend(part.split())
                 continue
+            # No spaces in here: _LATIN_RUN takes them.
             i, n = 0, len(part)
             while i < n:
+                word = part[i]
                 j = i + 1
-                end = j
-                freq = get(part[i:j])
-                while freq is not None:  # a word or a word's prefix
-                    if freq:
-                        end = j
+                freq = get(word)
+                while freq is not None and j < n:  # a word or a word's prefix: go on
                     j += 1
-                    if j > n:
-                        break
-                    freq = get(part[i:j])
-                if not part[i].isspace():
-                    out.append(part[i:end])
-                i = end
+                    prefix = part[i:j]
+                    freq = get(prefix)
+                    if freq:
+                        word = prefix
+                append(word)
+                i += len(word)
         words = tuple(out)
         if memo:
             self._memo.remember(self._memo.scans, text, words)
