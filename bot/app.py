@@ -143,6 +143,7 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        background.spawn(asyncio.to_thread(personas.settle), name="persona-settle")
         return context
 
     async def reload_personas(self) -> None:

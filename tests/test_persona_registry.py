@@ -161,3 +161,25 @@ def test_cli_commands(registry: PersonaRegistry, demo: Path, tmp_path: Path) -> 
     assert rollback_command(demo, None, tmp_path / "history", out) == 1
     assert out.getvalue().startswith("rollback failed: no earlier version")
     assert versions_command(tmp_path / "nothing", tmp_path / "history", io.StringIO()) == 1
+
+
+def test_settle_finishes_what_loading_put_off_in_a_fresh_process(demo: Path, tmp_path: Path) -> None:
+    """Loading a persona needs no pypinyin; `settle` (run in a thread once the bot serves) does the rest."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from pathlib import Path
+from bot.persona import PersonaRegistry
+registry = PersonaRegistry(Path({str(demo)!r}), history_dir=Path({str(tmp_path / "history")!r}))
+faq = registry.for_channel("wechat_oa").faq
+assert "pypinyin" not in sys.modules
+settled_before = faq.settled
+registry.settle()
+assert faq.settled and "pypinyin" in sys.modules
+print("ok", settled_before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok False"  # something was put off, and is done now

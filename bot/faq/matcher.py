@@ -209,6 +209,11 @@ class FaqMatcher:
             local.stop_deferring()
         return matcher
 
+    @property
+    def settled(self) -> bool:
+        """False while `build` has homophone corrections still put off (see `settle`)."""
+        return self._unsettled is None
+
     def settle(self) -> None:
         """Correct the entry words whose homophone correction `build` put off, as
         the first match or homophone lookup would (imports pypinyin). Usually none

@@ -77,6 +77,12 @@ class PersonaRegistry:
     def for_channel(self, channel: str) -> LoadedPersona:
         return self._loaded[self._by_channel.get(channel, self._default)]
 
+    def settle(self) -> None:
+        """Finish what loading put off: the FAQ's homophone corrections, which import pypinyin
+        (~0.3 s). Run in a thread once serving, so the first customer does not wait for it."""
+        for persona in list(self._loaded.values()):
+            persona.faq.settle()
+
     def reload(self) -> list[PersonaIssue]:
         """Re-load personas whose files changed; a broken one keeps serving its previous version."""
         issues: list[PersonaIssue] = []
