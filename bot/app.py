@@ -84,6 +84,9 @@ class AppContext:
                 history_dir=settings.persona_history_dir,
                 analyzer=analyzer,
             )
+            # What loading put off (homophone corrections: pypinyin, ~0.3 s), done before serving:
+            # in the background it held the GIL long enough to stall the first callbacks.
+            await asyncio.to_thread(personas.settle)
             await migrated
         except BaseException:
             if not migrated.done():
@@ -143,7 +146,6 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
-        background.spawn(asyncio.to_thread(personas.settle), name="persona-settle")
         return context
 
     async def reload_personas(self) -> None:

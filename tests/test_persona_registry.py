@@ -164,7 +164,7 @@ def test_cli_commands(registry: PersonaRegistry, demo: Path, tmp_path: Path) -> 
 
 
 def test_settle_finishes_what_loading_put_off_in_a_fresh_process(demo: Path, tmp_path: Path) -> None:
-    """Loading a persona needs no pypinyin; `settle` (run in a thread once the bot serves) does the rest."""
+    """Loading a persona needs no pypinyin; `settle` (run before the bot serves) does the rest."""
     import subprocess
     import sys
 

@@ -79,7 +79,7 @@ class PersonaRegistry:
 
     def settle(self) -> None:
         """Finish what loading put off: the FAQ's homophone corrections, which import pypinyin
-        (~0.3 s). Run in a thread once serving, so the first customer does not wait for it."""
+        (~0.3 s), so no customer's message waits for it (bot.app calls it before serving)."""
         for persona in list(self._loaded.values()):
             persona.faq.settle()
 
