@@ -118,7 +118,9 @@ class BatchedWriter(FlushLoop):
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
-        interval: float = 0.2,
+        # Short enough that one batch is a small burst of CPU (tail latency at ~1,000 msgs/s),
+        # and that a crash loses at most this much of the log.
+        interval: float = 0.05,
         batch_size: int = 500,
         max_buffered: int = 200_000,
     ) -> None:
