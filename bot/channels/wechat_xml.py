@@ -10,8 +10,8 @@ elements or attributes goes through wechatpy's parser exactly as it stands.
 WeChat never sends a DTD, and every XML attack we care about (XXE, billion
 laughs, external DTDs) needs one, so a body that declares a DOCTYPE or ENTITY is
 refused before any parser sees it. This is a byte scan instead of a second parse
-with defusedxml because it runs on every message of the hot path; xmltodict's
-`disable_entities` (used by wechatpy) stays on as a second line of defence.
+with defusedxml because it runs on every message of the hot path. (Nested
+documents that reach wechatpy's parser also have xmltodict's `disable_entities`.)
 """
 
 from __future__ import annotations
