@@ -36,6 +36,9 @@ DEDUPE_TTL_SECONDS = 24 * 3600
 #: A claim left "pending" by a crashed process stops blocking after this long.
 PENDING_TTL_SECONDS = 60
 RETRY_POLL_SECONDS = 0.02
+#: A store that neither answers nor refuses (a network black hole) is given up on after
+#: this long, leaving the handlers most of WeChat's 5 s.
+CLAIM_TIMEOUT_SECONDS = 1.0
 
 
 class Dispatcher:
@@ -67,7 +70,19 @@ class Dispatcher:
         persona = self._persona_for(str(event.channel))
         # One round trip: the claim, plus the contact's conversation state the handlers will read.
         state_keys = self._conversation_keys(event, persona)
-        claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
+        try:
+            async with asyncio.timeout(CLAIM_TIMEOUT_SECONDS):
+                claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
+            store_up = True
+        except Exception as error:  # noqa: BLE001 - whatever the store's client raises
+            # The store is down. WeChat will not retry a callback we answer in time, so
+            # there is nothing to deduplicate against: answer it as a first delivery, with
+            # no conversation state (a pending survey or choice reads as none), rather than
+            # lose it or answer 5xx.
+            self._metrics.store_errors.inc()
+            log.error("store unavailable; answering without dedupe or conversation state: %s", error,
+                      extra={"dedupe_key": event.dedupe_key})
+            claimed, current, values, store_up = True, None, [None] * len(state_keys), False
         if not claimed:
             self._metrics.dedupe_hits.inc()
             return await self._answer_of_earlier_delivery(key, current)
@@ -77,7 +92,8 @@ class Dispatcher:
             self._run(event, persona, dict(zip(state_keys, values, strict=True)))
         )
         if not await _finished_within(work, self.deadline):
-            store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+            if store_up:
+                store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work), name=f"late:{event.dedupe_key}")
@@ -89,8 +105,9 @@ class Dispatcher:
             self._executor.push(event, event.sender, extra, event.chat)
         if passive is not None:
             self._executor.log_outbound(event, passive)
-        # Nobody waits on the mark: it leaves with the next round trip (a retry polls for it).
-        store.set_soon(key, DONE + (passive or ""), DEDUPE_TTL_SECONDS)
+        if store_up:
+            # Nobody waits on the mark: it leaves with the next round trip (a retry polls for it).
+            store.set_soon(key, DONE + (passive or ""), DEDUPE_TTL_SECONDS)
         return passive
 
     async def _run(self, event: Event, persona: LoadedPersona, state: dict[str, str | None]) -> list[str]:

@@ -25,6 +25,10 @@ class Metrics:
         self.dedupe_hits = Counter(
             "siyu_dedupe_hits", "Deliveries recognised as retries of one already taken", registry=self.registry
         )
+        self.store_errors = Counter(
+            "siyu_store_errors", "Callbacks answered without the shared store (Redis unreachable)",
+            registry=self.registry,
+        )
         self.late_replies = Counter(
             "siyu_late_replies", "Answers that missed the reply deadline and were pushed later", registry=self.registry
         )

@@ -199,3 +199,20 @@ async def test_broken_encrypted_envelopes(envelope: bytes, reason: str, make_set
     query, _ = WeChatPeer(aes_key=TEST_AES_KEY).encrypted(text_xml(openid(), "你好"))
     status, text = await post(client, query, envelope)
     assert status == 400 and reason in text
+
+
+async def test_redis_down_the_customer_is_still_answered_and_the_message_kept(
+    make_settings: Any, start_bot: Any
+) -> None:
+    """No 5xx and nothing lost when the shared store is unreachable: answered without dedupe, logged."""
+    client = await start_bot(make_settings(REDIS_URL="redis://127.0.0.1:9/0"))  # nothing listens there
+    peer, user = WeChatPeer(), openid()
+    query, body = peer.plain(text_xml(user, "你们一般几天发货？"))
+    response = await client.post("/wechat/oa", params=query, data=body)
+    assert response.status == 200
+    assert "发货" in peer.read_reply(await response.text())["Content"]
+    assert await stored_for(client, user) >= 2  # the contact and the message
+    metrics = await (await client.get("/metrics")).text()
+    assert "siyu_store_errors_total 1.0" in metrics
+    ready = await client.get("/readyz")
+    assert ready.status == 503
