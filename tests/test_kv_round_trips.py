@@ -148,3 +148,23 @@ async def test_an_unawaited_write_alone_still_leaves_within_the_linger(redis_sto
     finally:
         await admin.delete(key)
         await admin.aclose()
+
+
+async def test_commands_queued_while_connecting_wait_for_the_database_to_be_selected() -> None:
+    prefix = f"rt:{uuid.uuid4().hex}:"
+    url = REDIS_URL.rsplit("/", 1)[0] + "/4"
+    store = RedisStore.from_url(url)
+    admin = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        calls = []
+        for i in range(20):  # spread over several loop turns while the connection is being set up
+            calls.append(store.set(f"{prefix}{i}", "x", ttl=60))
+            calls[-1] = asyncio.ensure_future(calls[-1])
+            await asyncio.sleep(0)
+        await asyncio.gather(*calls)
+        assert len(await admin.keys(prefix + "*")) == 20
+    finally:
+        for key in await admin.keys(prefix + "*"):
+            await admin.delete(key)
+        await admin.aclose()
+        await store.close()

@@ -69,6 +69,8 @@ class RoundTrips(asyncio.Protocol):
     def __init__(self, address: RedisAddress) -> None:
         self._address = address
         self._transport: asyncio.Transport | None = None
+        #: True once AUTH/SELECT have been answered: nothing else is written before.
+        self._ready = False
         self._connecting: asyncio.Task[None] | None = None
         self._reader = hiredis.Reader(encoding="utf-8")
         #: Packed commands of this turn, not written yet, and their callers.
@@ -131,7 +133,7 @@ class RoundTrips(asyncio.Protocol):
             self._linger = None
         if not self._outgoing:
             return
-        if self._transport is None:
+        if self._transport is None or not self._ready:
             if self._connecting is None:
                 self._connecting = asyncio.ensure_future(self._connect())
             return  # written once connected
@@ -167,6 +169,7 @@ class RoundTrips(asyncio.Protocol):
                     waiter.set_exception(failure)
             return
         self._connecting = None
+        self._ready = True
         self._write()
 
     # --- asyncio.Protocol ---------------------------------------------------------
@@ -193,6 +196,7 @@ class RoundTrips(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._ready = False
         failure = RedisConnectionError(f"connection to redis at {_where(self._address)} lost: {exc or 'closed'}")
         while self._in_flight:
             waiter = self._in_flight.popleft()
