@@ -68,21 +68,8 @@ class Dispatcher:
         store = self._services.store
         key = f"dedupe:{event.dedupe_key}"
         persona = self._persona_for(str(event.channel))
-        # One round trip: the claim, plus the contact's conversation state the handlers will read.
         state_keys = self._conversation_keys(event, persona)
-        try:
-            async with asyncio.timeout(CLAIM_TIMEOUT_SECONDS):
-                claimed, current, values = await store.claim(key, PENDING, PENDING_TTL_SECONDS, state_keys)
-            store_up = True
-        except Exception as error:  # noqa: BLE001 - whatever the store's client raises
-            # The store is down. WeChat will not retry a callback we answer in time, so
-            # there is nothing to deduplicate against: answer it as a first delivery, with
-            # no conversation state (a pending survey or choice reads as none), rather than
-            # lose it or answer 5xx.
-            self._metrics.store_errors.inc()
-            log.error("store unavailable; answering without dedupe or conversation state: %s", error,
-                      extra={"dedupe_key": event.dedupe_key})
-            claimed, current, values, store_up = True, None, [None] * len(state_keys), False
+        claimed, current, values, store_up = await self._claim(event, key, state_keys)
         if not claimed:
             self._metrics.dedupe_hits.inc()
             return await self._answer_of_earlier_delivery(key, current)
@@ -109,6 +96,29 @@ class Dispatcher:
             # Nobody waits on the mark: it leaves with the next round trip (a retry polls for it).
             store.set_soon(key, DONE + (passive or ""), DEDUPE_TTL_SECONDS)
         return passive
+
+    async def _claim(
+        self, event: Event, key: str, state_keys: Sequence[str]
+    ) -> tuple[bool, str | None, list[str | None], bool]:
+        """(claimed, the earlier claim's value, the conversation state, whether the store answered).
+
+        One round trip: the claim, plus the contact's conversation state the handlers will read.
+        """
+        try:
+            async with asyncio.timeout(CLAIM_TIMEOUT_SECONDS):
+                claimed, current, values = await self._services.store.claim(
+                    key, PENDING, PENDING_TTL_SECONDS, state_keys
+                )
+            return claimed, current, values, True
+        except Exception as error:  # noqa: BLE001 - whatever the store's client raises
+            # The store is down. WeChat will not retry a callback we answer in time, so
+            # there is nothing to deduplicate against: answer it as a first delivery, with
+            # no conversation state (a pending survey or choice reads as none), rather than
+            # lose it or answer 5xx.
+            self._metrics.store_errors.inc()
+            log.error("store unavailable; answering without dedupe or conversation state: %s", error,
+                      extra={"dedupe_key": event.dedupe_key})
+            return True, None, [None] * len(state_keys), False
 
     async def _run(self, event: Event, persona: LoadedPersona, state: dict[str, str | None]) -> list[str]:
         ctx = Context(persona=persona, services=self._services, state=state)
