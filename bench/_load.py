@@ -1,4 +1,4 @@
-"""Helpers for bench/webhook.py: request pools, a Python load generator, and the bare floor server.
+"""Helpers for the benchmarks (bench/webhook.py, bench/startup.py): request pools, a Python load generator, and the bare floor server.
 
 Run as a subprocess (pinned by the caller with taskset):
   python bench/_load.py floor PORT                       bare aiohttp app answering POST with "success"
@@ -16,11 +16,11 @@ import asyncio
 import json
 import os
 import pickle
+import socket
 import sys
 import time
 from collections import deque
 from pathlib import Path
-from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -435,6 +435,45 @@ def serve_floor(port: int) -> None:
     app.router.add_post(PATH, receive)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def pg_admin(*statements: str, server_url: str = PG_ADMIN) -> None:
+    """Run statements (CREATE/DROP DATABASE) on the maintenance database."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server_url, timeout=10)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (from /proc; children not included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthz_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _load  # noqa: E402
 TARGET_START_S = 2.0
 
 
@@ -50,7 +51,7 @@ def main() -> int:
             database_url = f"sqlite+aiosqlite:///{workdir / 'start.sqlite3'}"
         else:
             pg_database = f"siyu_startup_{os.getpid()}"
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_database}"', f'CREATE DATABASE "{pg_database}"'))
+            asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{pg_database}"', f'CREATE DATABASE "{pg_database}"'))
             database_url = f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{pg_database}"
         try:
             env = _env(workdir, database_url, args)
@@ -77,7 +78,7 @@ def main() -> int:
         finally:
             if pg_database:
                 with contextlib.suppress(Exception):
-                    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_database}" WITH (FORCE)'))
+                    asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{pg_database}" WITH (FORCE)'))
     return 0
 
 
@@ -85,7 +86,7 @@ def _env(workdir: Path, database_url: str, args: argparse.Namespace) -> dict[str
     env = {key: value for key, value in os.environ.items() if not key.startswith(("WECHAT_", "PERSONA"))}
     env.update(
         BOT_HOST="127.0.0.1",
-        BOT_PORT=str(_free_port()),
+        BOT_PORT=str(_load.free_port()),
         DATABASE_URL=database_url,
         REDIS_URL=args.redis_url,
         PERSONA=str(REPO / "persona" / "demo"),
@@ -113,13 +114,13 @@ def _start_once(
         # `-m` puts the working directory first on sys.path: the tree's own `bot` package runs.
         proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while not _healthz(port):
+        while not _load.healthz_ok(port):
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
             if time.perf_counter() - started > 60:
                 raise RuntimeError("/healthz not 200 after 60 s")
             time.sleep(0.01)
-        return time.perf_counter() - started, _cpu_seconds(proc.pid), log
+        return time.perf_counter() - started, _load.cpu_seconds(proc.pid), log
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -146,38 +147,6 @@ def _summarize_importtime(text: str, top: int = 25) -> None:
     print("costliest imports (cumulative, outermost first appearance):")
     for self_us, cumulative_us, name, depth in sorted(rows, key=lambda row: -row[1])[:top]:
         print(f"  {cumulative_us / 1000:7.1f} ms  {'  ' * min(depth, 8)}{name}")
-
-
-async def _pg_admin(*statements: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(f"{PG_SERVER}/test", timeout=10)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (taskset execs the server in the same pid)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthz(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            return sock.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -214,7 +213,7 @@ class Bench:
             self.database_url = f"sqlite+aiosqlite:///{self.workdir / 'bench.sqlite3'}"
         else:
             name = f"siyu_bench_{os.getpid()}"
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
+            asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
             self.pg_database = name
             self.database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
         env = self.bot_env(port=0, aes=False)
@@ -230,7 +229,7 @@ class Bench:
     def drop_database(self) -> None:
         if self.pg_database:
             with contextlib.suppress(Exception):
-                asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)'))
+                asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)'))
                 self.pg_database = None
 
     def clean_redis(self) -> None:
@@ -282,7 +281,7 @@ class Bench:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode} before /healthz:\n{self.tail(name)}")
-            if _healthz(port):
+            if _load.healthz_ok(port):
                 return proc, time.perf_counter() - started
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{name}: /healthz not 200 after 60 s:\n{self.tail(name)}")
@@ -395,10 +394,10 @@ class Bench:
         """Runs a load, adding the server's CPU time (all threads) per message and its share of the wall time:
         the machine is shared, so these say what one whole core would do when the wall-clock rate can't."""
         self.settle()
-        cpu0 = _cpu_seconds(self.server_pid)
+        cpu0 = _load.cpu_seconds(self.server_pid)
         io0 = self.io_counters()
         result = run(*args, **kwargs)
-        cpu = _cpu_seconds(self.server_pid) - cpu0  # the server idles while pools are built: ~all of it is load
+        cpu = _load.cpu_seconds(self.server_pid) - cpu0  # the server idles while pools are built: ~all of it is load
         self.settle()  # let the message log flush, so its writes count
         io1 = self.io_counters()
         if result.get("requests"):
@@ -430,9 +429,9 @@ class Bench:
         """Wait until the server is idle (its message-log flushes and background work from the last run done)."""
         deadline = time.perf_counter() + limit
         while time.perf_counter() < deadline:
-            before = _cpu_seconds(self.server_pid)
+            before = _load.cpu_seconds(self.server_pid)
             time.sleep(0.3)
-            if _cpu_seconds(self.server_pid) - before < 0.3 * 0.05:
+            if _load.cpu_seconds(self.server_pid) - before < 0.3 * 0.05:
                 return
 
     def record(self, scenario: str, result: dict, note: str = "") -> None:
@@ -460,7 +459,7 @@ class Bench:
 
     def bot_scenario(self, aes: bool) -> None:
         mode = "AES" if aes else "plain"
-        port = _free_port()
+        port = _load.free_port()
         proc, start_s = self.start_server(f"bot-{mode}", [PYTHON, "-m", "bot", "serve"], self.bot_env(port, aes), port)
         self.starts[f"bot ({mode})"] = start_s
         print(f"bot {mode}: /healthz 200 after {start_s:.2f} s (spawn → 200, pinned to core {SERVER_CORE})", flush=True)
@@ -481,7 +480,7 @@ class Bench:
             self.stop(proc)
 
     def floor_scenario(self) -> None:
-        port = _free_port()
+        port = _load.free_port()
         proc, start_s = self.start_server("floor", [PYTHON, str(HERE / "_load.py"), "floor", str(port)], None, port)
         self.starts["floor (bare aiohttp)"] = start_s
         print(f"floor: bare aiohttp up after {start_s:.2f} s", flush=True)
@@ -569,26 +568,6 @@ class Bench:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-async def _pg_admin(*statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (from /proc; children not included)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _pg_fetchrow(query: str, *params):
     import asyncpg
 
@@ -597,21 +576,6 @@ async def _pg_fetchrow(query: str, *params):
         return await conn.fetchrow(query, *params)
     finally:
         await conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthz(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            return s.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
 
 
 def _post_once(port: int, target: str, body: bytes) -> float:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.kv import KeyValueStore, MemoryStore, RedisStore
+from bot.kv import KeyValueStore, RedisStore
 from tests.conftest import REDIS_URL
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from bot.config import REPO_ROOT
 from bot.storage import contacts as contact_repo

@@ -15,7 +15,7 @@ import pytest
 
 from bot.context import Context, Services
 from bot.events import Action, AddTag, Channel, Event, EventKind, Reply
-from bot.kv import KeyValueStore, MemoryStore, RedisStore
+from bot.kv import KeyValueStore
 from bot.persona.loaded import LoadedPersona
 from bot.persona.loader import load_persona
 from bot.router import CallNext

@@ -13,7 +13,6 @@ their posting lengths, not the number of entries.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
