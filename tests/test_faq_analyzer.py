@@ -3,6 +3,7 @@ from collections import Counter
 import pytest
 
 from bot.faq.analyzer import TextAnalyzer, load_lexicon
+from bot.faq.normalize import normalize_text
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,12 @@ def test_scan_keeps_persona_words_whole_in_their_own_dictionary_only(analyzer: T
     persona = analyzer.derive(user_words=["暖暖云柔"])
     assert "暖暖云柔" in persona.scan_words("暖暖云柔纸尿裤", memo=True)
     assert "暖暖云柔" not in analyzer.scan_words("暖暖云柔纸尿裤", memo=True)
+
+
+def test_one_message_read_by_several_handlers_is_cut_once(analyzer: TextAnalyzer) -> None:
+    """Tag rules get the normalized text, the FAQ the raw one: the second read reuses the first cut."""
+    raw = "Ｍ码和Ｌ码怎么选啊？"
+    first = analyzer.words(normalize_text(raw))
+    assert analyzer.words(raw) is first
+    other = analyzer.words("拉拉裤和纸尿裤有啥区别")
+    assert other is not first and analyzer.words(raw) == first

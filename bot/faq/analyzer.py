@@ -336,6 +336,7 @@ class TextAnalyzer:
             self._tokenizer
         ).__module__ == "jieba"
         self._memo = _Memo()
+        self._last_cut: tuple[str, tuple[str, ...]] | None = None
         self._stopwords = load_wordlist("stopwords.txt")
         self._smalltalk = load_wordlist("smalltalk.txt")
         self._generic = load_wordlist("generic.txt")
@@ -387,6 +388,7 @@ class TextAnalyzer:
         clone._shares_tokenizer = True
         clone._fast_cut = self._fast_cut
         clone._memo = self._memo
+        clone._last_cut = None
         clone._private_dictionaries = self._private_dictionaries
         user_words = list(user_words)
         key = (*map(normalize_text, user_words), "\x00",
@@ -490,6 +492,7 @@ class TextAnalyzer:
             self._tokenizer.suggest_freq(word, tune=True)
             self._memo.segments.clear()
             self._memo.scans.clear()
+            self._last_cut = None
 
     def _take_private_tokenizer(self) -> None:
         """Copy-on-write of jieba's dictionary (~15 ms, ~20 MB): one persona's words stay its own."""
@@ -517,11 +520,16 @@ class TextAnalyzer:
         if memo and (known := self._memo.segments.get(text)) is not None:
             return known
         normalized = normalize_text(text)
+        # Several handlers read one message (tag rules, then the FAQ): it is cut once.
+        last = self._last_cut
+        if last is not None and last[0] == normalized:
+            return last[1]
         if self._fast_cut:
             cut = _cut(self._tokenizer, normalized)
         else:
             cut = self._tokenizer.lcut(normalized, HMM=True)
         words = tuple(w for w in cut if w.strip())
+        self._last_cut = (normalized, words)  # one assignment: safe to read from another thread
         if memo:
             self._memo.remember(self._memo.segments, text, words)
         return words
