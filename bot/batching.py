@@ -1,4 +1,4 @@
-"""The background loop shared by write-behind buffers (the database writer, the batched Redis SETs)."""
+"""The background loop of a write-behind buffer (the database writer)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from abc import ABC, abstractmethod
 
 
 class FlushLoop(ABC):
-    """Flushes when woken (plus `gather` seconds, so a burst shares one round trip) or every `idle` seconds.
+    """Flushes when woken or every `idle` seconds.
 
     Subclasses buffer in `record`-style methods, call `_wake()`, and implement `flush()`,
     which must keep what it could not write for the next try.
     """
 
-    def __init__(self, *, idle: float | None, gather: float = 0.0) -> None:
+    def __init__(self, *, idle: float | None) -> None:
         self._idle = idle
-        self._gather = gather
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -43,7 +42,5 @@ class FlushLoop(ABC):
                 await asyncio.wait_for(self._wakeup.wait(), self._idle)
             except TimeoutError:
                 pass
-            if self._gather:
-                await asyncio.sleep(self._gather)
             self._wakeup.clear()
             await self.flush()

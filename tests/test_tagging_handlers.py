@@ -119,10 +119,10 @@ class Chat:
         return await self.dispatch(self.event(text, chat=chat), Context(self.persona, self.services))
 
     async def pending(self) -> str | None:
-        return await state.pending_survey(self.services.store, self.event())
+        return await self.services.store.get(state.survey_key(self.event()))
 
     async def cleanup(self) -> None:
-        await state.clear_pending_survey(self.services.store, self.event())
+        await self.services.store.delete(state.survey_key(self.event()))
         for rule_id in ("baby_age", "skin"):
             await self.services.store.delete(state.survey_asked_key(self.event(), rule_id))
         for faq_id in ("return_policy", "shipping_time"):

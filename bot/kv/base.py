@@ -56,8 +56,6 @@ class KeyValueStore(Protocol):
         """`count` without waiting for (or reading) the new value; same TTL rule."""
         ...
 
-    async def incr(self, key: str, amount: int = 1) -> int: ...
-
     def lock(self, name: str, timeout: float, wait: float) -> AbstractAsyncContextManager[None]:
         """Mutual exclusion across every process sharing the store.
 

@@ -62,19 +62,15 @@ class MemoryStore:
         return current is None, current, [self._live(other) for other in read]
 
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
-        await self.set_nx(key, "0", ttl)
-        return await self.incr(key), [self._live(other) for other in read]
+        return self._count(key, ttl), [self._live(other) for other in read]
 
     def count_soon(self, key: str, ttl: float) -> None:
-        if self._live(key) is None:
-            self._values[key] = ("0", self._expiry(ttl))
-        value, expires_at = self._values[key]
-        self._values[key] = (str(int(value) + 1), expires_at)
+        self._count(key, ttl)
 
-    async def incr(self, key: str, amount: int = 1) -> int:
+    def _count(self, key: str, ttl: float) -> int:
         current = self._live(key)
-        value = int(current or 0) + amount
-        expires_at = self._values[key][1] if current is not None else None
+        expires_at = self._values[key][1] if current is not None else self._expiry(ttl)
+        value = int(current or 0) + 1
         self._values[key] = (str(value), expires_at)
         return value
 

@@ -81,9 +81,6 @@ class RedisStore:
     def count_soon(self, key: str, ttl: float) -> None:
         self._round_trips.send("EVAL", _COUNT, 1, key, _ms(ttl))
 
-    async def incr(self, key: str, amount: int = 1) -> int:
-        return int(await self.client.incrby(key, amount))
-
     @asynccontextmanager
     async def lock(self, name: str, timeout: float, wait: float) -> AsyncIterator[None]:
         lock = self.client.lock(f"lock:{name}", timeout=timeout, blocking_timeout=wait)

@@ -42,18 +42,6 @@ def faq_topic_key(event: Event, faq_id: str) -> str:
     return f"faqtopic:{_contact(event)}:{faq_id}"
 
 
-async def pending_survey(store: KeyValueStore, event: Event) -> str | None:
-    return await store.get(survey_key(event))
-
-
-async def set_pending_survey(store: KeyValueStore, event: Event, rule_id: str) -> None:
-    await store.set(survey_key(event), rule_id, ttl=PENDING_SURVEY_TTL)
-
-
-async def clear_pending_survey(store: KeyValueStore, event: Event) -> None:
-    await store.delete(survey_key(event))
-
-
 async def claim_survey_ask(store: KeyValueStore, event: Event, rule_id: str) -> bool:
     """True for the one caller that may ask now; False if it was asked within `RESURVEY_AFTER`.
 
@@ -63,18 +51,11 @@ async def claim_survey_ask(store: KeyValueStore, event: Event, rule_id: str) -> 
     return await store.set_nx(survey_asked_key(event, rule_id), "1", ttl=RESURVEY_AFTER)
 
 
-async def count_faq_answer(store: KeyValueStore, event: Event, faq_id: str) -> int:
-    """Count one more answer from `faq_id`; the window starts at the first one."""
-    key = faq_topic_key(event, faq_id)
-    # Create with a TTL first, then INCR (which keeps the TTL): no window where the key lives forever.
-    await store.set_nx(key, "0", ttl=FAQ_TOPIC_TTL)
-    return await store.incr(key)
-
-
 async def count_and_read(
     store: KeyValueStore, event: Event, faq_id: str, faq_ids: Iterable[str]
 ) -> dict[str, int]:
-    """`count_faq_answer` then `faq_counts`, in one round trip to the store."""
+    """Count one more answer from `faq_id` (the window starts at the first one) and read the
+    counts of `faq_ids`, in one round trip to the store."""
     ids = list(faq_ids)
     _, values = await store.count(faq_topic_key(event, faq_id), FAQ_TOPIC_TTL, [faq_topic_key(event, i) for i in ids])
     return {i: as_count(value) for i, value in zip(ids, values, strict=True)}
@@ -82,10 +63,3 @@ async def count_and_read(
 
 def as_count(value: str | None) -> int:
     return int(value) if value and value.lstrip("-").isdigit() else 0
-
-
-async def faq_counts(store: KeyValueStore, event: Event, faq_ids: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for faq_id in faq_ids:
-        counts[faq_id] = as_count(await store.get(faq_topic_key(event, faq_id)))
-    return counts
