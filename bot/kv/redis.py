@@ -108,13 +108,15 @@ class RedisStore:
         await self.client.aclose()
 
 
+def _ms(ttl: float) -> int:
+    """A TTL in whole milliseconds, at least 1 (Redis refuses PX 0)."""
+    return max(1, int(ttl * 1000))
+
+
 def _ms_arg(ttl: float | None) -> str:
-    return "" if ttl is None else str(max(1, int(ttl * 1000)))
+    """For the claim script: "" means no expiry."""
+    return "" if ttl is None else str(_ms(ttl))
 
 
 def _px(ttl: float | None) -> tuple[str, int] | tuple[()]:
-    return () if ttl is None else ("PX", max(1, int(ttl * 1000)))
-
-
-def _ms(ttl: float | None) -> int | None:
-    return None if ttl is None else max(1, int(ttl * 1000))
+    return () if ttl is None else ("PX", _ms(ttl))
