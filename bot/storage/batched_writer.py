@@ -52,17 +52,7 @@ class LoggedMessage:
         )
 
     def as_row(self) -> dict[str, Any]:
-        return {
-            "dedupe_key": self.dedupe_key,
-            "direction": self.direction,
-            "channel": self.channel,
-            "account": self.account,
-            "external_id": self.external_id,
-            "chat_id": self.chat_id,
-            "type": self.type,
-            "text": self.text,
-            "created_at": self.created_at,
-        }
+        return dict(zip(_MESSAGE_COLUMNS, self.as_tuple(), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +169,7 @@ class BatchedWriter(FlushLoop):
             contact_upsert, message_insert, tag_upsert = self._built(session)
             if dialect_name(session) == "postgresql":
                 # One statement per table with a column of values each (unnest): executemany
-                # binds and encodes row by row, ~3x the client CPU for the same rows.
+                # binds and encodes row by row, about a third more client CPU for the same rows.
                 await session.execute(_PG_CONTACTS, _columns(_CONTACT_COLUMNS, [(*key, seen) for key, seen in contact_rows]))
                 if messages:
                     await session.execute(_PG_MESSAGES, _columns(_MESSAGE_COLUMNS, [m.as_tuple() for m in messages]))
