@@ -177,6 +177,9 @@ class Bench:
     plain_rate_seen: float = 0.0
     server_pid: int = 0
     wrk_runs: int = 0
+    #: Messages the bot scenarios sent (for Redis bytes per message).
+    bot_messages: int = 0
+    redis_footprint: str = ""
 
     # --- infrastructure ---------------------------------------------------------------------------
 
@@ -231,6 +234,26 @@ class Bench:
             with contextlib.suppress(Exception):
                 asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)'))
                 self.pg_database = None
+
+    def measure_redis(self) -> None:
+        """Bytes this run's keys hold in Redis once the load is over (MEMORY USAGE of each), per message
+        sent: what a steady 1,000 msgs/s keeps in Redis follows from it and the keys' TTLs."""
+        with contextlib.suppress(Exception):
+            import redis
+
+            client = redis.Redis.from_url(self.args.redis_url)
+            keys = total = 0
+            for pattern in (f"*o{self.run_tag}*", f"*:msg:{_load.msg_id_prefix(self.run_tag)}*"):
+                for key in client.scan_iter(match=pattern, count=5000):
+                    keys += 1
+                    total += int(client.memory_usage(key, samples=0) or 0)
+            client.close()
+            if self.bot_messages:
+                per_message = total / self.bot_messages
+                self.redis_footprint = (
+                    f"redis after the run: {keys} keys, {total / 1e6:.2f} MB for {self.bot_messages} messages = "
+                    f"{per_message:.0f} B/message (≈ {per_message:.0f} MB per 1,000,000 messages still within their TTLs)"
+                )
 
     def clean_redis(self) -> None:
         """Delete this run's keys (senders and MsgIds carry the run tag), leaving everyone else's alone."""
@@ -435,6 +458,8 @@ class Bench:
                 return
 
     def record(self, scenario: str, result: dict, note: str = "") -> None:
+        if scenario.startswith("bot"):
+            self.bot_messages += int(result.get("requests") or 0)
         row = Row(scenario, result.get("generator", ""), result["rate"], result["p50_ms"], result["p99_ms"],
                   int(result["errors"]), result.get("cpu_us", float("nan")), result.get("cpu_share", float("nan")),
                   note)
@@ -557,6 +582,8 @@ class Bench:
               " generator capped.")
         for name, seconds in self.starts.items():
             print(f"start: {name:<22} {seconds:5.2f} s (spawn → /healthz 200)")
+        if self.redis_footprint:
+            print(self.redis_footprint)
         print(f"targets: ≥ {TARGET_PLAIN_RATE} plain msgs/s full pipeline on one core; p99 ≤ {TARGET_P99_MS} ms at "
               f"1,000 msgs/s; start ≤ {TARGET_START_S:g} s")
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
@@ -726,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop_all()
         bench.drop_database()
+        bench.measure_redis()
         bench.clean_redis()
         stack.close()
         if args.verbose:
