@@ -25,7 +25,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.background import BackgroundTasks
 from bot.context import Context, Services
@@ -151,26 +151,8 @@ class Dispatcher:
             )
             return True, None, [None] * len(state_keys), False
 
-    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> asyncio.TimerHandle:
-        """Keep the lease alive while `work` runs (a timer: nothing runs for answers faster than a second)."""
-        loop = asyncio.get_running_loop()
-        handle: list[asyncio.TimerHandle] = []
-
-        def renew() -> None:
-            if work.done():
-                return
-            self._background.spawn(
-                self._services.store.extend_if(key, self._lease_value, LEASE_SECONDS), name=f"lease:{key}"
-            )
-            handle[0] = loop.call_later(LEASE_RENEW_SECONDS, renew)
-
-        handle.append(loop.call_later(LEASE_RENEW_SECONDS, renew))
-
-        class _Cancel:
-            def cancel(self) -> None:
-                handle[0].cancel()
-
-        return _Cancel()  # type: ignore[return-value]
+    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> _LeaseRenewal:
+        return _LeaseRenewal(self._services.store, self._background, key, self._lease_value, work)
 
     async def _durable(self, event: Event, arrived: float) -> None:
         """Wait for this delivery's log rows to be committed (group commit), within the answer's time."""
@@ -188,8 +170,11 @@ class Dispatcher:
         ctx = Context(persona=persona, services=self._services, state=state)
         try:
             actions: list[Action] = await self._call(event, ctx)
-        except Exception:
-            log.exception("handling failed; answering with the fallback line", extra={"dedupe_key": event.dedupe_key})
+        except Exception as error:
+            self._errors.error(
+                "handler", "handling failed; answering with the fallback line: %r", error,
+                exc_info=error, extra={"dedupe_key": event.dedupe_key},
+            )
             return _fallback(event, persona)
         return await self._executor.apply_ordered(event, actions, ctx.state)
 
@@ -230,6 +215,29 @@ class Dispatcher:
 
 
 _TAKE_OVER = object()
+
+
+class _LeaseRenewal:
+    """Keeps a claim's lease alive while its work runs: a timer, so answers faster than
+    `LEASE_RENEW_SECONDS` (nearly all) cost one scheduled callback and no Redis command."""
+
+    def __init__(self, store: Any, background: BackgroundTasks, key: str, value: str, work: asyncio.Future[Any]) -> None:
+        self._store = store
+        self._background = background
+        self._key = key
+        self._value = value
+        self._work = work
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
+
+    def _renew(self) -> None:
+        if self._work.done():
+            return
+        self._background.spawn(self._store.extend_if(self._key, self._value, LEASE_SECONDS), name=f"lease:{self._key}")
+        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _fallback(event: Event, persona: LoadedPersona) -> list[Outgoing]:

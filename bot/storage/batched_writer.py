@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, bindparam, literal, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.batching import FlushLoop
 from bot.log_limits import RateLimitedLog
@@ -122,6 +122,10 @@ _PG_MESSAGES: TextClause = text(
 )
 
 
+#: How long a batch someone waits on stays open for more rows (see `_run`).
+GROUP_COMMIT_LINGER_SECONDS = 0.002
+
+
 def _columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
     return {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
 
@@ -139,6 +143,7 @@ class BatchedWriter(FlushLoop):
     ) -> None:
         super().__init__(idle=interval)
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
         self._batch_size = batch_size
         self._max_buffered = max_buffered
         self._buffer: list[Record] = []
@@ -204,6 +209,10 @@ class BatchedWriter(FlushLoop):
             except TimeoutError:
                 pass
             self._wakeup.clear()
+            if self._waiters and len(self._buffer) < self._batch_size:
+                # Group commit: let the requests of the next few milliseconds join this transaction
+                # (each transaction costs ~0.5 ms of CPU; one per request would double the CPU per message).
+                await asyncio.sleep(GROUP_COMMIT_LINGER_SECONDS)
             await self.flush()
             if self._pause:
                 await asyncio.sleep(self._pause)  # the database is unreachable: don't spin
@@ -258,7 +267,8 @@ class BatchedWriter(FlushLoop):
             seen = record.created_at if isinstance(record, LoggedMessage) else record.tagged_at
             contacts[key] = max(contacts.get(key, seen), seen)
         contact_rows = sorted(contacts.items())
-        async with self._sessions.begin() as session:
+        # A bare connection, not an ORM session: about half the client CPU per statement.
+        async with self._engine.begin() as session:
             contact_upsert, message_insert, tag_upsert = self._built(session)
             if dialect_name(session) == "postgresql":
                 # One statement per table with a column of values each (unnest): executemany
@@ -286,7 +296,7 @@ class BatchedWriter(FlushLoop):
             if tags:
                 await session.execute(tag_upsert, [tag.as_row() for tag in tags])
 
-    def _built(self, session: AsyncSession) -> tuple[Any, Any, Any]:
+    def _built(self, session: AsyncConnection) -> tuple[Any, Any, Any]:
         if self._statements is None:
             contacts = upsert(session, Contact.__table__)
             contact_upsert = contacts.on_conflict_do_update(
