@@ -143,6 +143,7 @@ class AppContext:
             dispatcher=dispatcher,
             jobs=jobs,
         )
+        runtime.context = context  # in-process jobs that run handlers use this app
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
         return context

@@ -110,6 +110,9 @@ class Dispatcher:
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work, key, store_up), name=f"late:{event.dedupe_key}")
+            if self._executor.jobs.durable:
+                # Should this process die before the answer is pushed, a worker answers instead.
+                self._background.spawn(self._queue_recovery(event), name=f"recover:{event.dedupe_key}")
             await self._durable(event, arrived)
             return None
         if renewing is not None:
@@ -194,6 +197,36 @@ class Dispatcher:
             await self._executor.push_all(event, outgoing, job_id=f"late:{event.dedupe_key}")
         if store_up:
             self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+
+    async def _queue_recovery(self, event: Event) -> None:
+        from bot.jobs.late import RECOVER_AFTER_SECONDS, RECOVER_LATE_ANSWER
+
+        await self._executor.jobs.enqueue(
+            RECOVER_LATE_ANSWER, event, job_id=f"recover:{event.dedupe_key}", defer_by=RECOVER_AFTER_SECONDS
+        )
+
+    async def recover(self, event: Event) -> str:
+        """For `recover_late_answer` (a worker): answer a delivery whose owner died after the deadline.
+
+        "answered" when it was (or is no longer ours to answer), "in progress" while its owner's
+        lease is alive, "recovered" when this took it over and queued the answer's pushes.
+        """
+        key = f"dedupe:{event.dedupe_key}"
+        persona = self._persona_for(str(event.channel))
+        state_keys = self._conversation_keys(event, persona)
+        claimed, current, values, store_up = await self._claim(event, key, state_keys)
+        if not store_up:
+            raise ConnectionError("store unavailable: cannot tell whether the delivery was answered")
+        if not claimed:
+            return "in progress" if current is not None and current.startswith(PENDING) else "answered"
+        log.warning("late answer's process died; answering it here", extra={"dedupe_key": event.dedupe_key})
+        self._executor.log_inbound(event)
+        outgoing = await self._run(event, persona, dict(zip(state_keys, values, strict=True)))
+        if outgoing:
+            await self._executor.push_all(event, outgoing, job_id=f"late:{event.dedupe_key}")
+        await self._durable(event, asyncio.get_running_loop().time())
+        self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+        return "recovered"
 
     async def _answer_of_earlier_delivery(self, key: str, state: str | None, arrived: float) -> object:
         """Given the claim's value as the claim found it; polled while it is still pending.
