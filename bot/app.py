@@ -107,7 +107,7 @@ class AppContext:
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         oa_api = build_oa_api(settings, store, http, on_error=metrics.count_api_error)
         background = BackgroundTasks()
-        writer = BatchedWriter(services.sessions)
+        writer = BatchedWriter(services.sessions, on_set_aside=metrics.log_rows_set_aside.inc)
         writer.start()
         senders: dict[Channel, Sender] = build_senders(oa_api, extra_senders)
         runtime = JobRuntime(

@@ -163,7 +163,7 @@ class Dispatcher:
             return
         budget = max(0.05, ANSWER_BY_SECONDS - (asyncio.get_running_loop().time() - arrived))
         if not await self._writer.durable(budget):
-            self._metrics.store_errors.inc()
+            self._metrics.unlogged_answers.inc()
             self._errors.error(
                 "durable", "message log not committed within %.1f s; answering anyway (rows kept in memory)", budget,
                 extra={"dedupe_key": event.dedupe_key},

@@ -121,3 +121,5 @@ async def test_a_row_the_database_refuses_is_set_aside_and_counted_not_retried_f
     refused = [record for record in caplog.records if "refused" in record.getMessage()]
     assert 1 <= len(refused) <= 2  # rate-limited, not one traceback per row
     assert secret_text not in caplog.text  # no SQL parameters in the log (hide_parameters)
+    metrics = await (await client.get("/metrics")).text()
+    assert "siyu_log_rows_set_aside_total 30.0" in metrics

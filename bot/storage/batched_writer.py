@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -140,8 +141,10 @@ class BatchedWriter(FlushLoop):
         interval: float = 0.05,
         batch_size: int = 500,
         max_buffered: int = 200_000,
+        on_set_aside: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(idle=interval)
+        self._on_set_aside = on_set_aside
         self._sessions = sessions
         self._engine: AsyncEngine = sessions.kw["bind"]
         self._held: AsyncConnection | None = None
@@ -250,6 +253,8 @@ class BatchedWriter(FlushLoop):
             if len(batch) == 1:
                 self.set_aside.append(batch[0])
                 self.set_aside_count += 1
+                if self._on_set_aside is not None:
+                    self._on_set_aside()
                 self._errors.error(
                     "refused", "database refused a row; set aside (%d so far): %r", self.set_aside_count, error,
                     exc_info=error, extra={"dedupe_key": getattr(batch[0], "dedupe_key", None)},
