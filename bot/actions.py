@@ -36,6 +36,9 @@ class Outgoing:
     to: str | None = None
     chat: str | None = None
     is_reply: bool = True
+    #: Another channel/account than the event's (a push across channels); None: the event's.
+    channel: str | None = None
+    account: str | None = None
 
 
 class ActionExecutor:
@@ -81,7 +84,13 @@ class ActionExecutor:
             if isinstance(action, Reply):
                 outgoing.append(Outgoing(action.text))
             elif isinstance(action, SendText):
-                outgoing.append(Outgoing(action.text, to=action.to, chat=action.chat, is_reply=False))
+                outgoing.append(
+                    Outgoing(
+                        action.text, to=action.to, chat=action.chat, is_reply=False,
+                        channel=_optional_str(getattr(action, "channel", None)),
+                        account=getattr(action, "account", None),
+                    )
+                )
             elif isinstance(action, Handoff):
                 await self._store.set(
                     f"handoff:{event.channel}:{event.account}:{event.sender}", action.reason, ttl=HANDOFF_TTL_SECONDS
@@ -89,11 +98,20 @@ class ActionExecutor:
                 log.info("handoff requested", extra={"sender": event.sender, "reason": action.reason})
         return outgoing
 
-    def push(self, event: Event, to: str, text: str, chat: str | None = None) -> None:
+    def push(
+        self,
+        event: Event,
+        to: str,
+        text: str,
+        chat: str | None = None,
+        *,
+        channel: Channel | None = None,
+        account: str | None = None,
+    ) -> None:
         """Queue one push (unordered with others; `push_all` keeps an event's pushes in order)."""
+        item = Outgoing(text, to=to, chat=chat, is_reply=False, channel=_optional_str(channel), account=account)
         self._background.spawn(
-            self.push_all(event, [Outgoing(text, to=to, chat=chat, is_reply=False)],
-                          job_id=f"push:{event.dedupe_key}:{_short_hash(to, text)}"),
+            self.push_all(event, [item], job_id=f"push:{event.dedupe_key}:{_short_hash(to, text)}"),
             name=f"push:{event.dedupe_key}",
         )
 
@@ -110,7 +128,8 @@ class ActionExecutor:
             to = item.to or event.sender
             chat = item.chat if item.to is not None else event.chat
             message = self._outbound_message(
-                event, item.text, to=to, chat=chat, key_suffix=f"{index}:{_short_hash(to, item.text)}", status=QUEUED
+                event, item.text, to=to, chat=chat, key_suffix=f"{index}:{_short_hash(to, item.text)}", status=QUEUED,
+                channel=item.channel, account=item.account,
             )
             self._writer.record_message(message)
             pushes.append(
@@ -150,7 +169,15 @@ class ActionExecutor:
 
     @staticmethod
     def _outbound_message(
-        event: Event, text: str, *, to: str, chat: str | None, key_suffix: str, status: str | None = None
+        event: Event,
+        text: str,
+        *,
+        to: str,
+        chat: str | None,
+        key_suffix: str,
+        status: str | None = None,
+        channel: str | None = None,
+        account: str | None = None,
     ) -> LoggedMessage:
         clipped, length = bounds.clipped_text(text)
         # The suffix stays whole (it tells one outbound message from another); the event's key gives way.
@@ -158,8 +185,8 @@ class ActionExecutor:
         return LoggedMessage(
             dedupe_key=bounds.bounded_key(event.dedupe_key, bounds.DEDUPE_KEY - len(suffix)) + suffix,
             direction="out",
-            channel=bounds.bounded_key(str(event.channel), bounds.CHANNEL),
-            account=bounds.bounded_key(event.account, bounds.ACCOUNT),
+            channel=bounds.bounded_key(channel or str(event.channel), bounds.CHANNEL),
+            account=bounds.bounded_key(account or event.account, bounds.ACCOUNT),
             external_id=bounds.bounded_key(to, bounds.EXTERNAL_ID),
             chat_id=bounds.bounded_optional_key(chat, bounds.CHAT_ID),
             type="text",
@@ -231,6 +258,10 @@ class ActionExecutor:
                 await contact_repo.set_following_by_id(connection, contact_id, follow.following, source, now)
             for removal in removals:
                 await tag_repo.remove_tag(connection, contact_id, bounds.clipped(removal.tag, bounds.TAG))
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def tag_marker_key(event: Event) -> str:
