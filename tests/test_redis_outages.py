@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.storage.models import Contact, MessageLog
-from tests.conftest import context_of
+from tests.conftest import REDIS_URL, context_of
 from tests.wechat_peer import WeChatPeer, event_xml, text_xml
 
 
@@ -99,3 +99,56 @@ async def test_every_handler_path_answers_in_time_with_redis_down(
     assert reasons
     assert all(("Connect" in reason or "refused" in reason or "TimeoutError" in reason) for reason in reasons), reasons
     assert all(record.exc_info for record in caplog.records if "store unavailable" in record.getMessage())
+
+
+async def test_redis_that_went_silent_and_came_back_is_used_again(
+    make_settings: Any, start_bot: Any
+) -> None:
+    """A proxy to the real Redis that black-holes for a while: the bot answers without dedupe
+    meanwhile, and once Redis answers again it deduplicates again (it does not stay stuck on the
+    connection that stopped answering)."""
+    from urllib.parse import urlsplit
+
+    real = urlsplit(REDIS_URL)
+    silent = asyncio.Event()
+    silent.set()
+    connections: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        connections.append(client_writer)
+        if silent.is_set():
+            return  # accept, never answer, keep the socket open
+        upstream_reader, upstream_writer = await asyncio.open_connection(real.hostname, real.port or 6379)
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await start_bot(make_settings(REDIS_URL=f"redis://127.0.0.1:{port}{real.path or '/0'}"), worker=False)
+        metrics = context_of(client).metrics
+        xml = text_xml(openid(), "你们一般几天发货？", msg_id=secrets.randbelow(10**15))
+        assert isinstance(await deliver(client, xml), dict)
+        assert isinstance(await deliver(client, xml), dict)  # no dedupe while Redis is silent
+        assert metrics.dedupe_hits._value.get() == 0
+        silent.clear()  # Redis answers again (new connections reach it)
+        await asyncio.sleep(1.2)  # the store is tried again a second after its last failure
+        xml = text_xml(openid(), "运费怎么算，满多少包邮？", msg_id=secrets.randbelow(10**15))
+        first = await deliver(client, xml)
+        second = await deliver(client, xml)
+        assert isinstance(first, dict) and first == second
+        assert metrics.dedupe_hits._value.get() == 1
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()

@@ -49,6 +49,7 @@ class GuardedStore:
     def _failed(self, operation: str, error: BaseException) -> None:
         self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_SECONDS
         self._last_error = f"{operation}: {error!r}"
+        self._reset_if_silent(error)
         if self._on_error is not None:
             self._on_error()
         self._errors.error(
@@ -95,7 +96,15 @@ class GuardedStore:
         except Exception as error:
             self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_SECONDS
             self._last_error = f"claim: {error!r}"
+            self._reset_if_silent(error)
             raise
+
+    def _reset_if_silent(self, error: BaseException) -> None:
+        """A timeout means Redis stopped answering on this connection: start a new one next time
+        (a connection to a Redis that went silent may never come back by itself)."""
+        reset = getattr(self.inner, "reset", None)
+        if isinstance(error, TimeoutError) and reset is not None:
+            reset()
 
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         default = (1, [None] * len(read))

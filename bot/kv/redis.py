@@ -110,6 +110,10 @@ class RedisStore:
     async def settle(self) -> None:
         await self._round_trips.drain()
 
+    def reset(self) -> None:
+        """Reconnect on the next command (after a command timed out: Redis went silent)."""
+        self._round_trips.reset()
+
     async def extend_if(self, key: str, value: str, ttl: float) -> bool:
         return bool(await self._round_trips.call("EVAL", _EXTEND_IF, 1, key, value, _ms(ttl)))
 

@@ -134,6 +134,15 @@ class RoundTrips(asyncio.Protocol):
         self._outgoing_waiters.append(future)
         return future
 
+    def reset(self) -> None:
+        """Drop the connection (its unanswered commands fail); the next command connects again.
+
+        For a Redis that stopped answering: its TCP connection may stay open forever, with
+        every later command queued behind the ones it never answered.
+        """
+        if self._transport is not None:
+            self._transport.abort()  # connection_lost() fails what is in flight
+
     async def close(self, timeout: float = 0.5) -> None:
         await self.drain(timeout)
         if self._transport is not None:
