@@ -257,6 +257,8 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "PERSONA"))}
         env.update(
             BOT_HOST="127.0.0.1",
+            BOT_ENV="production",
+            WECHAT_OA_ALLOW_PLAIN="1",  # the bench speaks plain mode too
             BOT_PORT=str(port),
             DATABASE_URL=self.database_url,
             REDIS_URL=self.args.redis_url,

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.actions import ActionExecutor, tag_marker_key
 from bot.background import BackgroundTasks
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
-from bot.config import Settings
+from bot.channels.replay import NonceReplayCache
+from bot.config import Settings, UnsafeConfiguration
 from bot.context import Services
 from bot.dispatch import Dispatcher
 from bot.events import Channel
@@ -167,6 +168,8 @@ class AppContext:
 def create_app(
     settings: Settings, *, analyzer: TextAnalyzer | None = None, watch_personas: bool = True
 ) -> web.Application:
+    if refusals := settings.startup_refusals():
+        raise UnsafeConfiguration(refusals)
     app = web.Application(client_max_size=settings.max_body_bytes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
@@ -205,9 +208,13 @@ def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:
             aes_key=settings.wechat_oa_aes_key,
             timestamp_tolerance=settings.timestamp_tolerance_seconds,
             staff_openids=settings.staff(),
+            allow_plain=settings.plain_mode_allowed,
         )
     )
-    return OfficialAccountEndpoint(adapter, context.dispatcher, context.metrics, settings.max_body_bytes)
+    replay_cache = NonceReplayCache(context.services.store, tolerance_seconds=settings.timestamp_tolerance_seconds)
+    return OfficialAccountEndpoint(
+        adapter, context.dispatcher, context.metrics, settings.max_body_bytes, replay_cache=replay_cache
+    )
 
 
 def _install_sighup(context: AppContext) -> None:

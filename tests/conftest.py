@@ -86,6 +86,10 @@ def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            # Production-shaped: a real token; plain mode on purpose (most tests speak it), so the
+            # nonce replay cache is on as well.
+            "BOT_ENV": "production",
+            "WECHAT_OA_ALLOW_PLAIN": "1",
             "DATABASE_URL": postgres_url,
             "REDIS_URL": REDIS_URL,
             "WECHAT_OA_TOKEN": TEST_TOKEN,

@@ -32,8 +32,9 @@ def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'siyu.sqlite3'}",
         PERSONA_HISTORY_DIR=str(tmp_path / "history"),
         LOG_FORMAT="text",
-        **extra,
+        BOT_ENV="development",  # what `make run` sets
     )
+    env.update(extra)
     return env
 
 
@@ -57,6 +58,7 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
             ready = await http.get(base + "/readyz")
             assert ready.status == 200
             assert (await ready.json())["checks"] == {"database": True, "store": True}
+            assert (await ready.json())["environment"] == "development"  # `make run` says what it is
             peer = WeChatPeer(token=DEVELOPMENT_TOKEN)
             query, body = peer.plain(text_xml("o-newcomer", "你们家包邮吗"))
             response = await http.post(base + "/wechat/oa", params=query, data=body)
@@ -65,6 +67,7 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
             metrics = await (await http.get(base + "/metrics")).text()
             assert 'siyu_requests_total{endpoint="wechat_oa",status="200"} 1.0' in metrics
             assert "siyu_handler_seconds_bucket" in metrics
+            assert 'siyu_environment{environment="development"} 1.0' in metrics
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -72,6 +75,7 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
     output = log_file.read()
     assert DEVELOPMENT_TOKEN in output  # printed at start, so a newcomer can sign callbacks
     assert "in-process store" in output  # and told it is single-process only
+    assert "listening on 127.0.0.1" in output  # development mode never listens beyond this machine
 
 
 async def wait_until_up(http: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:

@@ -13,7 +13,7 @@ async def test_healthz_and_readyz_on_real_services(make_settings: Any, start_bot
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert await ready.json() == {"ready": True, "checks": {"database": True, "store": True}}
+    assert await ready.json() == {"ready": True, "checks": {"database": True, "store": True}, "environment": "production"}
 
 
 async def test_readyz_reports_an_unreachable_redis(make_settings: Any, start_bot: Any) -> None:

@@ -49,6 +49,8 @@ class OfficialAccountConfig:
     aes_key: str | None = None
     timestamp_tolerance: int = 300
     staff_openids: frozenset[str] = frozenset()
+    #: Plain mode (signature over the query only) accepted; production sets it only with WECHAT_OA_ALLOW_PLAIN=1.
+    allow_plain: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class OfficialAccountAdapter:
 
     def verify_url(self, query: Mapping[str, str]) -> str:
         """GET URL verification: the echostr to send back, or RejectedRequest."""
+        # The timestamp first: a captured verification URL must not be replayable for ever.
+        self._check_timestamp(query.get("timestamp", ""), None)
         self._check_signature(query, query.get("signature", ""))
         echostr = query.get("echostr", "")
         if not echostr:
@@ -88,6 +92,10 @@ class OfficialAccountAdapter:
             if self._aes_key is not None:
                 raise RejectedRequest(
                     400, "encryption_required", "this account is configured for AES; plain callbacks are refused"
+                )
+            if not self.config.allow_plain:
+                raise RejectedRequest(
+                    400, "plain_refused", "plain-mode callbacks are refused in production (WECHAT_OA_ALLOW_PLAIN unset)"
                 )
             self._check_signature(query, query.get("signature", ""))
         event = self._to_event(parse_message(text))

@@ -25,14 +25,35 @@ async def readyz(request: web.Request) -> web.Response:
     context = _context(request)
     checks = {"database": await _database_ok(context), "store": await _store_ok(context)}
     status = 200 if all(checks.values()) else 503
-    return web.json_response({"ready": status == 200, "checks": checks}, status=status)
+    return web.json_response(
+        {"ready": status == 200, "checks": checks, **_environment(context)}, status=status
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     context = _context(request)
-    response = web.Response(body=context.metrics.render())
+    response = web.Response(body=context.metrics.render() + _environment_metric(context))
     response.headers["Content-Type"] = context.metrics.content_type
     return response
+
+
+def _environment(context: AppContext) -> dict[str, str]:
+    """BOT_ENV, said wherever an operator looks: a development bot must never pass for a production one."""
+    if context.settings.development:
+        return {
+            "environment": "development",
+            "warning": "BOT_ENV=development: listening on 127.0.0.1 only; the development token is accepted",
+        }
+    return {"environment": "production"}
+
+
+def _environment_metric(context: AppContext) -> bytes:
+    environment = context.settings.bot_env
+    return (
+        "# HELP siyu_environment BOT_ENV this process runs in (development: 127.0.0.1 only, development token)\n"
+        "# TYPE siyu_environment gauge\n"
+        f'siyu_environment{{environment="{environment}"}} 1.0\n'
+    ).encode()
 
 
 def _context(request: web.Request) -> AppContext:

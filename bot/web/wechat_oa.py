@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from bot.channels.errors import RejectedRequest
+from bot.channels.replay import NonceReplayCache
 from bot.channels.wechat_oa import OfficialAccountAdapter
 from bot.dispatch import Dispatcher
 from bot.metrics import Metrics
@@ -23,8 +24,14 @@ ENDPOINT = "wechat_oa"
 
 class OfficialAccountEndpoint:
     def __init__(
-        self, adapter: OfficialAccountAdapter, dispatcher: Dispatcher, metrics: Metrics, max_body_bytes: int
+        self,
+        adapter: OfficialAccountAdapter,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        max_body_bytes: int,
+        replay_cache: NonceReplayCache | None = None,
     ) -> None:
+        self.replay_cache = replay_cache
         self.adapter = adapter
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -41,6 +48,8 @@ class OfficialAccountEndpoint:
         try:
             body = await self._read_body(request)
             inbound = self.adapter.open(request.query, body)
+            if not inbound.encrypted and self.replay_cache is not None:
+                await self.replay_cache.check(request.query, body)
         except RejectedRequest as rejected:
             return self._refuse(request, rejected)
         reply = await self.dispatcher.handle(inbound.event)
