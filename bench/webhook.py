@@ -238,7 +238,7 @@ class Bench:
             import redis
 
             client = redis.Redis.from_url(self.args.redis_url)
-            patterns = [f"*o{self.run_tag}*", f"*:msg:{_load.msg_id_prefix(self.run_tag)}*"]
+            patterns = [f"*o{self.run_tag}*", f"*:msg:*:{_load.msg_id_prefix(self.run_tag)}*"]
             deleted = 0
             for pattern in patterns:
                 batch = []

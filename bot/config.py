@@ -61,7 +61,8 @@ class Settings(BaseModel):
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
     #: Accepted clock skew for callback timestamps.
     timestamp_tolerance_seconds: int = Field(300, alias="TIMESTAMP_TOLERANCE_SECONDS")
-    max_body_bytes: int = Field(1024 * 1024, alias="MAX_BODY_BYTES")
+    #: WeChat callbacks are a few KB (a text message is at most 2,048 characters); 64 KB leaves room.
+    max_body_bytes: int = Field(64 * 1024, alias="MAX_BODY_BYTES")
     #: OA openids treated as staff (comma-separated), for chat commands.
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
