@@ -21,6 +21,7 @@ from bot.persona.history import PersonaHistory, PersonaVersion
 from bot.persona.issues import PersonaError, PersonaIssue
 from bot.persona.loaded import LoadedPersona
 from bot.persona.loader import build_persona
+from bot.persona.sandbox import check_in_sandbox
 
 if TYPE_CHECKING:
     import watchfiles
@@ -97,6 +98,15 @@ class PersonaRegistry:
         current = self._loaded.get(path)
         if current is not None and current.version == version and not read_issues:
             return []
+        # Content nobody has run yet runs first in a limited child (bot/persona/sandbox.py): a
+        # template or regex bomb is refused there and never reaches this process.
+        refused = check_in_sandbox(path, snapshot, read_issues)
+        if refused:
+            for issue in refused:
+                logger.error("%s", issue)
+            if current is not None:
+                logger.warning("persona %s: edit rejected, still serving version %s", path, current.version)
+            return refused
         try:
             persona = build_persona(path, snapshot, read_issues=read_issues, analyzer=self._analyzer)
         except PersonaError as exc:
