@@ -59,6 +59,8 @@ class AppContext:
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
     dispatcher: Dispatcher
+    #: Where /metrics and /readyz listen (BOT_OPS_PORT, or the free port picked for 0); set once serving.
+    ops_port: int | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
 
@@ -177,8 +179,15 @@ def create_app(
         app[APP_CONTEXT] = context
         app[OA_ENDPOINT] = _oa_endpoint(context)
         _install_sighup(context)
-        yield
-        await context.close()
+        ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
+        await ops_runner.setup()
+        try:
+            await web.TCPSite(ops_runner, settings.listen_host, settings.bot_ops_port).start()
+            context.ops_port = int(ops_runner.addresses[0][1])
+            yield
+        finally:
+            await ops_runner.cleanup()
+            await context.close()
 
     app.cleanup_ctx.append(lifespan)
     # The router freezes before start-up runs, so routes are bound now and look up
@@ -186,8 +195,8 @@ def create_app(
     app.router.add_get("/wechat/oa", _oa_verify)
     app.router.add_post("/wechat/oa", _oa_receive)
     app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics)
+    # /readyz and /metrics: on the internal ops port only (BOT_OPS_PORT, started in the lifespan).
+    app.on_response_prepare.append(ops.plain_server_header)
     return app
 
 

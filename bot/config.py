@@ -39,6 +39,9 @@ class Settings(BaseModel):
     #: Unset → 0.0.0.0 in production; development always listens on 127.0.0.1 (see `listen_host`).
     bot_host: str | None = Field(None, alias="BOT_HOST")
     bot_port: int = Field(8080, alias="BOT_PORT")
+    #: /metrics and /readyz (and /healthz) for operators, on this port only: never publish it.
+    #: 0 picks a free port (tests). Listens on the same address as BOT_PORT.
+    bot_ops_port: int = Field(9090, alias="BOT_OPS_PORT")
     database_url: str = Field(f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'siyu.sqlite3'}", alias="DATABASE_URL")
     #: Unset → the in-process store (single process only).
     redis_url: str | None = Field(None, alias="REDIS_URL")

@@ -32,6 +32,9 @@ class Metrics:
         self.late_replies = Counter(
             "siyu_late_replies", "Answers that missed the reply deadline and were pushed later", registry=self.registry
         )
+        self.readiness_checks = Counter(
+            "siyu_readiness_checks", "Readiness checks run (probes within a second share one)", registry=self.registry
+        )
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,

@@ -48,9 +48,12 @@ def serve(settings: Settings) -> int:
         # process, so freeze them out of every later collection, then collect as usual.
         gc.freeze()
         gc.enable()
+        from bot.app import APP_CONTEXT  # noqa: PLC0415
+
         log.info(
-            "siyu listening on %s:%s (persona %s) after %.2f s",
-            settings.listen_host, settings.bot_port, settings.persona, time.perf_counter() - started,
+            "siyu listening on %s:%s (persona %s; /metrics and /readyz on internal port %s) after %.2f s",
+            settings.listen_host, settings.bot_port, settings.persona, app[APP_CONTEXT].ops_port,
+            time.perf_counter() - started,
         )
 
     app.on_startup.append(announce)

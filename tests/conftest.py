@@ -89,6 +89,8 @@ def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
             # Production-shaped: a real token; plain mode on purpose (most tests speak it), so the
             # nonce replay cache is on as well.
             "BOT_ENV": "production",
+            "BOT_HOST": "127.0.0.1",
+            "BOT_OPS_PORT": "0",  # a free port per app: /metrics and /readyz live there (ops_get)
             "WECHAT_OA_ALLOW_PLAIN": "1",
             "DATABASE_URL": postgres_url,
             "REDIS_URL": REDIS_URL,
@@ -126,3 +128,12 @@ async def start_bot(analyzer: TextAnalyzer) -> AsyncIterator[BotFactory]:
 
 def context_of(client: TestClient) -> AppContext:
     return client.server.app[APP_CONTEXT]
+
+
+async def ops_get(client: TestClient, path: str) -> tuple[int, str]:
+    """GET an operations endpoint (/metrics, /readyz) on the app's internal ops port."""
+    import aiohttp  # noqa: PLC0415
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{context_of(client).ops_port}{path}") as response:
+            return response.status, await response.text()

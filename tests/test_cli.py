@@ -47,7 +47,8 @@ def run_bot(*args: str, env: dict[str, str], stdin: str | None = None, timeout: 
 
 async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: Path) -> None:
     port = free_port()
-    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_HOST="127.0.0.1")
+    ops_port = free_port()
+    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_HOST="127.0.0.1", BOT_OPS_PORT=str(ops_port))
     assert run_bot("db", "upgrade", env=env).returncode == 0
     log_file = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=REPO_ROOT, env=env, stderr=log_file, stdout=log_file)
@@ -55,7 +56,8 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             await wait_until_up(http, base + "/healthz")
-            ready = await http.get(base + "/readyz")
+            ops = f"http://127.0.0.1:{ops_port}"
+            ready = await http.get(ops + "/readyz")
             assert ready.status == 200
             assert (await ready.json())["checks"] == {"database": True, "store": True}
             assert (await ready.json())["environment"] == "development"  # `make run` says what it is
@@ -64,7 +66,7 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
             response = await http.post(base + "/wechat/oa", params=query, data=body)
             assert response.status == 200
             assert peer.read_reply(await response.text())["ToUserName"] == "o-newcomer"
-            metrics = await (await http.get(base + "/metrics")).text()
+            metrics = await (await http.get(ops + "/metrics")).text()
             assert 'siyu_requests_total{endpoint="wechat_oa",status="200"} 1.0' in metrics
             assert "siyu_handler_seconds_bucket" in metrics
             assert 'siyu_environment{environment="development"} 1.0' in metrics

@@ -1,7 +1,7 @@
 """`/wechat/oa`: the Official Account callback (GET verification, POST messages).
 
-Whatever arrives, the answer is a 4xx with a plain-text reason for requests we
-refuse, or 200 with a reply / `success` — never a 5xx, which WeChat would retry and
+Whatever arrives, the answer is a 4xx with a short generic text for requests we
+refuse (the reason goes to our log and the `siyu_rejected_requests` metric), or 200 with a reply / `success` — never a 5xx, which WeChat would retry and
 eventually report to the account owner as a broken server.
 """
 
@@ -20,6 +20,7 @@ from bot.metrics import Metrics
 log = logging.getLogger("siyu.web.oa")
 
 ENDPOINT = "wechat_oa"
+_GENERIC_REFUSALS = {400: "bad request", 403: "forbidden", 413: "request too large"}
 
 
 class OfficialAccountEndpoint:
@@ -75,7 +76,8 @@ class OfficialAccountEndpoint:
             rejected,
             extra={"reason": rejected.reason, "status": rejected.status, "peer": request.remote},
         )
-        return self._answer(rejected.status, f"{rejected.reason}: {rejected}")
+        # Short and generic: why, and what this account is configured for, is for our log only.
+        return self._answer(rejected.status, _GENERIC_REFUSALS.get(rejected.status, "refused"))
 
     def _answer(self, status: int, text: str, content_type: str = "text/plain") -> web.Response:
         self.metrics.count_request(ENDPOINT, status)
