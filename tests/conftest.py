@@ -82,7 +82,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
-    """Settings for a bot on real PostgreSQL and Redis; override any field by its env name."""
+    """Settings for a bot on real PostgreSQL and Redis; override any field by its env name.
+
+    Every test's bots share TEST_APPID (the peer encrypts with it), so the access token an
+    earlier test or run cached in Redis is forgotten first: nothing carries over.
+    """
+    _forget_cached_tokens(TEST_APPID)
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -104,6 +109,16 @@ def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+def _forget_cached_tokens(appid: str) -> None:
+    import redis  # noqa: PLC0415 - the sync client: this runs outside any event loop
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(*(f"wechat:token:{flavor}:{appid}" for flavor in ("oa", "wecom")))
+    finally:
+        client.close()
 
 
 BotFactory = Callable[..., Awaitable[TestClient]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import os
 import secrets
 import time
@@ -71,7 +72,11 @@ async def test_missing_signature(make_settings: Any, start_bot: Any) -> None:
 async def test_stale_or_future_timestamp(skew: int, make_settings: Any, start_bot: Any, caplog: Any) -> None:
     client = await start_bot(make_settings())
     user = openid()
-    query, body = WeChatPeer().plain(text_xml(user, "你好"), timestamp=int(time.time()) + skew)
+    # At least |skew| s off whatever the fraction of the current second and the request's latency:
+    # int() rounds down, which brings a future timestamp up to a second closer (the +301 flake).
+    now = time.time()
+    timestamp = math.ceil(now) + skew if skew > 0 else math.floor(now) + skew
+    query, body = WeChatPeer().plain(text_xml(user, "你好"), timestamp=timestamp)
     status, text = await post(client, query, body)
     assert status == 403 and "stale_timestamp" in refusals(caplog)
     assert await stored_for(client, user) == 0
