@@ -120,3 +120,23 @@ async def test_a_bomb_saved_into_a_running_bot_is_refused_and_the_old_persona_ke
     query, body = peer.plain(text_xml("o" + secrets.token_hex(8), "世界上最高的山是哪座"))
     response = await client.post("/wechat/oa", params=query, data=body)
     assert peer.read_reply(await response.text())["Content"] == fallback
+
+
+async def test_a_regex_rule_refused_at_reload_keeps_the_old_persona(
+    tmp_path: Path, make_settings: Any, start_bot: Any, caplog: Any
+) -> None:
+    folder = tmp_path / "p"
+    shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
+    client = await start_bot(make_settings(PERSONA=str(folder)))
+    context = context_of(client)
+    before = context.personas.for_channel("wechat_oa")
+    tags = folder / "tags.yaml"
+    tags.write_text(
+        tags.read_text(encoding="utf-8").replace(r"(怀孕|孕)\s*\d+\s*(个月|周)|预产期", r"(?=孕)(孕)\s*\d+"),
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.ERROR, logger="siyu.persona"):
+        await context.reload_personas()
+    assert context.personas.for_channel("wechat_oa") is before
+    assert any(f"{tags}:39:" in record.getMessage() for record in caplog.records)
+    assert (await client.get("/healthz")).status == 200

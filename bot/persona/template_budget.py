@@ -37,7 +37,7 @@ from jinja2.sandbox import SecurityError
 #: Loop iterations + calls + operators + filters, per render. A chat line needs a few dozen.
 MAX_STEPS = 20_000
 #: Wall-clock budget of one render (serve time and check time alike).
-RENDER_SECONDS = 0.25
+RENDER_SECONDS = 0.1
 #: Largest string, list or concatenation a template may build on the way to its output.
 MAX_VALUE_CHARS = 50_000
 #: Largest width/padding/length argument (center, ljust, indent, wordwrap, format widths, …).
