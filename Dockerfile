@@ -18,7 +18,9 @@ COPY scripts ./scripts
 RUN useradd --system --uid 10001 --home /app siyu && mkdir -p /app/var && chown -R siyu /app/var /app/persona
 USER siyu
 
-ENV BOT_PORT=8080 PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
+# Production: refuses to start without WECHAT_OA_TOKEN (and AES or WECHAT_OA_ALLOW_PLAIN=1).
+# /metrics and /readyz listen on BOT_OPS_PORT (9090), which is deliberately not exposed.
+ENV BOT_ENV=production BOT_PORT=8080 BOT_OPS_PORT=9090 PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"BOT_PORT\"]}/healthz')"

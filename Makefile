@@ -22,6 +22,8 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# `make run` is for trying the bot on this machine: development mode (127.0.0.1 only, development token).
+run: export BOT_ENV ?= development
 run: install
 	$(BIN)/python -m bot db upgrade
 	exec $(BIN)/python -m bot serve

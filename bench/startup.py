@@ -86,6 +86,8 @@ def _env(workdir: Path, database_url: str, args: argparse.Namespace) -> dict[str
     env = {key: value for key, value in os.environ.items() if not key.startswith(("WECHAT_", "PERSONA"))}
     env.update(
         BOT_HOST="127.0.0.1",
+        BOT_ENV="production",
+        WECHAT_OA_ALLOW_PLAIN="1",  # the bench speaks plain mode too
         BOT_PORT=str(_load.free_port()),
         DATABASE_URL=database_url,
         REDIS_URL=args.redis_url,

@@ -269,7 +269,7 @@ class Bench:
             import redis
 
             client = redis.Redis.from_url(self.args.redis_url)
-            patterns = [f"*o{self.run_tag}*", f"*:msg:{_load.msg_id_prefix(self.run_tag)}*"]
+            patterns = [f"*o{self.run_tag}*", f"*:msg:*:{_load.msg_id_prefix(self.run_tag)}*"]
             deleted = 0
             for pattern in patterns:
                 batch = []
@@ -288,6 +288,8 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "PERSONA"))}
         env.update(
             BOT_HOST="127.0.0.1",
+            BOT_ENV="production",
+            WECHAT_OA_ALLOW_PLAIN="1",  # the bench speaks plain mode too
             BOT_PORT=str(port),
             DATABASE_URL=self.database_url,
             REDIS_URL=self.args.redis_url,

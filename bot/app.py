@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.actions import ActionExecutor, tag_marker_key
 from bot.background import BackgroundTasks
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
-from bot.config import Settings
+from bot.channels.replay import NonceReplayCache
+from bot.config import Settings, UnsafeConfiguration
 from bot.context import Services
 from bot.dispatch import Dispatcher
 from bot.events import Channel
@@ -62,6 +63,8 @@ class AppContext:
     executor: ActionExecutor
     dispatcher: Dispatcher
     jobs: JobQueue
+    #: Where /metrics and /readyz listen (BOT_OPS_PORT, or the free port picked for 0); set once serving.
+    ops_port: int | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
 
@@ -179,6 +182,8 @@ SHUTDOWN_FLUSH_SECONDS = 1.0
 def create_app(
     settings: Settings, *, analyzer: TextAnalyzer | None = None, watch_personas: bool = True
 ) -> web.Application:
+    if refusals := settings.startup_refusals():
+        raise UnsafeConfiguration(refusals)
     app = web.Application(client_max_size=settings.max_body_bytes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
@@ -186,8 +191,15 @@ def create_app(
         app[APP_CONTEXT] = context
         app[OA_ENDPOINT] = _oa_endpoint(context)
         _install_sighup(context)
-        yield
-        await context.close()
+        ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
+        await ops_runner.setup()
+        try:
+            await web.TCPSite(ops_runner, settings.listen_host, settings.bot_ops_port).start()
+            context.ops_port = int(ops_runner.addresses[0][1])
+            yield
+        finally:
+            await ops_runner.cleanup()
+            await context.close()
 
     app.cleanup_ctx.append(lifespan)
     # The router freezes before start-up runs, so routes are bound now and look up
@@ -195,8 +207,8 @@ def create_app(
     app.router.add_get("/wechat/oa", _oa_verify)
     app.router.add_post("/wechat/oa", _oa_receive)
     app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics)
+    # /readyz and /metrics: on the internal ops port only (BOT_OPS_PORT, started in the lifespan).
+    app.on_response_prepare.append(ops.plain_server_header)
     return app
 
 
@@ -217,9 +229,13 @@ def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:
             aes_key=settings.wechat_oa_aes_key,
             timestamp_tolerance=settings.timestamp_tolerance_seconds,
             staff_openids=settings.staff(),
+            allow_plain=settings.plain_mode_allowed,
         )
     )
-    return OfficialAccountEndpoint(adapter, context.dispatcher, context.metrics, settings.max_body_bytes)
+    replay_cache = NonceReplayCache(context.services.store, tolerance_seconds=settings.timestamp_tolerance_seconds)
+    return OfficialAccountEndpoint(
+        adapter, context.dispatcher, context.metrics, settings.max_body_bytes, replay_cache=replay_cache
+    )
 
 
 def _install_sighup(context: AppContext) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Printed at start and accepted when WECHAT_OA_TOKEN is unset: lets a newcomer sign
 #: plain-mode callbacks with no configuration. Never used when a token is configured.
 DEVELOPMENT_TOKEN = "siyu-dev-token"
+
+
+class UnsafeConfiguration(Exception):
+    """The settings would serve forgeable callbacks in production; the messages say what to set."""
+
+    def __init__(self, refusals: list[str]) -> None:
+        super().__init__("; ".join(refusals))
+        self.refusals = refusals
 
 
 class Settings(BaseModel):
@@ -25,8 +33,15 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_default=True)
 
-    bot_host: str = Field("0.0.0.0", alias="BOT_HOST")
+    #: "production" (the default: a real token is required) or "development" (what `make run` sets:
+    #: the published development token is accepted, and only on 127.0.0.1).
+    bot_env: Literal["production", "development"] = Field("production", alias="BOT_ENV")
+    #: Unset → 0.0.0.0 in production; development always listens on 127.0.0.1 (see `listen_host`).
+    bot_host: str | None = Field(None, alias="BOT_HOST")
     bot_port: int = Field(8080, alias="BOT_PORT")
+    #: /metrics and /readyz (and /healthz) for operators, on this port only: never publish it.
+    #: 0 picks a free port (tests). Listens on the same address as BOT_PORT.
+    bot_ops_port: int = Field(9090, alias="BOT_OPS_PORT")
     database_url: str = Field(f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'siyu.sqlite3'}", alias="DATABASE_URL")
     #: Unset → the in-process store (single process only).
     redis_url: str | None = Field(None, alias="REDIS_URL")
@@ -40,13 +55,17 @@ class Settings(BaseModel):
     wechat_oa_secret: str = Field("", alias="WECHAT_OA_SECRET")
     #: Unset → plain mode accepted; set → safe (AES) and compatible modes.
     wechat_oa_aes_key: str | None = Field(None, alias="WECHAT_OA_AES_KEY")
+    #: Production refuses plain-mode callbacks (the URL signature does not cover the body) unless
+    #: this is set; then a nonce replay cache guards them.
+    wechat_oa_allow_plain: bool = Field(False, alias="WECHAT_OA_ALLOW_PLAIN")
     wechat_api_base: str = Field("https://api.weixin.qq.com", alias="WECHAT_API_BASE")
 
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
     #: Accepted clock skew for callback timestamps.
     timestamp_tolerance_seconds: int = Field(300, alias="TIMESTAMP_TOLERANCE_SECONDS")
-    max_body_bytes: int = Field(1024 * 1024, alias="MAX_BODY_BYTES")
+    #: WeChat callbacks are a few KB (a text message is at most 2,048 characters); 64 KB leaves room.
+    max_body_bytes: int = Field(64 * 1024, alias="MAX_BODY_BYTES")
     #: OA openids treated as staff (comma-separated), for chat commands.
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -67,7 +86,41 @@ class Settings(BaseModel):
 
     @property
     def uses_development_token(self) -> bool:
-        return not self.wechat_oa_token
+        return not self.wechat_oa_token or self.wechat_oa_token == DEVELOPMENT_TOKEN
+
+    @property
+    def development(self) -> bool:
+        return self.bot_env == "development"
+
+    @property
+    def listen_host(self) -> str:
+        """Development never listens beyond this machine: its token is public."""
+        if self.development:
+            return "127.0.0.1"
+        return self.bot_host or "0.0.0.0"
+
+    @property
+    def plain_mode_allowed(self) -> bool:
+        return self.development or self.wechat_oa_allow_plain
+
+    def startup_refusals(self) -> list[str]:
+        """Why this configuration must not serve (empty when it may). Checked before anything starts."""
+        if self.development:
+            return []
+        refusals = []
+        if self.uses_development_token:
+            refusals.append(
+                "WECHAT_OA_TOKEN is not set (or is the published development token): in production anyone could "
+                "forge callbacks. Set WECHAT_OA_TOKEN to the Official Account's Token, or BOT_ENV=development "
+                "to try the bot locally (what `make run` does)."
+            )
+        if not self.wechat_oa_aes_key and not self.wechat_oa_allow_plain:
+            refusals.append(
+                "WECHAT_OA_AES_KEY is not set: production refuses plain mode, whose signature does not cover the "
+                "message body. Set WECHAT_OA_AES_KEY (safe mode, recommended), or WECHAT_OA_ALLOW_PLAIN=1 to accept "
+                "plain callbacks (a nonce replay cache then guards them)."
+            )
+        return refusals
 
     def personas_by_channel(self) -> dict[str, Path]:
         mapping: dict[str, Path] = {}

@@ -3,6 +3,7 @@
 Each line you type becomes a normalized text event on the console channel; the
 bot's replies print as they would arrive. Commands start with a slash:
 /follow [SOURCE]  become a new follower (optionally from a channel, e.g. taobao_card)
+/group TEXT       say TEXT in a group chat
 /tags             show your tags
 /help, /quit
 """
@@ -24,7 +25,9 @@ from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
 
 CONSOLE_ACCOUNT = "console"
-HELP = "命令: /follow [来源] 模拟关注 · /tags 查看标签 · /help · /quit   其他输入都会发给机器人"
+HELP = "命令: /follow [来源] 模拟关注 · /group 文字 在群里说 · /tags 查看标签 · /help · /quit   其他输入都会发给机器人"
+#: The group chat `/group` speaks in (handlers that only answer 1:1, like the fallback, stay quiet there).
+CONSOLE_GROUP = "console-group"
 
 
 class ConsoleChat:
@@ -36,7 +39,9 @@ class ConsoleChat:
         self._serial = itertools.count(1)
         self._session = f"{int(time.time() * 1000)}"
 
-    def event(self, kind: EventKind, type_: str, text: str = "", source: str | None = None) -> Event:
+    def event(
+        self, kind: EventKind, type_: str, text: str = "", source: str | None = None, chat: str | None = None
+    ) -> Event:
         serial = next(self._serial)
         return Event(
             channel=Channel.CONSOLE,
@@ -46,6 +51,7 @@ class ConsoleChat:
             type=type_,
             text=unicodedata.normalize("NFKC", text).strip(),
             source=source,
+            chat=chat,
             dedupe_key=f"console:{self.user}:{self._session}:{serial}",
             created_at=int(time.time()),
             from_staff=self.staff,
@@ -60,6 +66,8 @@ class ConsoleChat:
             self._print(HELP)
         elif command == "/tags":
             await self._show_tags()
+        elif command == "/group":
+            await self._send(self.event(EventKind.MESSAGE, "text", text=argument, chat=CONSOLE_GROUP))
         elif command == "/follow":
             await self._send(self.event(EventKind.FOLLOW, "subscribe", source=argument.strip() or None))
         else:

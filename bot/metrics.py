@@ -40,6 +40,9 @@ class Metrics:
             "siyu_unlogged_answers", "Callbacks answered before their log rows were committed (database too slow)",
             registry=self.registry,
         )
+        self.readiness_checks = Counter(
+            "siyu_readiness_checks", "Readiness checks run (probes within a second share one)", registry=self.registry
+        )
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 
 from aiohttp import web
@@ -21,12 +22,21 @@ def serve(settings: Settings) -> int:
     from bot.logging_setup import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    if settings.uses_development_token:
+    refusals = settings.startup_refusals()
+    if refusals:
+        for refusal in refusals:
+            log.error("refusing to start: %s", refusal)
+            print(f"refusing to start: {refusal}", file=sys.stderr)
+        return 2
+    if settings.development:
         log.warning(
-            "WECHAT_OA_TOKEN is not set: accepting plain-mode callbacks signed with the development token %r",
-            settings.oa_token,
-            extra={"development_token": settings.oa_token},
+            "BOT_ENV=development: listening on 127.0.0.1 only%s",
+            f"; accepting plain-mode callbacks signed with the development token {settings.oa_token!r}"
+            if settings.uses_development_token else "",
+            extra={"development_token": settings.oa_token} if settings.uses_development_token else {},
         )
+        if settings.bot_host not in (None, "127.0.0.1", "localhost"):
+            log.warning("BOT_HOST=%s ignored: development mode listens on 127.0.0.1 only", settings.bot_host)
     skip_unused_imports()  # before bot.app imports the adapter (wechatpy) and the store (redis)
     from bot.app import create_app
 
@@ -38,15 +48,18 @@ def serve(settings: Settings) -> int:
         # process, so freeze them out of every later collection, then collect as usual.
         gc.freeze()
         gc.enable()
+        from bot.app import APP_CONTEXT  # noqa: PLC0415
+
         log.info(
-            "siyu listening on %s:%s (persona %s) after %.2f s",
-            settings.bot_host, settings.bot_port, settings.persona, time.perf_counter() - started,
+            "siyu listening on %s:%s (persona %s; /metrics and /readyz on internal port %s) after %.2f s",
+            settings.listen_host, settings.bot_port, settings.persona, app[APP_CONTEXT].ops_port,
+            time.perf_counter() - started,
         )
 
     app.on_startup.append(announce)
     try:
         web.run_app(
-            app, host=settings.bot_host, port=settings.bot_port, print=None, access_log=None, loop=_event_loop(),
+            app, host=settings.listen_host, port=settings.bot_port, print=None, access_log=None, loop=_event_loop(),
             # In-flight callbacks finish within WeChat's 5 s anyway; the app's own close is bounded too,
             # so SIGTERM ends the process within ~5 s whatever Redis and the database do.
             shutdown_timeout=0.5,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
+from bot.text_budget import cap_customer_text
 from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
+    root.middleware(cap_customer_text)  # before anything reads the text (bot/text_budget.py)
     root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 

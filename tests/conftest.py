@@ -82,10 +82,21 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
-    """Settings for a bot on real PostgreSQL and Redis; override any field by its env name."""
+    """Settings for a bot on real PostgreSQL and Redis; override any field by its env name.
+
+    Every test's bots share TEST_APPID (the peer encrypts with it), so the access token an
+    earlier test or run cached in Redis is forgotten first: nothing carries over.
+    """
+    _forget_cached_tokens(TEST_APPID)
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            # Production-shaped: a real token; plain mode on purpose (most tests speak it), so the
+            # nonce replay cache is on as well.
+            "BOT_ENV": "production",
+            "BOT_HOST": "127.0.0.1",
+            "BOT_OPS_PORT": "0",  # a free port per app: /metrics and /readyz live there (ops_get)
+            "WECHAT_OA_ALLOW_PLAIN": "1",
             "DATABASE_URL": postgres_url,
             "REDIS_URL": REDIS_URL,
             "WECHAT_OA_TOKEN": TEST_TOKEN,
@@ -98,6 +109,16 @@ def make_settings(tmp_path: Path, postgres_url: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+def _forget_cached_tokens(appid: str) -> None:
+    import redis  # noqa: PLC0415 - the sync client: this runs outside any event loop
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(*(f"wechat:token:{flavor}:{appid}" for flavor in ("oa", "wecom")))
+    finally:
+        client.close()
 
 
 BotFactory = Callable[..., Awaitable[TestClient]]
@@ -151,3 +172,12 @@ async def stop_arq_worker(worker: Any) -> None:
 
 def context_of(client: TestClient) -> AppContext:
     return client.server.app[APP_CONTEXT]
+
+
+async def ops_get(client: TestClient, path: str) -> tuple[int, str]:
+    """GET an operations endpoint (/metrics, /readyz) on the app's internal ops port."""
+    import aiohttp  # noqa: PLC0415
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{context_of(client).ops_port}{path}") as response:
+            return response.status, await response.text()

@@ -32,8 +32,9 @@ def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'siyu.sqlite3'}",
         PERSONA_HISTORY_DIR=str(tmp_path / "history"),
         LOG_FORMAT="text",
-        **extra,
+        BOT_ENV="development",  # what `make run` sets
     )
+    env.update(extra)
     return env
 
 
@@ -46,7 +47,8 @@ def run_bot(*args: str, env: dict[str, str], stdin: str | None = None, timeout: 
 
 async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: Path) -> None:
     port = free_port()
-    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_HOST="127.0.0.1")
+    ops_port = free_port()
+    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_HOST="127.0.0.1", BOT_OPS_PORT=str(ops_port))
     assert run_bot("db", "upgrade", env=env).returncode == 0
     log_file = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=REPO_ROOT, env=env, stderr=log_file, stdout=log_file)
@@ -54,17 +56,20 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             await wait_until_up(http, base + "/healthz")
-            ready = await http.get(base + "/readyz")
+            ops = f"http://127.0.0.1:{ops_port}"
+            ready = await http.get(ops + "/readyz")
             assert ready.status == 200
             assert (await ready.json())["checks"] == {"database": True, "store": True}
+            assert (await ready.json())["environment"] == "development"  # `make run` says what it is
             peer = WeChatPeer(token=DEVELOPMENT_TOKEN)
             query, body = peer.plain(text_xml("o-newcomer", "你们家包邮吗"))
             response = await http.post(base + "/wechat/oa", params=query, data=body)
             assert response.status == 200
             assert peer.read_reply(await response.text())["ToUserName"] == "o-newcomer"
-            metrics = await (await http.get(base + "/metrics")).text()
+            metrics = await (await http.get(ops + "/metrics")).text()
             assert 'siyu_requests_total{endpoint="wechat_oa",status="200"} 1.0' in metrics
             assert "siyu_handler_seconds_bucket" in metrics
+            assert 'siyu_environment{environment="development"} 1.0' in metrics
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -72,6 +77,7 @@ async def test_serve_on_embedded_default_answers_dev_token_callbacks(tmp_path: P
     output = log_file.read()
     assert DEVELOPMENT_TOKEN in output  # printed at start, so a newcomer can sign callbacks
     assert "in-process store" in output  # and told it is single-process only
+    assert "listening on 127.0.0.1" in output  # development mode never listens beyond this machine
 
 
 async def wait_until_up(http: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:

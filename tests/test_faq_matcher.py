@@ -161,4 +161,9 @@ def test_stricter_thresholds_turn_a_weak_match_into_reject(analyzer: TextAnalyze
 
 def test_match_tokens_gives_the_same_result_as_match(matcher: FaqMatcher) -> None:
     text = "运费怎么算"
-    assert matcher.match_tokens(matcher.analyze(text)) == matcher.match(text)
+    result = matcher.match_tokens(matcher.analyze(text))
+    assert (result.decision, result.entry and result.entry.id) == ("answer", "free_shipping")
+    assert result == matcher.match(text)
+    # and the tokens matter: another question's tokens give another answer
+    other = matcher.match_tokens(matcher.analyze("奶粉保质期多久"))
+    assert (other.decision, other.entry and other.entry.id) == ("answer", "milk_shelf_life")

@@ -81,7 +81,7 @@ async def test_postgres_without_the_version_table_reads_as_unmigrated(postgres_u
 
 def test_serve_on_an_unmigrated_database_exits_with_the_fix(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}", "BOT_PORT": "0",
-           "PERSONA_HISTORY_DIR": str(tmp_path / "history"), "LOG_FORMAT": "text", "PATH": "/usr/bin:/bin"}
+           "PERSONA_HISTORY_DIR": str(tmp_path / "history"), "LOG_FORMAT": "text", "PATH": "/usr/bin:/bin", "BOT_ENV": "development"}
     result = subprocess.run(
         [sys.executable, "-m", "bot", "serve"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
     )

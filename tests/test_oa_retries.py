@@ -59,9 +59,11 @@ async def test_follow_delivered_three_times_concurrently_greets_once(
     await context_of(second).background.drain()
     rows = await message_rows(first, user, second)
     assert [row.direction for row in rows].count("in") == 1
-    # The follow-up survey question is pushed once, not once per delivery.
+    # The follow-up survey question is pushed once, not once per delivery (and not zero times).
+    await fake_wechat_api.wait_for_sent(user)
     survey_pushes = [m for m in fake_wechat_api.sent_messages() if m.get("touser") == user]
-    assert len(survey_pushes) <= 1
+    assert len(survey_pushes) == 1
+    assert "宝宝多大" in survey_pushes[0]["text"]["content"]
     async with context_of(first).services.sessions() as session:
         contacts = (await session.execute(select(func.count()).select_from(Contact).where(Contact.external_id == user))).scalar_one()
     assert contacts == 1

@@ -163,7 +163,7 @@ def test_hostile_structure_and_runaway_templates_are_reported_not_crashed_on(
         tags="kind: keywords\n",
     )
     assert [(issue.file.name, issue.line, issue.message) for issue in check_persona(folder, analyzer=analyzer)] == [
-        ("persona.yaml", 8, "template was blocked by the sandbox: rendered text is longer than 20000 characters"),
+        ("persona.yaml", 8, "template was blocked by the sandbox: template does too much work (over 20000 loop steps, calls and operations)"),
         ("faq.yaml", 1, "YAML is nested too deeply: flatten the structure"),
         ("synonyms.yaml", 2, "YAML error: expected a single document in the stream, but found another document"),
         ("tags.yaml", 1, "tags.yaml must be a list of tag rules ('- id: ...')"),

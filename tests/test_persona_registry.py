@@ -183,3 +183,36 @@ print("ok", settled_before)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok False"  # something was put off, and is done now
+
+
+def test_rollback_keeps_file_modes_and_histories_are_per_persona_not_per_folder_name(
+    tmp_path: Path, analyzer: TextAnalyzer
+) -> None:
+    from bot.config import REPO_ROOT
+    from tests.test_cli import embedded_env, run_bot
+
+    history = tmp_path / "history"
+    brand_a, brand_b = tmp_path / "brand_a" / "persona" / "demo", tmp_path / "brand_b" / "persona" / "demo"
+    for folder in (brand_a, brand_b):
+        shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
+    (brand_b / "persona.yaml").write_text(
+        (brand_b / "persona.yaml").read_text(encoding="utf-8").replace("name: 小棉", "name: 小B"), encoding="utf-8"
+    )
+    registry_a = PersonaRegistry(brand_a, history_dir=history, analyzer=analyzer)
+    original_a = (brand_a / "persona.yaml").read_text(encoding="utf-8")
+    (brand_a / "persona.yaml").write_text(original_a.replace("这个问题", "这个问题嘛"), encoding="utf-8")
+    assert registry_a.reload() == []
+    PersonaRegistry(brand_b, history_dir=history, analyzer=analyzer)
+    for file in brand_a.iterdir():
+        file.chmod(0o640)
+
+    env = embedded_env(tmp_path, PERSONA_HISTORY_DIR=str(history))
+    # Brand B has one version only: nothing of brand A's (same folder name) is offered to it.
+    result = run_bot("persona", "rollback", str(brand_b), env=env)
+    assert result.returncode == 1, result.stdout
+    assert "小B" in (brand_b / "persona.yaml").read_text(encoding="utf-8")
+
+    result = run_bot("persona", "rollback", str(brand_a), env=env)
+    assert result.returncode == 0, result.stdout
+    assert (brand_a / "persona.yaml").read_text(encoding="utf-8") == original_a
+    assert oct((brand_a / "persona.yaml").stat().st_mode & 0o777) == oct(0o640)

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -14,10 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage.contacts import touch_contact
 from bot.storage.db import create_engine, session_factory
-from bot.storage.models import Base, Contact, ContactTag
+from bot.storage.models import Contact, ContactTag
 from bot.storage.tags import active_tags, add_tag, contacts_with_tag, prune_expired, remove_tag
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -33,11 +31,10 @@ class Db:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tags.db'}" if request.param == "sqlite" else POSTGRES_URL
+async def db(request: pytest.FixtureRequest, sqlite_url: str, postgres_url: str) -> AsyncIterator[Db]:
+    # This run's own databases, built by the migrations (as production's are), never the shared `test`.
+    url = sqlite_url if request.param == "sqlite" else postgres_url
     engine = create_engine(url)
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)  # checkfirst: never drops anything
     prefix = f"tagtest-{uuid.uuid4().hex[:10]}"
     try:
         yield Db(session_factory(engine), prefix)

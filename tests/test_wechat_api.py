@@ -390,3 +390,16 @@ async def test_fake_wait_for_sees_background_calls_and_reports_misses(
     assert call.json["text"]["content"] == "later"
     with pytest.raises(AssertionError, match="expected 2 call"):
         await fake_wechat_api.wait_for(SEND, count=2, timeout=0.1)
+
+
+@pytest.mark.parametrize("errcode", [40001, 40014, 42001])
+async def test_each_token_rejection_refreshes_the_token_and_retries_once(
+    errcode: int, fake_wechat_api: FakeWeChatApi, make_client: MakeClient
+) -> None:
+    """40001 (invalid credential), 40014 (invalid access_token), 42001 (expired): one refresh, one retry."""
+    client = make_client()
+    await client.send_text("openid-1", "first")
+    fake_wechat_api.inject(SEND, {"errcode": errcode, "errmsg": "access_token rejected"})
+    await client.send_text("openid-1", "second")
+    assert len(fake_wechat_api.calls(TOKEN)) == 2
+    assert [message["text"]["content"] for message in fake_wechat_api.sent_messages()] == ["first", "second"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import secrets
 import struct
 import time
@@ -49,6 +50,8 @@ class OfficialAccountConfig:
     aes_key: str | None = None
     timestamp_tolerance: int = 300
     staff_openids: frozenset[str] = frozenset()
+    #: Plain mode (signature over the query only) accepted; production sets it only with WECHAT_OA_ALLOW_PLAIN=1.
+    allow_plain: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,8 @@ class OfficialAccountAdapter:
 
     def verify_url(self, query: Mapping[str, str]) -> str:
         """GET URL verification: the echostr to send back, or RejectedRequest."""
+        # The timestamp first: a captured verification URL must not be replayable for ever.
+        self._check_timestamp(query.get("timestamp", ""), None)
         self._check_signature(query, query.get("signature", ""))
         echostr = query.get("echostr", "")
         if not echostr:
@@ -81,15 +86,20 @@ class OfficialAccountAdapter:
         """Authenticate and parse one POSTed callback."""
         self._check_timestamp(query.get("timestamp", ""), now)
         encrypted = query.get("encrypt_type", "raw").lower() == "aes"
-        text = decode_xml_body(body)
         if encrypted:
-            text = self._decrypt(query, text)
+            # Authenticate before parsing: only the signed ciphertext is ever read as XML.
+            text = self._decrypt(query, body)
         else:
             if self._aes_key is not None:
                 raise RejectedRequest(
                     400, "encryption_required", "this account is configured for AES; plain callbacks are refused"
                 )
+            if not self.config.allow_plain:
+                raise RejectedRequest(
+                    400, "plain_refused", "plain-mode callbacks are refused in production (WECHAT_OA_ALLOW_PLAIN unset)"
+                )
             self._check_signature(query, query.get("signature", ""))
+            text = decode_xml_body(body)
         event = self._to_event(parse_message(text))
         return InboundMessage(event=event, encrypted=encrypted, nonce=query.get("nonce", ""))
 
@@ -111,10 +121,10 @@ class OfficialAccountAdapter:
         if not given or not hmac.compare_digest(signer.signature.encode(), given.encode("utf-8", "replace")):
             raise RejectedRequest(403, "bad_signature", "signature does not match the configured token")
 
-    def _decrypt(self, query: Mapping[str, str], envelope_text: str) -> str:
+    def _decrypt(self, query: Mapping[str, str], envelope: bytes) -> str:
         if self._crypto is None:
             raise RejectedRequest(400, "aes_not_configured", "encrypted callback but WECHAT_OA_AES_KEY is not set")
-        ciphertext = envelope_ciphertext(envelope_text)
+        ciphertext = envelope_ciphertext(envelope)
         self._check_signature(query, query.get("msg_signature", ""), ciphertext)
         try:
             plain = self._crypto.decrypt(ciphertext, self.config.appid)
@@ -152,8 +162,10 @@ class OfficialAccountAdapter:
             kind = EventKind.MESSAGE
             key = str(data.get("MediaId")) if data.get("MediaId") else None
             source = None
-            msg_id = data.get("MsgId") or f"{sender}:{created_at}:{msg_type}"
-            dedupe = f"oa:{account}:msg:{msg_id}"
+            msg_id = data.get("MsgId") or f"{created_at}:{msg_type}"
+            # The sender is part of the key: a MsgId reused by someone else must never
+            # claim (or be answered with) another customer's delivery.
+            dedupe = f"oa:{account}:msg:{sender}:{msg_id}"
             wire_type = msg_type
             text = _message_text(data, msg_type)
         return Event(
@@ -181,7 +193,9 @@ class OfficialAccountAdapter:
             return reply
         assert self._crypto is not None
         timestamp = str(now or int(time.time()))
-        nonce = inbound.nonce or secrets.token_hex(8)
+        # WeChat's nonces are digits; anything else (only possible in a request signed with our
+        # token) is not echoed into the XML: a fresh one is as good for the reply's signature.
+        nonce = inbound.nonce if _SAFE_NONCE.fullmatch(inbound.nonce) else secrets.token_hex(8)
         ciphertext = self._crypto.encrypt(reply, self.config.appid)
         ciphertext = ciphertext.decode() if isinstance(ciphertext, bytes) else ciphertext
         signer = WeChatSigner()
@@ -206,6 +220,9 @@ def text_reply_xml(*, source: str, target: str, content: str, now: int | None = 
         f"<FromUserName><![CDATA[{_cdata(source)}]]></FromUserName>\n"
         f"<ToUserName><![CDATA[{_cdata(target)}]]></ToUserName>\n<CreateTime>{created}</CreateTime>\n</xml>"
     )
+
+
+_SAFE_NONCE = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def _cdata(value: str) -> str:

@@ -9,16 +9,26 @@ from bot.persona.files import read_snapshot, version_of
 from bot.persona.history import HistoryError, PersonaHistory
 from bot.persona.issues import PersonaError
 from bot.persona.loader import load_persona
+from bot.persona.sandbox import check_in_sandbox
 
 
 def check_command(path: Path, out: TextIO) -> int:
-    """Print each issue as `file:line: message`; 0 when the persona is good to serve."""
-    try:
-        persona = load_persona(path)
-    except PersonaError as exc:
-        for issue in exc.issues:
+    """Print each issue as `file:line: message`; 0 when the persona is good to serve.
+
+    The persona is first checked in a limited child process (bot/persona/sandbox.py), so a
+    template or regex bomb is reported instead of hanging the command.
+    """
+    snapshot, read_issues = read_snapshot(path)
+    issues = check_in_sandbox(path, snapshot, read_issues)
+    if not issues:
+        try:
+            persona = load_persona(path)
+        except PersonaError as exc:
+            issues = exc.issues
+    if issues:
+        for issue in issues:
             print(issue, file=out)
-        print(f"{len(exc.issues)} issue(s) in {path}", file=out)
+        print(f"{len(issues)} issue(s) in {path}", file=out)
         return 1
     print(
         f"{path}: OK — {persona.name}, version {persona.version}, "

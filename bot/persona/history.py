@@ -1,15 +1,20 @@
 """Every persona version that loaded cleanly, kept on disk so an admin can roll back a bad edit.
 
-Layout: <history_dir>/<persona folder name>/<UTC timestamp>-<version>/<persona files>.
-The folder name (not the display name) keys the history, so renaming 小棉 keeps it.
+Layout: <history_dir>/<persona id>/<UTC timestamp>-<version>/<persona files>.
+The persona id is the folder name plus a hash of the folder's absolute path: two brands'
+personas that share a folder name (…/brand_a/persona/demo, …/brand_b/persona/demo) and a
+history directory keep separate histories (keyed by folder name alone, brand B could roll
+back to brand A's persona). The display name plays no part, so renaming 小棉 keeps it.
 Rolling back writes the kept files into the persona folder; the watching bot then
 reloads them like any other edit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +42,7 @@ class PersonaHistory:
         self.root = root
 
     def folder_for(self, persona_path: Path) -> Path:
-        return self.root / persona_path.resolve().name
+        return self.root / persona_id(persona_path)
 
     def versions(self, persona_path: Path) -> list[PersonaVersion]:
         """Kept versions, oldest first."""
@@ -110,10 +115,23 @@ class PersonaHistory:
         return chosen.version
 
 
+def persona_id(persona_path: Path) -> str:
+    """Stable id of a persona folder: readable name + hash of where it lives."""
+    resolved = persona_path.resolve()
+    return f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+
+
 def _replace_atomically(target: Path, content: bytes) -> None:
     # The watcher and the bot must never read a half-written file.
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp makes the file 0600: give it the mode the file had (or a new file's usual mode),
+        # so the bot (often another user than the admin who rolls back) can still read it.
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o644  # (reading the umask would briefly change it for every thread)
+        os.chmod(handle, mode)
         with os.fdopen(handle, "wb") as temp:
             temp.write(content)
         os.replace(temp_name, target)

@@ -63,7 +63,7 @@ class LoadedPersona:
 
     def render(self, text: str, **context: Any) -> str:
         """Render another admin-written template (a survey ask or thanks) in this persona's sandbox."""
-        template = self._texts.get(text) or self._env.from_string(text)
+        template = self._texts.get(text) or self._env.compile_checked(self._env.parse(text))
         return render(template, self._variables(context))
 
     def _variables(self, context: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,18 +48,42 @@ def check_persona(path: Path, *, analyzer: TextAnalyzer | None = None) -> list[P
     return []
 
 
+def check_snapshot(
+    path: Path, snapshot: Snapshot, *, read_issues: Sequence[PersonaIssue] = (), progress: Progress | None = None
+) -> list[PersonaIssue]:
+    """Every issue in already-read files, without building the FAQ index (what the sandboxed check runs)."""
+    try:
+        build_persona(path, snapshot, read_issues=read_issues, progress=progress, check_only=True)
+    except PersonaError as exc:
+        return exc.issues
+    return []
+
+
+#: Told where the check is before each step that runs admin content (`file`, `line`): when a
+#: sandboxed check is killed for breaking a limit, the last place reported is the culprit.
+Progress = Callable[[Path, int], None]
+
+
 def build_persona(
     path: Path,
     snapshot: Snapshot,
     *,
     read_issues: Sequence[PersonaIssue] = (),
     analyzer: TextAnalyzer | None = None,
+    progress: Progress | None = None,
+    check_only: bool = False,
 ) -> LoadedPersona:
-    """Build from already-read file bytes (the registry hashes and archives the same snapshot)."""
+    """Build from already-read file bytes (the registry hashes and archives the same snapshot).
+
+    `check_only`: stop once every check has passed (raises PersonaError as usual; the
+    returned value is then meaningless).
+    """
     issues = list(read_issues)
     env = PersonaTemplateEnvironment()
     docs: dict[str, YamlDocument] = {}
+    report = progress or (lambda file, line: None)
     for name, raw in snapshot.items():
+        report(path / name, 1)
         doc, parse_issues = parse_yaml(path / name, raw)
         issues += parse_issues
         if doc is not None:
@@ -81,6 +105,7 @@ def build_persona(
 
     faq_ids = _faq_id_lines(docs.get(FAQ_FILE), issues)
     if rules and TAGS_FILE in docs:
+        report(path / TAGS_FILE, 1)
         issues += check_tag_rules(docs[TAGS_FILE], rules, faq_ids)
 
     persona_var = persona_variable(definition) if definition else _PLACEHOLDER_PERSONA
@@ -92,20 +117,22 @@ def build_persona(
         doc = docs[PERSONA_FILE]
         for key, text in definition.lines.model_dump().items():
             allowed = BASE_VARIABLES | _LINE_VARIABLES.get(key, frozenset())
-            lines[key] = _template(env, doc, ("lines", key), text, allowed, samples, issues)
+            lines[key] = _template(env, doc, ("lines", key), text, allowed, samples, issues, report)
         for (channel, source), loc, text in _greeting_sources(definition):
-            greetings[(channel, source)] = _template(env, doc, loc, text, BASE_VARIABLES, samples, issues)
+            greetings[(channel, source)] = _template(env, doc, loc, text, BASE_VARIABLES, samples, issues, report)
     for index, rule in enumerate(rules or ()):
         if isinstance(rule, SurveyRule):
             texts[rule.ask] = _template(env, docs[TAGS_FILE], (index, "ask"), rule.ask,
-                                        BASE_VARIABLES | {"options"}, samples, issues)
+                                        BASE_VARIABLES | {"options"}, samples, issues, report)
             if rule.thanks is not None:
                 texts[rule.thanks] = _template(env, docs[TAGS_FILE], (index, "thanks"), rule.thanks,
-                                               BASE_VARIABLES | {"tag"}, samples, issues)
+                                               BASE_VARIABLES | {"tag"}, samples, issues, report)
 
     thresholds = _thresholds(docs.get(PERSONA_FILE), definition, issues)
     if issues or definition is None:
         raise PersonaError(_in_reading_order(issues))
+    if check_only:
+        return None  # type: ignore[return-value]
 
     from bot.faq.analyzer import TextAnalyzer  # noqa: PLC0415 - jieba loads only when a persona is built
     from bot.faq.matcher import FaqMatcher  # noqa: PLC0415
@@ -195,7 +222,9 @@ def _template(
     allowed: frozenset[str],
     samples: Sequence[Mapping[str, Any]],
     issues: list[PersonaIssue],
+    report: Progress,
 ) -> Template:
+    report(doc.file, doc.line_of(loc))
     template, problems = compile_template(env, text, allowed, samples)
     issues += [PersonaIssue(doc.file, doc.line_of(loc), problem) for problem in problems]
     # A broken template is never served (the load fails), so a placeholder is fine here.

@@ -8,12 +8,13 @@ on that normalized text, survey answers are normalized before comparison.
 from __future__ import annotations
 
 import difflib
-import re
+
 from collections.abc import Mapping, Sequence
 
 from bot.faq.normalize import normalize_text
 from bot.persona.issues import PersonaIssue
 from bot.persona.yaml_source import YamlDocument
+from bot.tagging.linear_regex import compile_linear
 from bot.tagging.rules import FaqTopicRule, KeywordRule, RegexRule, SurveyRule, TagRule
 
 #: Ordinary customer text: a regex that matches even this and the empty string fires on everything.
@@ -57,7 +58,7 @@ def _empty_words(doc: YamlDocument, index: int, field: str, words: Sequence[str]
 
 def _regex_problems(doc: YamlDocument, index: int, rule: RegexRule) -> list[PersonaIssue]:
     line = doc.line_of((index, "pattern"))
-    pattern = re.compile(rule.pattern)
+    pattern = compile_linear(rule.pattern)  # as the engine runs it: linear time, even on the probe
     if pattern.search("") is None:
         return []
     if pattern.search(_PROBE) is not None:

@@ -16,11 +16,10 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from bot.persona import template_budget as budget
+
 BASE_VARIABLES = frozenset({"persona", "contact", "source"})
 
-#: Caps for the two operators that can blow up memory from a one-line template.
-_MAX_REPEAT = 10_000
-_MAX_EXPONENT = 100
 #: A chat message is short; a template producing more than this is a mistake (or an attack).
 MAX_RENDERED_CHARS = 20_000
 #: range() in templates (numbering options); jinja's own sandbox cap (100k) allows 10^10 nested steps.
@@ -35,19 +34,38 @@ class ContactView(dict[str, Any]):
 
 
 class PersonaTemplateEnvironment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    """The sandbox, with a work budget per render (bot/persona/template_budget.py)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self) -> None:
-        # Autoescape off: the output is chat text, not HTML.
-        super().__init__(autoescape=False, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        # Autoescape off: the output is chat text, not HTML. Not optimized: the optimizer folds
+        # constant expressions while compiling, outside any render and its budget.
+        super().__init__(
+            autoescape=False, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, optimized=False
+        )
         self.globals["range"] = _small_range
+        self.globals[budget.LOOP_GLOBAL] = budget.siyu_loop
+        self.globals[budget.CONCAT_GLOBAL] = budget.siyu_concat
+        self.filters = {name: budget.budgeted_filter(name, func) for name, func in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*" and _is_big_repeat(left, right):
-            raise SecurityError(f"repeating text more than {_MAX_REPEAT} times is not allowed")
-        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
-            raise SecurityError(f"exponents above {_MAX_EXPONENT} are not allowed")
+        budget.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
+        budget.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:  # checked when `'…'.format` is looked up, before it can run
+            budget.check_format_widths(value.__self__)
+        return wrapped
+
+    def compile_checked(self, tree: nodes.Template) -> Template:
+        """Compile a checked tree with loops and `~` bounded (the tree is rewritten in place)."""
+        return self.from_string(budget.bounded_tree(tree))
 
 
 def _small_range(*args: int) -> range:
@@ -57,23 +75,17 @@ def _small_range(*args: int) -> range:
     return numbers
 
 
-def _is_big_repeat(left: Any, right: Any) -> bool:
-    for sequence, count in ((left, right), (right, left)):
-        if isinstance(sequence, str | list | tuple) and isinstance(count, int) and count * max(len(sequence), 1) > _MAX_REPEAT:
-            return True
-    return False
-
-
 def render(template: Template, variables: Mapping[str, Any]) -> str:
     contact = variables.get("contact")
     values = {**variables, "contact": ContactView(contact) if contact is not None else None}
     pieces: list[str] = []
     size = 0
-    for piece in template.generate(values):  # streamed, so a runaway loop stops at the cap
-        size += len(piece)
-        if size > MAX_RENDERED_CHARS:
-            raise SecurityError(f"rendered text is longer than {MAX_RENDERED_CHARS} characters")
-        pieces.append(piece)
+    with budget.budget_for_render():  # steps and seconds (bot/persona/template_budget.py)
+        for piece in template.generate(values):  # streamed, so a runaway loop stops at the cap
+            size += len(piece)
+            if size > MAX_RENDERED_CHARS:
+                raise SecurityError(f"rendered text is longer than {MAX_RENDERED_CHARS} characters")
+            pieces.append(piece)
     return "".join(pieces).strip()
 
 
@@ -122,10 +134,11 @@ def compile_template(
             f"template reaches Python internals ({', '.join(repr(name) for name in private)}), "
             "which the sandbox blocks: remove it (attributes starting with '_' are not allowed)"
         )
+    problems += budget.static_problems(tree)
     if problems:
         return None, problems
 
-    template = env.from_string(tree)  # compiles the checked tree (the compiler may rewrite it: checks first)
+    template = env.compile_checked(tree)  # compiles the checked tree (rewritten with budgets: checks first)
     for variables in samples:
         try:
             render(template, {key: value for key, value in variables.items() if key in allowed})

@@ -18,11 +18,12 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.events import AddTag
 from bot.faq.normalize import normalize_text
 from bot.tagging.answers import Quantity, Span, choice_number, quantities, spans, strip_edges
+from bot.tagging.linear_regex import compile_linear
 from bot.tagging.rules import FaqTopicRule, KeywordRule, RegexRule, SurveyOption, SurveyRule
 
 #: WeChat caps a text message near 2,048 characters; anything longer is not a
@@ -71,7 +72,7 @@ class _KeywordTag:
 @dataclass(frozen=True, slots=True)
 class _RegexTag:
     rule: RegexRule
-    pattern: re.Pattern[str]
+    pattern: Any  # an RE2 pattern (bot/tagging/linear_regex.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ class TagEngine:
             if isinstance(rule, KeywordRule):
                 keyword_tags.append(_KeywordTag(rule, tokenizer.phrases(rule.any)))
             elif isinstance(rule, RegexRule):
-                regex_tags.append(_RegexTag(rule, re.compile(rule.pattern)))
+                regex_tags.append(_RegexTag(rule, compile_linear(rule.pattern)))  # RE2: linear time
             elif isinstance(rule, SurveyRule):
                 surveys.append(_compile_survey(rule, tokenizer))
             elif isinstance(rule, FaqTopicRule):

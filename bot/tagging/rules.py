@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.tagging.linear_regex import compile_linear
+
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,6 +47,7 @@ class RegexRule(_Rule):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"invalid regular expression: {exc}") from exc
+        compile_linear(value)  # UnsupportedPattern is a ValueError: reported on the pattern's line
         return value
 
 

@@ -1,4 +1,10 @@
-"""Operations endpoints: liveness, readiness (database and store reachable), Prometheus metrics."""
+"""Operations endpoints: liveness, readiness (database and store reachable), Prometheus metrics.
+
+/readyz and /metrics are served on their own internal port (BOT_OPS_PORT), never on the
+callback port: they tell whoever asks about the deployment, and readiness costs a
+database query and a store PING (cached READINESS_CACHE_SECONDS, so a flood of probes
+costs one check a second). /healthz answers on both ports (container health checks).
+"""
 
 from __future__ import annotations
 
@@ -15,24 +21,98 @@ if TYPE_CHECKING:
 log = logging.getLogger("siyu.web.ops")
 
 READINESS_TIMEOUT_SECONDS = 2.0
+READINESS_CACHE_SECONDS = 1.0
+SERVER_HEADER = "siyu"
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+class ReadinessCache:
+    """The last readiness result for READINESS_CACHE_SECONDS; concurrent probes share one check."""
+
+    def __init__(self) -> None:
+        self._checked_at = float("-inf")
+        self._checks: dict[str, bool] = {}
+        self._running: asyncio.Task[dict[str, bool]] | None = None
+
+    async def checks(self, context: AppContext) -> dict[str, bool]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._checked_at < READINESS_CACHE_SECONDS:
+            return self._checks
+        if self._running is None:
+            self._running = loop.create_task(self._check(context))
+        running = self._running
+        try:
+            return await asyncio.shield(running)
+        finally:
+            if running.done() and self._running is running:
+                self._running = None
+
+    async def _check(self, context: AppContext) -> dict[str, bool]:
+        context.metrics.readiness_checks.inc()
+        database, store = await asyncio.gather(_database_ok(context), _store_ok(context))
+        self._checks = {"database": database, "store": store}
+        self._checked_at = asyncio.get_running_loop().time()
+        return self._checks
+
+
+READINESS = web.AppKey("siyu_readiness", ReadinessCache)
+
+
+def create_ops_app(context: AppContext) -> web.Application:
+    """The internal operations app (its own port): /healthz, /readyz, /metrics."""
+    from bot.app import APP_CONTEXT  # noqa: PLC0415 - bot.app imports this module
+
+    app = web.Application()
+    app[APP_CONTEXT] = context
+    app[READINESS] = ReadinessCache()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.on_response_prepare.append(plain_server_header)
+    return app
+
+
+async def plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No versions in `Server` (aiohttp's default names Python's and its own)."""
+    response.headers["Server"] = SERVER_HEADER
+
+
 async def readyz(request: web.Request) -> web.Response:
     context = _context(request)
-    checks = {"database": await _database_ok(context), "store": await _store_ok(context)}
+    checks = dict(await request.app[READINESS].checks(context))
     status = 200 if all(checks.values()) else 503
-    return web.json_response({"ready": status == 200, "checks": checks}, status=status)
+    return web.json_response(
+        {"ready": status == 200, "checks": checks, **_environment(context)}, status=status
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     context = _context(request)
-    response = web.Response(body=context.metrics.render())
+    response = web.Response(body=context.metrics.render() + _environment_metric(context))
     response.headers["Content-Type"] = context.metrics.content_type
     return response
+
+
+def _environment(context: AppContext) -> dict[str, str]:
+    """BOT_ENV, said wherever an operator looks: a development bot must never pass for a production one."""
+    if context.settings.development:
+        return {
+            "environment": "development",
+            "warning": "BOT_ENV=development: listening on 127.0.0.1 only; the development token is accepted",
+        }
+    return {"environment": "production"}
+
+
+def _environment_metric(context: AppContext) -> bytes:
+    environment = context.settings.bot_env
+    return (
+        "# HELP siyu_environment BOT_ENV this process runs in (development: 127.0.0.1 only, development token)\n"
+        "# TYPE siyu_environment gauge\n"
+        f'siyu_environment{{environment="{environment}"}} 1.0\n'
+    ).encode()
 
 
 def _context(request: web.Request) -> AppContext:

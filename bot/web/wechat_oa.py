@@ -1,7 +1,7 @@
 """`/wechat/oa`: the Official Account callback (GET verification, POST messages).
 
-Whatever arrives, the answer is a 4xx with a plain-text reason for requests we
-refuse, or 200 with a reply / `success` — never a 5xx, which WeChat would retry and
+Whatever arrives, the answer is a 4xx with a short generic text for requests we
+refuse (the reason goes to our log and the `siyu_rejected_requests` metric), or 200 with a reply / `success` — never a 5xx, which WeChat would retry and
 eventually report to the account owner as a broken server.
 """
 
@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from bot.channels.errors import RejectedRequest
+from bot.channels.replay import NonceReplayCache
 from bot.channels.wechat_oa import OfficialAccountAdapter
 from bot.dispatch import Dispatcher
 from bot.metrics import Metrics
@@ -19,12 +20,19 @@ from bot.metrics import Metrics
 log = logging.getLogger("siyu.web.oa")
 
 ENDPOINT = "wechat_oa"
+_GENERIC_REFUSALS = {400: "bad request", 403: "forbidden", 413: "request too large"}
 
 
 class OfficialAccountEndpoint:
     def __init__(
-        self, adapter: OfficialAccountAdapter, dispatcher: Dispatcher, metrics: Metrics, max_body_bytes: int
+        self,
+        adapter: OfficialAccountAdapter,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        max_body_bytes: int,
+        replay_cache: NonceReplayCache | None = None,
     ) -> None:
+        self.replay_cache = replay_cache
         self.adapter = adapter
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -41,6 +49,8 @@ class OfficialAccountEndpoint:
         try:
             body = await self._read_body(request)
             inbound = self.adapter.open(request.query, body)
+            if not inbound.encrypted and self.replay_cache is not None:
+                await self.replay_cache.check(request.query, body)
         except RejectedRequest as rejected:
             return self._refuse(request, rejected)
         reply = await self.dispatcher.handle(inbound.event)
@@ -66,7 +76,8 @@ class OfficialAccountEndpoint:
             rejected,
             extra={"reason": rejected.reason, "status": rejected.status, "peer": request.remote},
         )
-        return self._answer(rejected.status, f"{rejected.reason}: {rejected}")
+        # Short and generic: why, and what this account is configured for, is for our log only.
+        return self._answer(rejected.status, _GENERIC_REFUSALS.get(rejected.status, "refused"))
 
     def _answer(self, status: int, text: str, content_type: str = "text/plain") -> web.Response:
         self.metrics.count_request(ENDPOINT, status)
