@@ -40,6 +40,8 @@ async def start_server(tmp_path: Path, **env: str) -> ServerProcess:
         "BOT_HOST": "127.0.0.1",
         "BOT_PORT": str(port),
         "WECHAT_OA_TOKEN": TEST_TOKEN,
+        "WECHAT_OA_ALLOW_PLAIN": "1",  # the load is plain-mode callbacks (the replay cache guards them)
+        "BOT_OPS_PORT": "0",
         "WECHAT_OA_APPID": TEST_APPID,
         "WECHAT_OA_SECRET": "test-secret",
         "PERSONA_HISTORY_DIR": str(tmp_path / "persona-history"),

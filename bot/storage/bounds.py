@@ -23,8 +23,9 @@ TAG = 64
 TAG_SOURCE = 128
 SOURCE_CHANNEL = 128
 STATUS_DETAIL = 500
-#: The log keeps this much of a text; `text_length` says how long it was.
-TEXT = 8000
+#: The log keeps this much of a text; `text_length` says how long it was. As much as the default body cap
+#: (MAX_BODY_BYTES, 64 KB) can carry, so whatever WeChat sends is logged whole; only a raised cap clips.
+TEXT = 64 * 1024
 
 _HASH_MARK = "~h:"
 _HASH_HEX = 32  # blake2b, 16 bytes
