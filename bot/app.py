@@ -34,7 +34,7 @@ from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
-from bot.web import ops
+from bot.web import callback, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.wechat_api import WeChatApiClient
 from handlers import build_router, conversation_keys
@@ -180,20 +180,11 @@ def create_app(
     app.cleanup_ctx.append(lifespan)
     # The router freezes before start-up runs, so routes are bound now and look up
     # the app-scoped objects the lifespan created when a request comes in.
-    app.router.add_get("/wechat/oa", _oa_verify)
-    app.router.add_post("/wechat/oa", _oa_receive)
+    callback.mount(app, "/wechat/oa", OA_ENDPOINT)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
     return app
-
-
-async def _oa_verify(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].verify(request)
-
-
-async def _oa_receive(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].receive(request)
 
 
 def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:
