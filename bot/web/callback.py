@@ -25,7 +25,7 @@ from aiohttp import web
 from bot.background import BackgroundTasks
 from bot.channels.errors import RejectedRequest
 from bot.dispatch import Dispatcher
-from bot.events import Event
+from bot.events import Event, EventKind
 from bot.metrics import Metrics
 
 log = logging.getLogger("siyu.web.callback")
@@ -104,6 +104,10 @@ class CallbackEndpoint:
             inbound = self.adapter.open(request.query, body)
         except RejectedRequest as rejected:
             return self.refuse(request, rejected)
+        if inbound.event.kind is EventKind.UNKNOWN:
+            # Platforms add event types over time: acknowledge (a 4xx would make them retry), log, count.
+            self.metrics.unknown_events.labels(self.name, inbound.event.type[:64]).inc()
+            log.info("unknown event type %r", inbound.event.type, extra={"endpoint": self.name})
         if self.background is not None and self.adapter.answers_at_once(inbound):
             event = inbound.event
             self.background.spawn(self._work_after_ack(event), name=f"callback:{event.dedupe_key}")

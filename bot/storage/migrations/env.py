@@ -11,6 +11,7 @@ from bot.storage.db import create_engine
 from bot.storage.models import Base
 import bot.funnel.models  # noqa: F401,E402  (tables on Base: offers, funnel)
 import bot.offers.models  # noqa: F401,E402
+import bot.wecom.models  # noqa: F401,E402  (WeCom lifecycle tables)
 
 target_metadata = Base.metadata
 
