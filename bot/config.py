@@ -50,6 +50,11 @@ class Settings(BaseModel):
     wecom_secret: str = Field("", alias="WECOM_SECRET")
     wecom_agent_id: int | None = Field(None, alias="WECOM_AGENT_ID")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com", alias="WECOM_API_BASE")
+    #: Coupon batch / group pool of the WeCom welcome when the customer came through no channel of ours.
+    wecom_welcome_coupon: str = Field("", alias="WECOM_WELCOME_COUPON")
+    wecom_welcome_pool: str = Field("", alias="WECOM_WELCOME_POOL")
+    #: Corp tag group our own tags are created under on WeCom.
+    wecom_tag_group: str = Field("思语", alias="WECOM_TAG_GROUP")
 
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")

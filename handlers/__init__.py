@@ -1,5 +1,6 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
+    110  wecom_lifecycle: WeCom customer-contact events (welcome, deletions, groups, tags)
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
+from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe, wecom_lifecycle
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
+    root.include(wecom_lifecycle.router)
     root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -17,7 +17,9 @@ from bot.metrics import Metrics
 from bot.senders import Sender, UnconfiguredSender
 from bot.web.wecom import WeComEndpoint
 from bot.wecom.api import WeComApi
+from bot.wecom.clock import Clock, system_clock
 from bot.wecom.sender import WeComAppSender
+from bot.wecom.welcome import Sessions, WelcomeService
 
 if TYPE_CHECKING:
     from bot.app import AppContext
@@ -27,18 +29,30 @@ log = logging.getLogger("siyu.wecom")
 
 @dataclass
 class WeComServices:
-    """What handlers reach through `ctx.services.wecom`."""
+    """What handlers reach through `ctx.services.wecom` (the WeCom customer lifecycle)."""
 
     corp_id: str
     api: WeComApi | None
-    #: Filled by `bind` once the database sessions and background tasks exist.
-    extras: dict[str, Any] = field(default_factory=dict)
+    sessions: Sessions
+    welcome: WelcomeService
+    groups: Any = None
+    tags: Any = None
+    #: Seconds since the epoch; tests replace it (daily caps, the welcome window).
+    _clock: Clock = system_clock
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def set_clock(self, clock: Clock) -> None:
+        self._clock = clock
+        self.welcome.clock = clock
 
 
 def open_wecom(
     settings: Settings,
     *,
     store: KeyValueStore,
+    sessions: Sessions,
     http: aiohttp.ClientSession,
     metrics: Metrics,
     senders: MutableMapping[Channel, Sender],
@@ -59,7 +73,11 @@ def open_wecom(
     senders[Channel.WECOM] = WeComAppSender(api) if api else UnconfiguredSender("WECOM_CORP_ID/WECOM_SECRET")
     if not settings.wecom_callback_configured and api is None:
         return None, None
-    return api, WeComServices(corp_id=settings.wecom_corp_id, api=api)
+    welcome = WelcomeService(
+        api=api, sessions=sessions, clock=system_clock, default_coupon=settings.wecom_welcome_coupon,
+        default_pool=settings.wecom_welcome_pool,
+    )
+    return api, WeComServices(corp_id=settings.wecom_corp_id, api=api, sessions=sessions, welcome=welcome)
 
 
 def wecom_endpoint(context: AppContext) -> WeComEndpoint | None:
