@@ -135,6 +135,7 @@ class FakeWeChatApi:
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/_fake/stats", self._stats)
+        app.router.add_route("*", "/_fake/calls", self._calls)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -244,6 +245,11 @@ class FakeWeChatApi:
         else:
             members.difference_update(body["openid_list"])
         return _ok()
+
+    async def _calls(self, request: web.Request) -> web.Response:
+        """Recorded calls to ?path= (body and monotonic arrival time), for benchmarks in another process."""
+        path = request.query.get("path")
+        return _json({"calls": [{"json": c.json, "at": c.at} for c in self.calls(path)]})
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Counters for benchmarks driving the fake from another process."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.channels.wecom import WeComAdapter, WeComConfig
 from bot.config import Settings
@@ -53,6 +54,7 @@ def open_wecom(
     *,
     store: KeyValueStore,
     sessions: Sessions,
+    engine: AsyncEngine,
     http: aiohttp.ClientSession,
     metrics: Metrics,
     senders: MutableMapping[Channel, Sender],
@@ -74,7 +76,7 @@ def open_wecom(
     if not settings.wecom_callback_configured and api is None:
         return None, None
     welcome = WelcomeService(
-        api=api, sessions=sessions, clock=system_clock, default_coupon=settings.wecom_welcome_coupon,
+        api=api, sessions=sessions, engine=engine, clock=system_clock, default_coupon=settings.wecom_welcome_coupon,
         default_pool=settings.wecom_welcome_pool,
     )
     return api, WeComServices(corp_id=settings.wecom_corp_id, api=api, sessions=sessions, welcome=welcome)

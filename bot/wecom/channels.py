@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from bot.storage.db import insert_ignoring_conflicts
 from bot.wecom.api import STATE_MAX_LENGTH, WeComApi
@@ -54,7 +54,8 @@ class ChannelView:
     @classmethod
     def of(cls, row: AcquisitionChannel) -> ChannelView:
         return cls(
-            name=row.name, kind=row.kind, state=row.state, qr_url=row.qr_url, staff=tuple(row.staff_list()),
+            name=row.name, kind=row.kind, state=row.state, qr_url=row.qr_url,
+            staff=tuple(s for s in row.staff.split(",") if s),
             current_staff=tuple(s for s in row.current_staff.split(",") if s), daily_cap=row.daily_cap,
             tag=row.tag, pool=row.pool, coupon_batch=row.coupon_batch, active=row.active, config_id=row.config_id,
         )
@@ -67,9 +68,11 @@ def check_name(name: str) -> str:
     return name
 
 
-async def by_state(session: AsyncSession, state: str) -> ChannelView | None:
-    row = (await session.execute(select(AcquisitionChannel).where(AcquisitionChannel.state == state))).scalar_one_or_none()
-    return ChannelView.of(row) if row is not None else None
+async def by_state(executor: AsyncSession | AsyncConnection, state: str) -> ChannelView | None:
+    """Core select (works on a session or a bare connection: the welcome's path uses the latter)."""
+    table = AcquisitionChannel.__table__
+    row = (await executor.execute(select(table).where(table.c.state == state))).first()
+    return ChannelView.of(row) if row is not None else None  # type: ignore[arg-type]
 
 
 async def by_name(sessions: Sessions, name: str) -> ChannelView | None:
@@ -136,7 +139,7 @@ async def disable(sessions: Sessions, api: WeComApi | None, name: str) -> Channe
 
 
 async def record_step(
-    session: AsyncSession, *, step: str, cause_key: str, channel: str, staff: str | None, external: str, now: float
+    session: AsyncSession | AsyncConnection, *, step: str, cause_key: str, channel: str, staff: str | None, external: str, now: float
 ) -> bool:
     """One row per (step, cause): a retried delivery counts once. Joins the caller's transaction."""
     result = await session.execute(
