@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
     evaluate.set_defaults(run=_faq_eval)
+    from bot.wecom.cli import register as register_wecom  # channel ..., stats channels (keep last: joins `stats`)
+
+    register_wecom(commands)
     return parser
 
 
