@@ -65,6 +65,7 @@ class AppContext:
     wecom_api: WeComApi | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    _wecom_upkeep: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -152,6 +153,8 @@ class AppContext:
             dispatcher=dispatcher,
             wecom_api=wecom_api,
         )
+        if wecom_services is not None:
+            context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
         return context
@@ -161,6 +164,10 @@ class AppContext:
 
     async def close(self) -> None:
         self._stop.set()
+        if self._wecom_upkeep is not None:
+            self._wecom_upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wecom_upkeep
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -330,7 +330,9 @@ class FakeWeCom:
         customer = self.customers.get(external)
         if customer is None:
             return _err(84061, "not external contact")
-        follow = [{"userid": u, "tags": [{"tag_id": t} for t in sorted(tags)]}
+        names = {tid: (g["group_name"], name) for g in self.tag_groups.values() for tid, name in g["tags"].items()}
+        follow = [{"userid": u, "tags": [{"tag_id": t, "group_name": names.get(t, ("", ""))[0],
+                                          "tag_name": names.get(t, ("", t))[1], "type": 1} for t in sorted(tags)]}
                   for (u, e), tags in self.marked.items() if e == external]
         return {"external_contact": {"external_userid": external, "name": customer.get("name", ""), "type": 1},
                 "follow_user": customer.get("follow_user") or follow}
