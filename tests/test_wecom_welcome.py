@@ -214,3 +214,20 @@ async def test_without_welcome_code_the_coupon_is_still_issued(
 async def funnel_steps(client: Any, customer: str) -> set[str]:
     async with context_of(client).services.sessions() as session:
         return set((await session.execute(select(FunnelEvent.step).where(FunnelEvent.external_id == customer))).scalars())
+
+
+async def test_coupon_for_a_source_only_batch_sees_the_new_contacts_source(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    state = f"parcel-{offers['batch']}"
+    async with context_of(client).services.sessions() as session:
+        await offers_repo.create_batch(session, name=offers["batch"], title="包裹卡专享", stock=10,
+                                       eligibility={"sources": [state]})
+        await session.commit()
+    customer, stranger = external(), external()
+    await post(client, add_contact_xml("zhangsan", customer, state=state, welcome_code="WC-" + customer))
+    await post(client, add_contact_xml("zhangsan", stranger, state="elsewhere", welcome_code="WC-" + stranger))
+    await settle(client)
+    assert (await welcome_row(client, customer)).coupon_status == "issued"
+    assert (await welcome_row(client, stranger)).coupon_status == "not_eligible"

@@ -24,12 +24,13 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.events import Event
 from bot.funnel.steps import record_step as record_funnel_step
 from bot.offers.contact import ContactRef
+from bot.offers.models import CouponBatch
 from bot.offers.service import CouponOutcome, GroupInvite, invite_for, issue_coupon
 from bot.storage.contacts import set_following_by_id, touch_contact
 from bot.storage.db import insert_ignoring_conflicts
@@ -97,14 +98,22 @@ class WelcomeService:
         # The name is asked first, so it runs while the database work below does.
         name_task = self._start_name_fetch(customer, event.key)
         try:
-            first, channel = await self._claim(event, staff, received)
-            if not first:
-                return WelcomeResult("duplicate", channel)
+            channel, batch_needs_contact = await self._plan(event)
             source = channel.name if channel is not None else event.source
-            coupon, invite = await asyncio.gather(
+            # The claim, the coupon and the invite are three transactions: run side by side (each
+            # is idempotent by the event's dedupe key, so a duplicate's coupon and invite are the
+            # first delivery's). A batch whose eligibility reads the contact (source, tags) waits
+            # for the claim, which writes the contact's source.
+            claim = asyncio.ensure_future(self._claim(event, staff, received, channel))
+            if batch_needs_contact:
+                await asyncio.wait({claim})
+            coupon, invite, first = await asyncio.gather(
                 self._coupon(channel, contact, event.dedupe_key, source),
                 self._invite(channel, contact, event.dedupe_key, source),
+                claim,
             )
+            if not first:
+                return WelcomeResult("duplicate", channel)
             if not event.key:
                 await self._finish(event, "no_code", coupon=coupon)
                 return WelcomeResult("no_code", channel, source, coupon, invite)
@@ -141,7 +150,20 @@ class WelcomeService:
 
         return asyncio.get_running_loop().create_task(fetch(), name=f"wecom-name:{customer}")
 
-    async def _claim(self, event: Event, staff: str, now: float) -> tuple[bool, ChannelView | None]:
+    async def _plan(self, event: Event) -> tuple[ChannelView | None, bool]:
+        """The channel the State names, and whether the coupon batch's eligibility reads the contact."""
+        async with self.engine.connect() as connection:
+            channel = await channels.by_state(connection, event.source) if event.source else None
+            batch = (channel.coupon_batch if channel else None) or self.default_coupon
+            rules = None
+            if batch:
+                rules = (await connection.execute(
+                    select(CouponBatch.__table__.c.eligibility).where(CouponBatch.__table__.c.name == batch)
+                )).scalar_one_or_none()
+        needs_contact = bool(rules) and any(k in (rules or "") for k in ("sources", "tags_required", "tags_excluded"))
+        return channel, needs_contact
+
+    async def _claim(self, event: Event, staff: str, now: float, channel: ChannelView | None) -> bool:
         """Insert this occurrence's welcome row, attribute the contact, count the add — one transaction.
 
         Core statements on a bare connection: this is on the welcome's path, and an ORM
@@ -154,10 +176,9 @@ class WelcomeService:
                     channel=event.source, status="pending", attempts=0, created_at=utc(now),
                 )
             )
-            channel = await channels.by_state(connection, event.source) if event.source else None
             if not inserted.rowcount:
                 await connection.rollback()
-                return False, channel
+                return False
             source = channel.name if channel is not None else event.source
             contact_id = await touch_contact(connection, str(event.channel), event.account, event.sender, utc(now))
             await set_following_by_id(connection, contact_id, True, source, utc(now))
@@ -166,7 +187,7 @@ class WelcomeService:
                                            staff=staff, external=event.sender, now=now)
             await record_funnel_step(connection, step="followed", contact=ContactRef.of(event),
                                      cause_key=event.dedupe_key, source=source)
-        return True, channel
+        return True
 
     async def _coupon(
         self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
