@@ -118,6 +118,10 @@ async def test_oa_channel_is_a_permanent_parametric_qr_and_attributes_follows(
     async with context_of(client).services.sessions() as session:
         contact = (await session.execute(select(Contact).where(Contact.external_id == user))).scalar_one()
     assert contact.source_channel == name
+    code, out, err = await bot_cli(env, "stats", "channels", "--json", "--since", "1d")
+    assert code == 0, err
+    (row,) = [r for r in json.loads(out) if r["channel"] == name]
+    assert (row["adds"], row["deletions"]) == (1, 0)
 
 
 async def test_arrival_is_attributed_tagged_welcomed_and_counted(

@@ -1,6 +1,7 @@
 """`stats channels`: per channel — adds, deletions, welcomes sent, group joins, coupons issued and redeemed, conversion.
 
-Adds, deletions and welcomes are the channel's own steps (`channel_steps`); group joins and
+Adds, deletions and welcomes are the channel's own steps (`channel_steps`; for OA channels, the
+followers the QR code brought); group joins and
 coupons are funnel steps of the contacts the channel brought (`contacts.source_channel`).
 """
 
@@ -52,6 +53,17 @@ async def channel_stats(session: AsyncSession, *, since: datetime | None = None)
     for channel, step, count in (await session.execute(steps)).all():
         if channel in rows and step in STEP_COLUMNS:
             setattr(rows[channel], STEP_COLUMNS[step], int(count))
+    # OA channels have no add callbacks of ours: their follows are the contacts they brought.
+    oa = [name for name, row in rows.items() if row.kind == "oa"]
+    if oa:
+        follows = (
+            select(Contact.source_channel, func.count(), func.count().filter(Contact.following.is_(False)))
+            .where(Contact.source_channel.in_(oa)).group_by(Contact.source_channel)
+        )
+        if since is not None:
+            follows = follows.where(Contact.first_seen >= since)
+        for channel, adds, gone in (await session.execute(follows)).all():
+            rows[channel].adds, rows[channel].deletions = int(adds), int(gone)
     funnel = (
         select(Contact.source_channel, FunnelEvent.step, func.count())
         .join(Contact, (Contact.channel == FunnelEvent.channel) & (Contact.account == FunnelEvent.account)
