@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
     evaluate.set_defaults(run=_faq_eval)
+
+    from bot.offers.cli import register as register_offers  # coupon, group pool, demo seed
+
+    register_offers(commands)
+    from bot.funnel.cli import register as register_funnel  # stats funnel
+
+    register_funnel(commands)
     return parser
 
 

@@ -29,12 +29,13 @@ from bot.events import Channel
 from bot.faq.analyzer import TextAnalyzer
 from bot.kv import KeyValueStore, open_store
 from bot.metrics import Metrics
+from bot.offers.media import QrMediaRefresher
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
-from bot.web import ops
+from bot.web import coupon_api, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.wechat_api import WeChatApiClient
 from handlers import build_router, conversation_keys
@@ -60,6 +61,9 @@ class AppContext:
     dispatcher: Dispatcher
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    #: Keeps group QR images uploaded as OA media (bot/offers/media.py); None without OA credentials.
+    media_refresher: QrMediaRefresher | None = None
+    _media_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -146,6 +150,9 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        if oa_api is not None:
+            context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
+            context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
         return context
 
     async def reload_personas(self) -> None:
@@ -153,6 +160,10 @@ class AppContext:
 
     async def close(self) -> None:
         self._stop.set()
+        if self._media_task is not None:
+            self._media_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._media_task
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +196,7 @@ def create_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    coupon_api.add_routes(app, lambda request: request.app[APP_CONTEXT])
     return app
 
 

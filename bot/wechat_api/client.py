@@ -102,10 +102,42 @@ class WeChatApiClient:
         return await self._call_with(token, method, path, params, json)
 
     async def _call_with(
-        self, token: str, method: str, path: str, params: Mapping[str, str | int] | None, json: Any
+        self,
+        token: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> dict[str, Any]:
         query = {**(params or {}), "access_token": token}
-        return await self.transport.request(method, path, params=query, json_body=json)
+        return await self.transport.request(method, path, params=query, json_body=json, files=files)
+
+    async def upload_media(self, kind: str, filename: str, content: bytes) -> dict[str, Any]:
+        """Upload temporary media (3 days); returns WeChat's answer with `media_id` and `created_at`."""
+        if kind not in ("image", "voice", "video", "thumb"):
+            raise ValueError(f"media kind must be image/voice/video/thumb, got {kind!r}")
+        if not content:
+            raise ValueError("media content must not be empty")
+        content_type = "image/png" if filename.lower().endswith(".png") else "image/jpeg"
+        files = {"media": (filename, content, content_type)}
+        path = "/cgi-bin/media/upload"
+        token = await self.tokens.get()
+        try:
+            payload = await self._call_with(token, "POST", path, {"type": kind}, None, files)
+        except WeChatApiError as exc:
+            if not exc.token_rejected:
+                raise
+            token = await self.tokens.refresh(rejected=token)
+            payload = await self._call_with(token, "POST", path, {"type": kind}, None, files)
+        if not isinstance(payload.get("media_id"), str):
+            raise WeChatApiError(BAD_RESPONSE, "media/upload response lacks media_id", path)
+        return payload
+
+    async def send_image(self, to: str, media_id: str) -> None:
+        """Push an image (OA customer-service message) by its media id."""
+        body = {"touser": to, "msgtype": "image", "image": {"media_id": media_id}}
+        await self.call("POST", "/cgi-bin/message/custom/send", json=body)
 
     async def send_text(self, to: str, text: str) -> None:
         """Send a text message to one contact (OA customer-service message / WeCom app message)."""
