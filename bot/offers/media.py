@@ -104,7 +104,7 @@ class QrMediaRefresher:
             return False
         try:
             # One process uploads; the others find the fresh id on their next pass.
-            async with self.store.lock(f"oa_media_upload:{media_key(path)}", timeout=60, wait=0.1):
+            async with self.store.lock(f"oa_media_upload:{media_key(path)}", timeout=60, wait=10):
                 if not self._needs_upload(await self.store.get(media_key(path)), digest, now):
                     return False
                 result = await self.api.upload_media("image", Path(path).name, content)
