@@ -123,9 +123,13 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _persona_check(args: argparse.Namespace) -> int:
+    from bot.offers.persona_check import check_offers_exist
     from bot.persona import check_command
 
-    return check_command(args.path or _settings().persona, sys.stdout)
+    settings = _settings()
+    path = args.path or settings.persona
+    status = check_command(path, sys.stdout)
+    return max(status, check_offers_exist(path, settings.database_url, sys.stdout))
 
 
 def _persona_versions(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from bot.faq.analyzer import TextAnalyzer
 from bot.kv import KeyValueStore, open_store
 from bot.metrics import Metrics
 from bot.offers.media import QrMediaRefresher
+from bot.offers.watch import PoolWatch
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
@@ -64,6 +65,9 @@ class AppContext:
     #: Keeps group QR images uploaded as OA media (bot/offers/media.py); None without OA credentials.
     media_refresher: QrMediaRefresher | None = None
     _media_task: asyncio.Task[None] | None = None
+    #: Group pools running low → log + metric (bot/offers/watch.py).
+    pool_watch: PoolWatch | None = None
+    _pool_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -150,6 +154,8 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        context.pool_watch = PoolWatch(services.sessions, metrics.registry)
+        context._pool_task = asyncio.create_task(context.pool_watch.run(context._stop), name="pool-watch")
         if oa_api is not None:
             context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
             context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
@@ -160,10 +166,11 @@ class AppContext:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._media_task is not None:
-            self._media_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._media_task
+        for task in (self._media_task, self._pool_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

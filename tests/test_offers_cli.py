@@ -70,3 +70,41 @@ def test_demo_seed_creates_only_what_is_missing(env: dict[str, str]) -> None:
     assert (shown["stock"], shown["per_customer"], shown["valid_days"]) == (1000, 1, 30)
     pools = bot("group", "pool", "list", env=env).stdout
     assert "fuli" in pools and ".png" in pools
+
+
+def test_persona_check_names_the_line_of_a_batch_or_pool_that_does_not_exist(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import shutil
+
+    persona = tmp_path / "persona"
+    shutil.copytree(REPO_ROOT / "persona" / "demo", persona)
+    text = (persona / "persona.yaml").read_text(encoding="utf-8")
+    (persona / "persona.yaml").write_text(text.replace("coupon: new_customer", "coupon: new_2025"), encoding="utf-8")
+    line = next(i for i, row in enumerate((persona / "persona.yaml").read_text().splitlines(), 1) if "new_2025" in row)
+    assert bot("demo", "seed", env=env).returncode == 0
+    result = bot("persona", "check", str(persona), env=env)
+    assert result.returncode == 1
+    assert f"persona.yaml:{line}: offers.new_customer.coupon: no coupon batch named 'new_2025'" in result.stdout
+    # Without a database, it says the offers were not checked instead of guessing.
+    elsewhere = {**env, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'none' / 'x.sqlite3'}"}
+    unchecked = bot("persona", "check", str(persona), env=elsewhere)
+    assert unchecked.returncode == 0 and "offers not checked" in unchecked.stdout
+
+
+def test_stats_funnel_prints_each_step_with_conversion(env: dict[str, str]) -> None:
+    assert bot("demo", "seed", env=env).returncode == 0
+    script = "/follow taobao_card\n新人\n入群\n"
+    chat = subprocess.run([sys.executable, "-m", "bot", "chat", "--as", "customer:amy"], input=script, env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert chat.returncode == 0, chat.stderr
+    code = json.loads(bot("coupon", "codes", "new_customer", "--json", env=env).stdout)[0]["code"]
+    assert bot("coupon", "redeem", code, "--order", "T1", "--amount", "99", env=env).returncode == 0
+    report = json.loads(bot("stats", "funnel", "--by", "source", "--json", env=env).stdout)
+    assert report == [{
+        "source": "taobao_card",
+        "counts": {"reach": 1, "followed": 1, "invited": 1, "coupon_issued": 1, "coupon_redeemed": 1},
+        "rates": {"reach": None, "followed": 1.0, "invited": 1.0, "coupon_issued": 1.0, "coupon_redeemed": 1.0},
+    }]
+    printed = bot("stats", "funnel", env=env).stdout
+    assert "coupon_redeemed" in printed and "1 (100%)" in printed

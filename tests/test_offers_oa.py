@@ -151,3 +151,27 @@ async def test_follow_and_coupon_steps_are_recorded_once_with_their_source(
     assert dict(steps) == {"followed": 1, "welcomed": 1, "coupon_issued": 1}
     assert followed_source == "taobao_card"
     assert DEMO_BATCH
+
+
+async def test_a_pool_running_low_is_logged_and_exported_as_a_metric(
+    make_settings: Any, start_bot: Any, tmp_path: Path, caplog: Any
+) -> None:
+    bot = await start_bot(make_settings())
+    context = context_of(bot)
+    name = "low" + secrets.token_hex(3)
+    async with context.services.sessions() as session:
+        pool = await repository.create_pool(session, name=name, title="快满", warn_below=2)
+        await repository.add_group(session, pool, name="1群", capacity=3, join_link="https://example.com/1")
+        await session.commit()
+    from bot.offers.service import ContactRef, offer_invite
+
+    assert context.pool_watch is not None
+    assert (await context.pool_watch.check_once())[name] == 3
+    await offer_invite(context.services.sessions, pool=name, contact=ContactRef("wechat_oa", "gh", "a"), cause_key=name + "a")
+    await offer_invite(context.services.sessions, pool=name, contact=ContactRef("wechat_oa", "gh", "b"), cause_key=name + "b")
+    caplog.clear()
+    assert (await context.pool_watch.check_once())[name] == 1
+    assert any("places left" in record.getMessage() and name in record.getMessage() for record in caplog.records)
+    metrics = await (await bot.get("/metrics")).text()
+    assert f'siyu_group_pool_places_left{{pool="{name}"}} 1.0' in metrics
+    assert f'siyu_group_pool_low{{pool="{name}"}} 1.0' in metrics

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.events import Action, Channel, Event, Reply, SendText
 from bot.faq.normalize import normalize_text
-from bot.funnel.steps import record_step
 from bot.offers.contact import ContactRef
 from bot.offers.media import cached_media_id
 from bot.offers.service import CouponOutcome, GroupInvite, issue_coupon, offer_invite, unused_coupons
@@ -63,10 +62,21 @@ def _asks(persona: LoadedPersona, message: str, tokens: set[str], words: tuple[s
     forms = _forms(persona, words)
     if message in forms:
         return True
-    if len(message) > SHORT_MESSAGE_CHARS:
+    if len(message) > SHORT_MESSAGE_CHARS or _is_question(persona, message):
         return False
     # Short message: a trigger word inside it, or one of its words meaning the same (synonyms).
     return any(form in message for form in forms) or bool(tokens & _canonical(persona, words))
+
+
+#: Sentence-final particles of a question (吗, 呢, 么): "新人券有吗" asks about it, the FAQ answers.
+QUESTION_PARTICLES = frozenset("吗呢么")
+
+
+def _is_question(persona: LoadedPersona, message: str) -> bool:
+    """A question about the offer (怎么领, 什么时候) rather than asking for it: the FAQ answers those."""
+    if message[-1] in QUESTION_PARTICLES:
+        return True
+    return any(persona.analyzer.is_generic(word) for word in persona.analyzer.words(message))
 
 
 @lru_cache(maxsize=256)
@@ -161,9 +171,6 @@ async def on_follow(event: Event, ctx: Context) -> list[Action]:
     """The offers a persona gives with its greeting (`on_follow: true`), each as its own message."""
     actions: list[Action] = []
     contact = ContactRef.of(event)
-    for step in ("followed", "welcomed"):
-        await record_step(ctx.services.sessions, step=step, contact=contact, cause_key=event.dedupe_key,
-                          source=event.source)
     for offer in ctx.persona.definition.offers.values():
         if not offer.on_follow:
             continue

@@ -504,7 +504,10 @@ async def offer_invite(
             earlier = await _invite_of(session, pool, cause_key)
             return InviteOutcome("already_invited", earlier) if earlier else InviteOutcome("full")
         invite = _invite(found.name, group)
-        return InviteOutcome("invited", invite, await _places_left(session, group.id))
+        left = await _places_left(session, group.id)
+        if left < found.warn_below:
+            log.warning("group pool %s is low: %d places left", pool, left, extra={"pool": pool, "places_left": left})
+        return InviteOutcome("invited", invite, left)
 
 
 async def _group_for(session: AsyncSession, pool: GroupPool, contact: ContactRef) -> PoolGroup | None:
