@@ -45,38 +45,53 @@ def requested_offer(persona: LoadedPersona, text: str) -> OfferRequest | None:
     message = normalize_text(text).replace(" ", "")
     if not message:
         return None
-    tokens = {persona.analyzer.canonical(word) for word in persona.analyzer.analyze(text)}
-    if _asks(persona, message, tokens, tuple(definition.my_coupons_words)):
+    heard = _Heard(persona, text, message)
+    if heard.asks(tuple(definition.my_coupons_words)):
         return OfferRequest("mine")
     for name, offer in definition.offers.items():
-        if offer.coupon and _asks(persona, message, tokens, tuple(offer.coupon_words)):
+        if offer.coupon and heard.asks(tuple(offer.coupon_words)):
             return OfferRequest("coupon", name)
-        if offer.group_pool and _asks(persona, message, tokens, tuple(offer.group_words)):
+        if offer.group_pool and heard.asks(tuple(offer.group_words)):
             return OfferRequest("group", name)
     return None
-
-
-def _asks(persona: LoadedPersona, message: str, tokens: set[str], words: tuple[str, ...]) -> bool:
-    if not words:
-        return False
-    forms = _forms(persona, words)
-    if message in forms:
-        return True
-    if len(message) > SHORT_MESSAGE_CHARS or _is_question(persona, message):
-        return False
-    # Short message: a trigger word inside it, or one of its words meaning the same (synonyms).
-    return any(form in message for form in forms) or bool(tokens & _canonical(persona, words))
 
 
 #: Sentence-final particles of a question (吗, 呢, 么): "新人券有吗" asks about it, the FAQ answers.
 QUESTION_PARTICLES = frozenset("吗呢么")
 
 
-def _is_question(persona: LoadedPersona, message: str) -> bool:
-    """A question about the offer (怎么领, 什么时候) rather than asking for it: the FAQ answers those."""
-    if message[-1] in QUESTION_PARTICLES:
-        return True
-    return any(persona.analyzer.is_generic(word) for word in persona.analyzer.words(message))
+class _Heard:
+    """One message, cut at most once (the same cut the FAQ handler reuses after us)."""
+
+    def __init__(self, persona: LoadedPersona, text: str, message: str) -> None:
+        self.persona, self.text, self.message = persona, text, message
+        self._words: tuple[str, ...] | None = None
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        if self._words is None:
+            self._words = tuple(self.persona.analyzer.words(self.text))
+        return self._words
+
+    def asks(self, triggers: tuple[str, ...]) -> bool:
+        if not triggers:
+            return False
+        forms = _forms(self.persona, triggers)
+        if self.message in forms:
+            return True
+        if len(self.message) > SHORT_MESSAGE_CHARS or self.is_question():
+            return False
+        # Short message: a trigger word inside it, or one of its words meaning the same (synonyms).
+        if any(form in self.message for form in forms):
+            return True
+        analyzer = self.persona.analyzer
+        return any(analyzer.canonical(word) in _canonical(self.persona, triggers) for word in self.words)
+
+    def is_question(self) -> bool:
+        """A question about the offer (怎么领, 什么时候) rather than asking for it: the FAQ answers those."""
+        if self.message[-1] in QUESTION_PARTICLES:
+            return True
+        return any(self.persona.analyzer.is_generic(word) for word in self.words)
 
 
 @lru_cache(maxsize=256)
