@@ -29,12 +29,14 @@ from bot.events import Channel
 from bot.faq.analyzer import TextAnalyzer
 from bot.kv import KeyValueStore, open_store
 from bot.metrics import Metrics
+from bot.offers.media import QrMediaRefresher
+from bot.offers.watch import PoolWatch
 from bot.persona import PersonaRegistry
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
-from bot.web import callback, ops
+from bot.web import callback, coupon_api, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.web.wecom import WeComEndpoint
 from bot.wecom.app import open_wecom, wecom_endpoint
@@ -65,6 +67,12 @@ class AppContext:
     wecom_api: WeComApi | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    #: Keeps group QR images uploaded as OA media (bot/offers/media.py); None without OA credentials.
+    media_refresher: QrMediaRefresher | None = None
+    _media_task: asyncio.Task[None] | None = None
+    #: Group pools running low → log + metric (bot/offers/watch.py).
+    pool_watch: PoolWatch | None = None
+    _pool_task: asyncio.Task[None] | None = None
     _wecom_upkeep: asyncio.Task[None] | None = None
 
     @classmethod
@@ -157,6 +165,11 @@ class AppContext:
             context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        context.pool_watch = PoolWatch(services.sessions, metrics.registry)
+        context._pool_task = asyncio.create_task(context.pool_watch.run(context._stop), name="pool-watch")
+        if oa_api is not None:
+            context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
+            context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
         return context
 
     async def reload_personas(self) -> None:
@@ -164,10 +177,11 @@ class AppContext:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._wecom_upkeep is not None:
-            self._wecom_upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wecom_upkeep
+        for task in (self._media_task, self._pool_task, self._wecom_upkeep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -202,6 +216,7 @@ def create_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    coupon_api.add_routes(app, lambda request: request.app[APP_CONTEXT])
     return app
 
 

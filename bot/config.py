@@ -63,6 +63,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, alias="MAX_BODY_BYTES")
     #: OA openids treated as staff (comma-separated), for chat commands.
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
+    #: Shared with the shop for /api/coupons (HMAC-SHA256); unset → those endpoints answer 503.
+    shop_webhook_secret: str | None = Field(None, alias="SHOP_WEBHOOK_SECRET")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     #: "json" (default) or "text".
     log_format: str = Field("json", alias="LOG_FORMAT")

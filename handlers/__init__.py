@@ -6,6 +6,7 @@
      90  tagging: a pending survey's answer
      85  faq: the answer to "which one did you mean?" ("1" / "2")
      80  tagging: keyword / regex tags (tags, then passes on)
+     75  offers: coupon / group invite / my coupons on request (新人, 入群, 我的券)
      70  tagging: survey trigger words
       0  faq: answer from the knowledge base, or ask which question
    -100  fallback: the persona's fallback line (1:1 only)
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe, wecom_lifecycle
+from handlers import fallback, faq, greeting, handoff, offers, tagging, unsubscribe, wecom_lifecycle
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 def build_router() -> Router:
     root = Router("siyu")
     root.include(wecom_lifecycle.router)
-    root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
+    root.include(
+        greeting.router, unsubscribe.router, handoff.router, tagging.router, offers.router, faq.router, fallback.router
+    )
     return root
 
 

@@ -73,7 +73,10 @@ class FakeWeChatApi:
             "/cgi-bin/tags/get": self._tags_get,
             "/cgi-bin/tags/members/batchtagging": self._batch_tag,
             "/cgi-bin/tags/members/batchuntagging": self._batch_untag,
+            "/cgi-bin/media/upload": self._media_upload,
         }
+        #: Temporary media uploaded: media id → {"type", "filename", "size", "created_at"}.
+        self.media: dict[str, dict[str, Any]] = {}
 
     # -- test helpers -----------------------------------------------------------------
 
@@ -249,6 +252,18 @@ class FakeWeChatApi:
         else:
             members.difference_update(body["openid_list"])
         return _ok()
+
+    async def _media_upload(self, request: web.Request, body: Any) -> dict[str, Any]:
+        kind = request.query.get("type")
+        if kind not in ("image", "voice", "video", "thumb"):
+            return _err(40004, "invalid media type")
+        media = body.get("media") if isinstance(body, dict) else None
+        if not isinstance(media, dict) or not media.get("size"):
+            return _err(41005, "media data missing")
+        media_id = f"media-{len(self.media) + 1}"
+        created = int(time.time())
+        self.media[media_id] = {"type": kind, "filename": media["filename"], "size": media["size"], "created_at": created}
+        return {"type": kind, "media_id": media_id, "created_at": created}
 
     async def _qr_image(self, request: web.Request) -> web.Response:
         """Stands in for WeCom's CDN (wework.qpic.cn) serving a contact way's QR image."""
@@ -440,6 +455,15 @@ class FakeWeCom:
 async def _decode_body(request: web.Request) -> Any:
     if not request.can_read_body:
         return None
+    if request.content_type.startswith("multipart/"):
+        # Media uploads: what each part was (name → filename, size, type), not its bytes.
+        parts: dict[str, Any] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            content = await part.read()  # type: ignore[union-attr]
+            parts[part.name or ""] = {"filename": part.filename, "size": len(content),  # type: ignore[union-attr]
+                                      "content_type": part.headers.get("Content-Type")}
+        return parts
     text = await request.text()
     try:
         return json.loads(text)

@@ -91,7 +91,9 @@ async def test_welcome_carries_name_coupon_and_group_link(
     assert body["welcome_code"] == "WC-" + customer
     text = body["text"]["content"]
     assert text.startswith(persona.greeting("wecom", None, contact={"name": "王小丫"}))
-    assert "王小丫你好" in text and persona.say("coupon") in text
+    async with context_of(client).services.sessions() as session:
+        code = (await session.execute(select(CouponCode.code).where(CouponCode.external_id == customer))).scalar_one()
+    assert "王小丫你好" in text and f"券码：{code}" in text
     assert body["attachments"][0]["link"]["url"] == "https://work.weixin.qq.com/gm/abc"
     row = await welcome_row(client, customer)
     assert (row.status, row.coupon_status, row.attempts) == ("sent", "issued", 1)

@@ -25,13 +25,13 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.funnel.steps import record_step
 from bot.offers.codes import new_code, normalize_code
 from bot.offers.contact import ContactRef
 from bot.offers.models import CouponBatch, CouponCode, CouponHolding, GroupInviteRow, GroupPool, PoolGroup
-from bot.storage.db import upsert
+from bot.storage.db import Executor, upsert
 from bot.storage.models import Contact, ContactTag
 
 log = logging.getLogger("siyu.offers")
@@ -115,75 +115,92 @@ async def issue_coupon(
     if not cause_key:
         raise ValueError("cause_key is required (the event's dedupe key or a staff command id)")
     now = now or utcnow()
+    engine = _engine_of(sessions)
     for _ in range(CODE_COLLISION_RETRIES):
-        async with sessions() as session:
-            outcome = await _try_issue(session, batch, contact, cause_key, source, now)
+        # A bare connection, Core statements: issuing is the hot path of a campaign, and the
+        # ORM session costs about as much again as the statements themselves.
+        async with engine.connect() as connection:
+            outcome = await _try_issue(connection, batch, contact, cause_key, source, now)
         if outcome is not None:
             return outcome
     raise RuntimeError("could not draw an unused coupon code; is the code space exhausted?")
 
 
+def _engine_of(sessions: Sessions) -> AsyncEngine:
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise TypeError("the session factory must be bound to an AsyncEngine")
+    return bind
+
+
 async def _try_issue(
-    session: AsyncSession, batch_name: str, contact: ContactRef, cause_key: str, source: str | None, now: datetime
+    connection: AsyncConnection, batch_name: str, contact: ContactRef, cause_key: str, source: str | None,
+    now: datetime,
 ) -> CouponOutcome | None:
-    earlier = await _issue_of(session, batch_name, cause_key)
-    if earlier is not None:
-        return earlier
-    batch = (await session.execute(select(CouponBatch).where(CouponBatch.name == batch_name))).scalar_one_or_none()
+    batches = CouponBatch.__table__
+    codes = CouponCode.__table__
+    # The batch and this cause's earlier issue, in one round trip.
+    batch = (
+        await connection.execute(
+            select(batches, codes.c.code.label("earlier_code"), codes.c.expires_at.label("earlier_expires_at"))
+            .outerjoin(codes, and_(codes.c.batch_id == batches.c.id, codes.c.cause_key == cause_key))
+            .where(batches.c.name == batch_name)
+        )
+    ).first()
     if batch is None:
         return CouponOutcome("unknown_batch", batch_name)
+    title = batch.title
+    if batch.earlier_code is not None:
+        return CouponOutcome("already_issued", batch_name, code=batch.earlier_code, title=title,
+                             valid_to=aware(batch.earlier_expires_at))
     refusal = _batch_refusal(batch, now)
     if refusal is not None:
-        return CouponOutcome(refusal, batch_name, title=batch.title)
-    if not await _eligible(session, batch, contact, now):
-        return CouponOutcome("not_eligible", batch_name, title=batch.title)
-    # Plain values: a rollback below expires the ORM object.
-    title = batch.title
+        return CouponOutcome(refusal, batch_name, title=title)
+    if not await _eligible(connection, batch, contact, now):
+        return CouponOutcome("not_eligible", batch_name, title=title)
     try:
         # First write of the transaction: on SQLite it takes the write lock, so nothing
         # below races; on PostgreSQL it locks this contact's holding row.
-        if not await _take_holding(session, batch, contact):
-            return await _refused(session, "over_limit", batch_name, title, cause_key)
+        if not await _take_holding(connection, batch, contact):
+            return await _refused(connection, "over_limit", batch_name, title, cause_key)
         expires_at = _expiry(batch, now)
         if batch.code_kind == "imported":
-            code = await _claim_imported(session, batch, contact, cause_key, now, expires_at)
+            code = await _claim_imported(connection, batch, contact, cause_key, now, expires_at)
             if code is None:
-                return await _refused(session, "out_of_stock", batch_name, title, cause_key)
+                return await _refused(connection, "out_of_stock", batch_name, title, cause_key)
         else:
             code = new_code()
-            session.add(
-                CouponCode(
+            await connection.execute(
+                codes.insert().values(
                     batch_id=batch.id, code=code, status="issued", channel=contact.channel,
                     account=contact.account, external_id=contact.external_id, cause_key=cause_key,
                     issued_at=now, expires_at=expires_at,
                 )
             )
-            await session.flush()
         # The stock last: the batch row is the one every claimer wants, so it is locked
         # for as short a time as possible (this statement to the commit).
-        counted = await session.execute(
-            update(CouponBatch)
-            .where(CouponBatch.id == batch.id, CouponBatch.issued_count < CouponBatch.stock, CouponBatch.closed.is_(False))
-            .values(issued_count=CouponBatch.issued_count + 1)
-            .returning(CouponBatch.issued_count)
+        counted = await connection.execute(
+            update(batches)
+            .where(batches.c.id == batch.id, batches.c.issued_count < batches.c.stock, batches.c.closed.is_(False))
+            .values(issued_count=batches.c.issued_count + 1)
+            .returning(batches.c.issued_count)
         )
         if counted.first() is None:
-            return await _refused(session, "out_of_stock", batch_name, title, cause_key)
+            return await _refused(connection, "out_of_stock", batch_name, title, cause_key)
         await record_step(
-            session, step="coupon_issued", contact=contact, cause_key=f"{batch.name}:{cause_key}",
-            source=source, detail={"batch": batch.name, "code": code}, at=now,
+            connection, step="coupon_issued", contact=contact, cause_key=f"{batch_name}:{cause_key}",
+            source=source, detail={"batch": batch_name, "code": code}, at=now,
         )
-        await session.commit()
+        await connection.commit()
     except IntegrityError:
-        await session.rollback()
-        earlier = await _issue_of(session, batch_name, cause_key)
-        # Not the same cause: two generated codes collided; draw again.
-        return earlier
+        await connection.rollback()
+        # The same cause issued meanwhile; otherwise two generated codes collided: draw again (None).
+        return await _issue_of(connection, batch_name, cause_key)
     return CouponOutcome("issued", batch_name, code=code, title=title, valid_to=expires_at)
 
 
 async def _refused(
-    session: AsyncSession, status: CouponStatus, batch_name: str, title: str, cause_key: str
+    session: Executor, status: CouponStatus, batch_name: str, title: str, cause_key: str
 ) -> CouponOutcome:
     """Undo the partial claim; a concurrent delivery of the same cause may have issued meanwhile."""
     await session.rollback()
@@ -191,7 +208,7 @@ async def _refused(
     return earlier or CouponOutcome(status, batch_name, title=title)
 
 
-async def _issue_of(session: AsyncSession, batch_name: str, cause_key: str) -> CouponOutcome | None:
+async def _issue_of(session: Executor, batch_name: str, cause_key: str) -> CouponOutcome | None:
     row = (
         await session.execute(
             select(CouponCode.code, CouponCode.expires_at, CouponBatch.title)
@@ -204,7 +221,7 @@ async def _issue_of(session: AsyncSession, batch_name: str, cause_key: str) -> C
     return CouponOutcome("already_issued", batch_name, code=row.code, title=row.title, valid_to=aware(row.expires_at))
 
 
-def _batch_refusal(batch: CouponBatch, now: datetime) -> CouponStatus | None:
+def _batch_refusal(batch: Any, now: datetime) -> CouponStatus | None:
     if batch.closed:
         return "closed"
     valid_to = aware(batch.valid_to)
@@ -215,7 +232,7 @@ def _batch_refusal(batch: CouponBatch, now: datetime) -> CouponStatus | None:
     return None
 
 
-def _expiry(batch: CouponBatch, now: datetime) -> datetime | None:
+def _expiry(batch: Any, now: datetime) -> datetime | None:
     if batch.valid_days:
         days_end = now + timedelta(days=batch.valid_days)
         valid_to = aware(batch.valid_to)
@@ -223,7 +240,7 @@ def _expiry(batch: CouponBatch, now: datetime) -> datetime | None:
     return aware(batch.valid_to)
 
 
-async def _take_holding(session: AsyncSession, batch: CouponBatch, contact: ContactRef) -> bool:
+async def _take_holding(session: Executor, batch: Any, contact: ContactRef) -> bool:
     table = CouponHolding.__table__
     statement = upsert(session, table).values(
         batch_id=batch.id, channel=contact.channel, account=contact.account, external_id=contact.external_id, held=1
@@ -237,8 +254,8 @@ async def _take_holding(session: AsyncSession, batch: CouponBatch, contact: Cont
 
 
 async def _claim_imported(
-    session: AsyncSession,
-    batch: CouponBatch,
+    session: Executor,
+    batch: Any,
     contact: ContactRef,
     cause_key: str,
     now: datetime,
@@ -264,7 +281,7 @@ async def _claim_imported(
     return result.scalar_one_or_none()
 
 
-async def _eligible(session: AsyncSession, batch: CouponBatch, contact: ContactRef, now: datetime) -> bool:
+async def _eligible(session: Executor, batch: Any, contact: ContactRef, now: datetime) -> bool:
     rules: dict[str, Any] = json.loads(batch.eligibility or "{}")
     if not rules:
         return True
@@ -504,7 +521,10 @@ async def offer_invite(
             earlier = await _invite_of(session, pool, cause_key)
             return InviteOutcome("already_invited", earlier) if earlier else InviteOutcome("full")
         invite = _invite(found.name, group)
-        return InviteOutcome("invited", invite, await _places_left(session, group.id))
+        left = await _places_left(session, group.id)
+        if left < found.warn_below:
+            log.warning("group pool %s is low: %d places left", pool, left, extra={"pool": pool, "places_left": left})
+        return InviteOutcome("invited", invite, left)
 
 
 async def _group_for(session: AsyncSession, pool: GroupPool, contact: ContactRef) -> PoolGroup | None:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.events import Event
 from bot.funnel.steps import record_step as record_funnel_step
 from bot.offers.contact import ContactRef
+from bot.offers.conversation import coupon_line
 from bot.offers.models import CouponBatch
 from bot.offers.service import CouponOutcome, GroupInvite, invite_for, issue_coupon
 from bot.storage.contacts import set_following_by_id, touch_contact
@@ -219,9 +220,9 @@ class WelcomeService:
     ) -> str:
         parts = [persona.greeting("wecom", source, contact={"name": name} if name else None)]
         if coupon is not None and coupon.ok:
-            parts.append(persona.say("coupon"))
+            parts.append(coupon_line(persona, coupon))  # the persona's coupon line, code included
         if invite is not None and not invite.join_link:
-            parts.append(persona.say("group_invite"))
+            parts.append(_group_line(persona, invite))
         return "\n".join(part for part in parts if part)
 
     async def _send(
@@ -279,8 +280,13 @@ def _attachments(persona: LoadedPersona, invite: GroupInvite | None) -> list[dic
     """The group invite as a link attachment (media are never uploaded on this path)."""
     if invite is None or not invite.join_link:
         return []
-    return [{"msgtype": "link", "link": {"title": invite.group_name, "url": invite.join_link,
-                                         "desc": persona.say("group_invite")[:512]}}]
+    return [{"msgtype": "link", "link": {"title": invite.group_name[:128], "url": invite.join_link,
+                                         "desc": _group_line(persona, invite)[:512]}}]
+
+
+def _group_line(persona: LoadedPersona, invite: GroupInvite) -> str:
+    return persona.say("group_invite", group={"name": invite.group_name, "link": invite.join_link,
+                                              "qr": invite.qr_image_path})
 
 
 async def _within(task: asyncio.Task[str | None], seconds: float) -> str | None:
