@@ -261,6 +261,25 @@ async def test_decrypted_garbage_or_missing_fields_are_refused(wecom: Any, start
         assert 400 <= status < 500, inner
 
 
+async def test_over_long_ids_are_refused(wecom: Any, start_bot: Any) -> None:
+    client = await start_bot(wecom())
+    status, text = await post(client, add_contact_xml("zhangsan", "wm" + "x" * 500))
+    assert status == 400 and "field_too_long" in text
+    status, text = await post(client, xml_for("chat_add_member", "wr1").replace("wmNEW1", "wm" + "y" * 300))
+    assert status == 400
+    status, _ = await post(client, add_contact_xml("u" * 65, "wm" + secrets.token_hex(8)))
+    assert status == 400
+
+
+async def test_longest_allowed_ids_still_make_a_usable_dedupe_key(wecom: Any, start_bot: Any) -> None:
+    client = await start_bot(wecom())
+    customer = "wm" + "z" * 126
+    xml = event_xml(CONTACT, "edit_external_contact", UserID="u" * 64, ExternalUserID=customer)
+    assert (await post(client, xml)) == (200, "success")
+    assert (await post(client, xml)) == (200, "success")
+    assert len(await logged(client, external_id=customer)) == 1
+
+
 async def test_oversized_body_is_refused(wecom: Any, start_bot: Any) -> None:
     client = await start_bot(wecom(MAX_BODY_BYTES="2048"))
     query, _ = WeComPeer().encrypted(add_contact_xml("zhangsan", external()))

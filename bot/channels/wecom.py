@@ -13,6 +13,7 @@ fields that identify one occurrence. They are answered at once (WeCom wants a qu
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 import time
@@ -54,6 +55,14 @@ CONTACT_KINDS: dict[str, EventKind] = {
 }
 CHAT_CHANGES = frozenset({"create", "update", "dismiss"})
 TAG_CHANGES = frozenset({"create", "update", "delete", "shuffle"})
+#: WeCom ids are short (userids ≤ 64, external userids and chat ids ~32); longer is not WeCom.
+MAX_ID_LENGTH = 128
+#: A member's userid: 1-64 bytes (WeCom's rule).
+MAX_USERID_LENGTH = 64
+_ID_FIELDS = ("FromUserName", "ToUserName", "UserID", "ExternalUserID", "ChatId", "Id", "State", "WelcomeCode",
+              "Event", "ChangeType", "UpdateDetail", "MsgType", "MsgId")
+#: Longer dedupe keys are shortened to a digest (the message log's key column holds 200).
+MAX_DEDUPE_KEY_LENGTH = 200
 #: Nested fields WeCom sends as repeated <Item> children (chat member changes).
 _LIST_FIELDS = frozenset({"MemChangeList"})
 
@@ -164,6 +173,14 @@ class WeComAdapter:
         return plain if isinstance(plain, str) else plain.decode("utf-8", "replace")
 
     def _to_event(self, data: dict[str, Any]) -> Event:
+        for name in _ID_FIELDS:
+            value = data.get(name)
+            limit = MAX_USERID_LENGTH if name == "UserID" else MAX_ID_LENGTH
+            if isinstance(value, str) and len(value) > limit:
+                raise RejectedRequest(400, "field_too_long", f"{name} is longer than {limit} characters")
+        members = data.get("MemChangeList")
+        if isinstance(members, list) and any(len(m) > MAX_ID_LENGTH for m in members):
+            raise RejectedRequest(400, "field_too_long", f"a MemChangeList item is longer than {MAX_ID_LENGTH}")
         sender = _text(data.get("FromUserName"))
         account = _text(data.get("ToUserName"))
         msg_type = _text(data.get("MsgType")).lower()
@@ -240,7 +257,7 @@ class WeComAdapter:
             chat=chat,
             source=source,
             key=key,
-            dedupe_key=dedupe,
+            dedupe_key=_bounded(dedupe),
             created_at=created_at,
             raw=data,
         )
@@ -306,6 +323,12 @@ def _parse_fields(text: str) -> dict[str, Any]:
         else:
             fields[child.tag] = (child.text or "").strip()
     return fields
+
+
+def _bounded(key: str) -> str:
+    if len(key) <= MAX_DEDUPE_KEY_LENGTH:
+        return key
+    return f"{key[:150]}#{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 def _text(value: Any) -> str:
