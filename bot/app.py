@@ -131,7 +131,10 @@ class AppContext:
         senders: dict[Channel, Sender] = {
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
-        wecom_api, wecom_services = open_wecom(settings, store=store, sessions=services.sessions, engine=engine, http=http, metrics=metrics, senders=senders)
+        wecom_api, wecom_services = open_wecom(
+            settings, store=store, sessions=services.sessions, engine=engine, background=background, http=http,
+            metrics=metrics, senders=senders,
+        )
         services = Services(store=store, sessions=services.sessions, wecom=wecom_services)
         senders.update(extra_senders or {})
         executor = ActionExecutor(

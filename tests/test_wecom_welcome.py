@@ -233,3 +233,29 @@ async def test_coupon_for_a_source_only_batch_sees_the_new_contacts_source(
     await settle(client)
     assert (await welcome_row(client, customer)).coupon_status == "issued"
     assert (await welcome_row(client, stranger)).coupon_status == "not_eligible"
+
+
+async def test_group_qr_is_attached_once_uploaded_ahead_of_time(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str], tmp_path: Any
+) -> None:
+    client = await start_bot(wecom())
+    qr = tmp_path / f"{offers['pool']}.png"
+    qr.write_bytes(b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(64))
+    async with context_of(client).services.sessions() as session:
+        pool = await offers_repo.create_pool(session, name=offers["pool"], title="宝妈福利群")
+        await offers_repo.add_group(session, pool, name="宝妈福利2群", qr_path=str(qr))
+        await session.commit()
+    first, second = external(), external()
+    await post(client, add_contact_xml("zhangsan", first, welcome_code="WC-" + first))
+    await fake_wechat_api.wait_for(WELCOME)
+    await settle(client)
+    # Not uploaded yet: the first welcome goes without the image, with the persona's invite line in its text,
+    # and the upload happens beside it, not before it.
+    (upload,) = fake_wechat_api.calls("/cgi-bin/media/upload")
+    welcome = fake_wechat_api.wecom.welcomes[0]
+    assert "attachments" not in welcome and "宝妈福利2群" in welcome["text"]["content"]
+    await post(client, add_contact_xml("zhangsan", second, welcome_code="WC-" + second))
+    await fake_wechat_api.wait_for(WELCOME, 2)
+    (media_id,) = fake_wechat_api.media
+    assert fake_wechat_api.wecom.welcomes[1]["attachments"] == [{"msgtype": "image", "image": {"media_id": media_id}}]
+    await context_of(client).services.store.delete(f"wecom:media:{qr}")

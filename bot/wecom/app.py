@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+
+from bot.background import BackgroundTasks
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.channels.wecom import WeComAdapter, WeComConfig
@@ -23,6 +25,7 @@ from bot.wecom import channels
 from bot.wecom.api import WeComApi
 from bot.wecom.groups import GroupService
 from bot.wecom.tags import TagSyncService
+from bot.wecom.media import WeComMedia
 from bot.wecom.clock import Clock, system_clock
 from bot.wecom.sender import WeComAppSender
 from bot.wecom.welcome import Sessions, WelcomeService
@@ -89,6 +92,7 @@ def open_wecom(
     store: KeyValueStore,
     sessions: Sessions,
     engine: AsyncEngine,
+    background: BackgroundTasks,
     http: aiohttp.ClientSession,
     metrics: Metrics,
     senders: MutableMapping[Channel, Sender],
@@ -109,8 +113,9 @@ def open_wecom(
     senders[Channel.WECOM] = WeComAppSender(api) if api else UnconfiguredSender("WECOM_CORP_ID/WECOM_SECRET")
     if not settings.wecom_callback_configured and api is None:
         return None, None
+    media = WeComMedia(api=api, store=store, background=background)
     welcome = WelcomeService(
-        api=api, sessions=sessions, engine=engine, clock=system_clock, default_coupon=settings.wecom_welcome_coupon,
+        api=api, sessions=sessions, engine=engine, clock=system_clock, media=media, default_coupon=settings.wecom_welcome_coupon,
         default_pool=settings.wecom_welcome_pool,
     )
     groups = GroupService(api=api, sessions=sessions, store=store, corp_id=settings.wecom_corp_id)

@@ -42,6 +42,7 @@ from bot.wecom.api import WeComApi
 from bot.wecom.channels import ChannelView
 from bot.wecom.clock import Clock, utc
 from bot.wecom.errors import ALREADY_CHATTING, WELCOME_FINAL_ERRCODES
+from bot.wecom.media import WeComMedia
 from bot.wecom.models import WelcomeRecord
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class WelcomeService:
         sessions: Sessions,
         engine: AsyncEngine,
         clock: Clock,
+        media: WeComMedia,
         default_coupon: str = "",
         default_pool: str = "",
         window: float = WELCOME_WINDOW_SECONDS,
@@ -85,6 +87,7 @@ class WelcomeService:
         self.api = api
         self.sessions = sessions
         self.engine = engine
+        self.media = media
         self.clock = clock
         self.default_coupon = default_coupon
         self.default_pool = default_pool
@@ -124,8 +127,9 @@ class WelcomeService:
                 return WelcomeResult("no_api", channel, source, coupon, invite)
             name = await _within(name_task, received + self.name_budget - self.clock())
             text = self._text(persona, source, name, coupon, invite)
+            media_id = await self.media.media_id(invite.qr_image_path) if invite and invite.qr_image_path else None
             status, attempts, errcode = await self._send(
-                event.key, text, _attachments(persona, invite), deadline=self._deadline(event, received)
+                event.key, text, _attachments(persona, invite, media_id), deadline=self._deadline(event, received)
             )
         finally:
             if not name_task.done():
@@ -222,7 +226,7 @@ class WelcomeService:
         if coupon is not None and coupon.ok:
             parts.append(coupon_line(persona, coupon))  # the persona's coupon line, code included
         if invite is not None and not invite.join_link:
-            parts.append(_group_line(persona, invite))
+            parts.append(_group_line(persona, invite))  # no link attachment to carry it
         return "\n".join(part for part in parts if part)
 
     async def _send(
@@ -276,11 +280,16 @@ class WelcomeService:
         log.info("welcome %s", status, extra={"dedupe_key": event.dedupe_key, "attempts": attempts, "errcode": errcode})
 
 
-def _attachments(persona: LoadedPersona, invite: GroupInvite | None) -> list[dict[str, Any]]:
-    """The group invite as a link attachment (media are never uploaded on this path)."""
-    if invite is None or not invite.join_link:
+def _attachments(persona: LoadedPersona, invite: GroupInvite | None, media_id: str | None) -> list[dict[str, Any]]:
+    """The group invite: its QR image (uploaded ahead of time) and/or its join link."""
+    if invite is None:
         return []
-    return [{"msgtype": "link", "link": {"title": invite.group_name[:128], "url": invite.join_link,
+    attachments: list[dict[str, Any]] = []
+    if media_id:
+        attachments.append({"msgtype": "image", "image": {"media_id": media_id}})
+    if not invite.join_link:
+        return attachments
+    return attachments + [{"msgtype": "link", "link": {"title": invite.group_name[:128], "url": invite.join_link,
                                          "desc": _group_line(persona, invite)[:512]}}]
 
 
