@@ -183,3 +183,36 @@ async def test_staff_at_daily_cap_leave_the_contact_way_until_the_next_shanghai_
     await post(client, add_contact_xml("lisi", external(), state=name))
     assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"]
     assert len(fake_wechat_api.calls(UPDATE_WAY)) == 2
+
+
+async def test_upkeep_round_puts_capped_staff_back_and_retries_tag_syncs(
+    env: dict[str, str], fake_wechat_api: FakeWeChatApi, make_settings: Any, start_bot: Any
+) -> None:
+    name = f"up{secrets.token_hex(3)}"
+    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)))
+    code, _, err = await bot_cli(env, "channel", "create", name, "--staff", "zhangsan,lisi", "--daily-cap", "1",
+                                 "--tag", f"tag-{name}")
+    assert code == 0, err
+    config_id = next(iter(fake_wechat_api.wecom.contact_ways))
+    wecom = context_of(client).services.wecom
+    clock = {"now": datetime(2026, 12, 1, 22, 0, tzinfo=SHANGHAI).timestamp()}
+    wecom.set_clock(lambda: clock["now"])
+    customer = external()
+    fake_wechat_api.inject("/cgi-bin/externalcontact/mark_tag", *([500] * 4))
+    await post(client, add_contact_xml("zhangsan", customer, state=name))
+    assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["lisi"]
+    assert fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == set()  # the sync failed
+    clock["now"] += 6 * 3600  # 04:00 the next day in Shanghai; no add has come in since
+    stop = asyncio.Event()
+    upkeep = asyncio.create_task(wecom.maintain(stop, every=0.05))
+    try:
+        for _ in range(100):
+            if fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"] and \
+                    fake_wechat_api.wecom.tag_names_of("zhangsan", customer):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await upkeep
+    assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"]
+    assert fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == {f"tag-{name}"}
