@@ -6,7 +6,7 @@ invite as in production), then posts encrypted add_external_contact callbacks (e
 own WelcomeCode) at a fixed rate and prints p50/p99/max of the latency. Both processes stamp
 time with CLOCK_MONOTONIC, which Linux shares across processes.
 
-  python bench/welcome.py [--rate 50] [--seconds 10] [--database-url URL] [--redis-url URL] [--no-offers]
+  python bench/welcome.py [--rate 50] [--seconds 10] [--database-url URL] [--redis-url URL] [--no-offers | --only coupon|invite]
 
 Default database: a fresh SQLite file; default store: Redis at $REDIS_URL if set, else the
 in-process store. Target (issue 10): p99 ≤ 300 ms at 50 adds/s.
@@ -86,6 +86,10 @@ async def run(args: argparse.Namespace) -> None:
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_wechat_api", "--port", str(api_port),
                              "--max-recorded", "100000"], cwd=REPO, stdout=subprocess.DEVNULL)
     offers = {} if args.no_offers else {"WECOM_WELCOME_COUPON": batch, "WECOM_WELCOME_POOL": pool}
+    if args.only == "coupon":
+        offers.pop("WECOM_WELCOME_POOL", None)
+    elif args.only == "invite":
+        offers.pop("WECOM_WELCOME_COUPON", None)
     env = {**os.environ, **wecom_settings(WECOM_API_BASE=f"http://127.0.0.1:{api_port}", **offers),
            "DATABASE_URL": database_url, "BOT_PORT": str(bot_port), "BOT_HOST": "127.0.0.1",
            "LOG_LEVEL": "WARNING", "PERSONA_HISTORY_DIR": str(workdir / "history")}
@@ -138,7 +142,7 @@ async def run(args: argparse.Namespace) -> None:
             raise SystemExit("no welcome reached the fake API")
         q = statistics.quantiles(latencies, n=100)
         print(f"welcome latency at {args.rate:g} adds/s for {args.seconds:g} s, "
-              f"{'greeting only' if args.no_offers else 'coupon + group invite'} "
+              f"{'greeting only' if args.no_offers or not offers else ' + '.join(sorted(offers))} "
               f"({'PostgreSQL' if 'postgresql' in database_url else 'SQLite'}, "
               f"{'Redis' if args.redis_url else 'in-process store'}):")
         print(f"  callbacks {len(sent_at)}  non-200 {sum(1 for s in statuses if s != 200)}  "
@@ -161,6 +165,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--no-offers", action="store_true", help="welcome without coupon and group invite")
+    parser.add_argument("--only", choices=["coupon", "invite"], default=None, help="welcome with only one of the two")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -31,7 +31,7 @@ from bot.events import Event
 from bot.funnel.steps import record_step as record_funnel_step
 from bot.offers.contact import ContactRef
 from bot.offers.conversation import coupon_line
-from bot.offers.models import CouponBatch
+from bot.offers.models import CouponBatch, GroupPool, PoolGroup
 from bot.offers.service import CouponOutcome, GroupInvite, invite_for, issue_coupon
 from bot.storage.contacts import set_following_by_id, touch_contact
 from bot.storage.db import insert_ignoring_conflicts
@@ -57,6 +57,7 @@ WELCOME_WINDOW_SECONDS = 20.0
 #: The customer's name is worth this much waiting, from the callback's arrival; never more.
 NAME_BUDGET_SECONDS = 0.25
 RETRY_PAUSE_SECONDS = 0.2
+INVITE_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,9 @@ class WelcomeService:
         self.sessions = sessions
         self.engine = engine
         self.media = media
+        #: Invites recorded at a time (they queue on the group's row lock): the rest of the
+        #: welcomes keep their database connections.
+        self._invites = asyncio.Semaphore(INVITE_CONCURRENCY)
         self.clock = clock
         self.default_coupon = default_coupon
         self.default_pool = default_pool
@@ -113,18 +117,17 @@ class WelcomeService:
                 await asyncio.wait({claim})
             coupon, invite, first = await asyncio.gather(
                 self._coupon(channel, contact, event.dedupe_key, source),
-                self._invite(channel, contact, event.dedupe_key, source),
+                self._invite_preview(channel),
                 claim,
             )
             if not first:
                 return WelcomeResult("duplicate", channel)
-            if not event.key:
-                await self._finish(event, "no_code", coupon=coupon)
-                return WelcomeResult("no_code", channel, source, coupon, invite)
-            if self.api is None:
-                log.warning("welcome not sent: WECOM_CORP_ID/WECOM_SECRET not configured")
-                await self._finish(event, "no_api", coupon=coupon)
-                return WelcomeResult("no_api", channel, source, coupon, invite)
+            if not event.key or self.api is None:
+                status = "no_code" if not event.key else "no_api"
+                if self.api is None and event.key:
+                    log.warning("welcome not sent: WECOM_CORP_ID/WECOM_SECRET not configured")
+                await self._finish(event, status, coupon=coupon)
+                return WelcomeResult(status, channel, source, coupon, None)
             name = await _within(name_task, received + self.name_budget - self.clock())
             text = self._text(persona, source, name, coupon, invite)
             media_id = await self.media.media_id(invite.qr_image_path) if invite and invite.qr_image_path else None
@@ -136,6 +139,8 @@ class WelcomeService:
                 name_task.cancel()
         await self._finish(event, status, coupon=coupon, attempts=attempts, errcode=errcode, source=source,
                            staff=staff)
+        if invite is not None:
+            await self._invite(channel, contact, event.dedupe_key, source)
         return WelcomeResult(status, channel, source, coupon, invite, attempts)
 
     def _deadline(self, event: Event, received: float) -> float:
@@ -206,6 +211,33 @@ class WelcomeService:
             log.exception("coupon for the welcome failed", extra={"dedupe_key": cause_key, "batch": batch})
             return None
 
+    async def _invite_preview(self, channel: ChannelView | None) -> GroupInvite | None:
+        """The group the welcome points at: the pool's first open group with room (a read).
+
+        Recording the invite (`offer_invite`: the group's count, the `invited` step) takes a lock
+        on the group's row that every new customer of the pool wants; measured at 50 adds/s it
+        was the welcome's bottleneck (p99 > 1 s), so it is done right after the welcome is sent.
+        The group it records is this one unless the pool rotated in between.
+        """
+        pool = (channel.pool if channel else None) or self.default_pool
+        if not pool:
+            return None
+        groups, pools = PoolGroup.__table__, GroupPool.__table__
+        has_room = ((groups.c.member_count.is_not(None) & (groups.c.member_count < groups.c.capacity))
+                    | (groups.c.member_count.is_(None) & ((groups.c.invites_count + 1) * pools.c.join_rate
+                                                          <= groups.c.capacity)))
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(
+                select(groups.c.id, groups.c.name, groups.c.qr_path, groups.c.join_link)
+                .join(pools, pools.c.id == groups.c.pool_id)
+                .where(pools.c.name == pool, pools.c.closed.is_(False), groups.c.state == "open", has_room)
+                .order_by(groups.c.position, groups.c.id).limit(1)
+            )).first()
+        if row is None:
+            log.warning("group pool %s has no open group with room; welcome without invite", pool)
+            return None
+        return GroupInvite(pool, row.id, row.name, row.qr_path, row.join_link)
+
     async def _invite(
         self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
     ) -> GroupInvite | None:
@@ -213,7 +245,9 @@ class WelcomeService:
         if not pool:
             return None
         try:
-            return await invite_for(self.sessions, pool=pool, contact=contact, cause_key=cause_key, source=source)
+            async with self._invites:
+                return await invite_for(self.sessions, pool=pool, contact=contact, cause_key=cause_key,
+                                        source=source)
         except Exception:  # noqa: BLE001
             log.exception("group invite for the welcome failed", extra={"dedupe_key": cause_key, "pool": pool})
             return None
