@@ -104,20 +104,34 @@ async def test_oa_channel_is_a_permanent_parametric_qr_and_attributes_follows(
     env: dict[str, str], fake_wechat_api: FakeWeChatApi, make_settings: Any, start_bot: Any, tmp_path: Path
 ) -> None:
     name = f"store{secrets.token_hex(3)}"
-    code, _, err = await bot_cli(env, "channel", "create", name, "--oa")
+    client = await start_bot(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url))
+    batch, pool = f"oa{name}", f"oapool{name}"
+    await seed_offers(client, batch, pool)
+    code, _, err = await bot_cli(env, "channel", "create", name, "--oa", "--tag", "门店扫码", "--coupon", batch,
+                                 "--pool", pool)
     assert code == 0, err
     call = fake_wechat_api.calls("/cgi-bin/qrcode/create")[-1]  # (a first try may meet a stale cached token)
     assert call.json == {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": name}}}
     image = tmp_path / "oa.png"
     assert (await bot_cli(env, "channel", "qr", name, "--out", str(image)))[0] == 0
     assert image.read_bytes().startswith(b"\x89PNG")
-    client = await start_bot(make_settings())
     user = "o" + secrets.token_hex(10)
-    query, body = WeChatPeer().plain(event_xml(user, "subscribe", EventKey=f"qrscene_{name}"))
-    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    peer = WeChatPeer()
+    query, body = peer.plain(event_xml(user, "subscribe", EventKey=f"qrscene_{name}"))
+    response = await client.post("/wechat/oa", params=query, data=body)
+    assert response.status == 200
+    greeting = peer.read_reply(await response.text())["Content"]
+    assert greeting == context_of(client).personas.for_channel("wechat_oa").greeting("wechat_oa", name)
+    pushed = [m["text"]["content"] for m in await fake_wechat_api.wait_for_sent(user, 2)]
+    await context_of(client).background.drain()
+    await context_of(client).writer.flush()
     async with context_of(client).services.sessions() as session:
         contact = (await session.execute(select(Contact).where(Contact.external_id == user))).scalar_one()
-    assert contact.source_channel == name
+        code_row = (await session.execute(select(CouponCode).where(CouponCode.external_id == user))).scalar_one()
+        tags = set((await session.execute(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).scalars())
+    assert contact.source_channel == name and "门店扫码" in tags
+    assert any(f"券码：{code_row.code}" in text for text in pushed)
+    assert any("包裹卡1群" in text for text in pushed)
     code, out, err = await bot_cli(env, "stats", "channels", "--json", "--since", "1d")
     assert code == 0, err
     (row,) = [r for r in json.loads(out) if r["channel"] == name]
