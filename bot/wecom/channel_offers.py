@@ -6,17 +6,12 @@ greeting is the passive reply, so these go out as pushed messages after it.
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from bot.context import Context
 from bot.events import Action, AddTag, Event, Reply, SendText
 from bot.offers.contact import ContactRef
 from bot.offers.conversation import coupon_line, invite_actions
 from bot.offers.service import invite_for, issue_coupon
 from bot.wecom import channels
-
-Sessions = async_sessionmaker[AsyncSession]
-
 
 async def oa_channel_actions(event: Event, ctx: Context) -> list[Action]:
     if not event.source:
