@@ -26,6 +26,7 @@ install-dev: $(VENV)/.installed-dev
 run: export BOT_ENV ?= development
 run: install
 	$(BIN)/python -m bot db upgrade
+	$(BIN)/python -m bot demo seed
 	exec $(BIN)/python -m bot serve
 
 test: install-dev

@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     from bot.jobs import cli as jobs_cli  # noqa: E402 - `python -m bot worker`
 
     jobs_cli.register(commands)
+    from bot.offers.cli import register as register_offers  # coupon, group pool, demo seed
+
+    register_offers(commands)
+    from bot.funnel.cli import register as register_funnel  # stats funnel
+
+    register_funnel(commands)
+    from bot.wecom.cli import register as register_wecom  # channel ..., stats channels (keep last: joins `stats`)
+
+    register_wecom(commands)
     return parser
 
 
@@ -121,9 +130,13 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _persona_check(args: argparse.Namespace) -> int:
+    from bot.offers.persona_check import check_offers_exist
     from bot.persona import check_command
 
-    return check_command(args.path or _settings().persona, sys.stdout)
+    settings = _settings()
+    path = args.path or settings.persona
+    status = check_command(path, sys.stdout)
+    return max(status, check_offers_exist(path, settings.database_url, sys.stdout))
 
 
 def _persona_versions(args: argparse.Namespace) -> int:

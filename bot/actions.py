@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.background import BackgroundTasks
+from bot.funnel.actions import apply_funnel_steps
 from bot.events import Action, AddTag, Channel, Event, Handoff, RemoveTag, Reply, SendText, SetFollowing
 from bot.jobs.pushes import QUEUED, SEND_PUSHES, Push
 from bot.jobs.queue import JobQueue
@@ -80,6 +81,7 @@ class ActionExecutor:
         stateful = [action for action in actions if isinstance(action, (SetFollowing, AddTag, RemoveTag))]
         if stateful:
             await self._store_changes(event, stateful, state or {})
+        await apply_funnel_steps(self._engine, event, actions)  # bot/funnel: followed, welcomed
         for action in actions:
             if isinstance(action, Reply):
                 outgoing.append(Outgoing(action.text))

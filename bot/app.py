@@ -33,13 +33,18 @@ from bot.jobs.runtime import JobRuntime, build_oa_api, build_senders
 from bot.kv import KeyValueStore, open_store
 from bot.kv.guarded import GuardedStore
 from bot.metrics import Metrics
+from bot.offers.media import QrMediaRefresher
+from bot.offers.watch import PoolWatch
 from bot.persona import PersonaRegistry
 from bot.senders import Sender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
-from bot.web import ops
+from bot.web import callback, coupon_api, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
+from bot.web.wecom import WeComEndpoint
+from bot.wecom.app import open_wecom, wecom_endpoint
+from bot.wecom.api import WeComApi
 from bot.wechat_api import WeChatApiClient
 from handlers import build_router, conversation_keys
 
@@ -47,6 +52,7 @@ log = logging.getLogger("siyu.app")
 
 APP_CONTEXT = web.AppKey("siyu_context", "AppContext")
 OA_ENDPOINT = web.AppKey("siyu_oa_endpoint", OfficialAccountEndpoint)
+WECOM_ENDPOINT = web.AppKey("siyu_wecom_endpoint", WeComEndpoint)
 
 
 @dataclass
@@ -65,8 +71,16 @@ class AppContext:
     jobs: JobQueue
     #: Where /metrics and /readyz listen (BOT_OPS_PORT, or the free port picked for 0); set once serving.
     ops_port: int | None = None
+    wecom_api: WeComApi | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    #: Keeps group QR images uploaded as OA media (bot/offers/media.py); None without OA credentials.
+    media_refresher: QrMediaRefresher | None = None
+    _media_task: asyncio.Task[None] | None = None
+    #: Group pools running low → log + metric (bot/offers/watch.py).
+    pool_watch: PoolWatch | None = None
+    _pool_task: asyncio.Task[None] | None = None
+    _wecom_upkeep: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -113,6 +127,12 @@ class AppContext:
         writer = BatchedWriter(services.sessions, on_set_aside=metrics.log_rows_set_aside.inc)
         writer.start()
         senders: dict[Channel, Sender] = build_senders(oa_api, extra_senders)
+        wecom_api, wecom_services = open_wecom(
+            settings, store=store, sessions=services.sessions, engine=engine, background=background, http=http,
+            metrics=metrics, senders=senders,
+        )
+        services = Services(store=store, sessions=services.sessions, wecom=wecom_services)
+        senders.update(extra_senders or {})  # a test's or the console's own senders win
         runtime = JobRuntime(
             settings=settings, engine=engine, sessions=services.sessions, store=store, http=http,
             oa_api=oa_api, senders=senders,
@@ -145,10 +165,18 @@ class AppContext:
             executor=executor,
             dispatcher=dispatcher,
             jobs=jobs,
+            wecom_api=wecom_api,
         )
         runtime.context = context  # in-process jobs that run handlers use this app
+        if wecom_services is not None:
+            context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        context.pool_watch = PoolWatch(services.sessions, metrics.registry)
+        context._pool_task = asyncio.create_task(context.pool_watch.run(context._stop), name="pool-watch")
+        if oa_api is not None:
+            context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
+            context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
         return context
 
     async def reload_personas(self) -> None:
@@ -158,6 +186,11 @@ class AppContext:
         """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
         pushes and late answers get 1.5 s, the log's last rows 1 s, the store 1 s."""
         self._stop.set()
+        for task in (self._media_task, self._pool_task, self._wecom_upkeep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -190,6 +223,8 @@ def create_app(
         context = await AppContext.open(settings, analyzer=analyzer, watch_personas=watch_personas)
         app[APP_CONTEXT] = context
         app[OA_ENDPOINT] = _oa_endpoint(context)
+        if (endpoint := wecom_endpoint(context)) is not None:
+            app[WECOM_ENDPOINT] = endpoint
         _install_sighup(context)
         ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
         await ops_runner.setup()
@@ -204,20 +239,13 @@ def create_app(
     app.cleanup_ctx.append(lifespan)
     # The router freezes before start-up runs, so routes are bound now and look up
     # the app-scoped objects the lifespan created when a request comes in.
-    app.router.add_get("/wechat/oa", _oa_verify)
-    app.router.add_post("/wechat/oa", _oa_receive)
+    callback.mount(app, "/wechat/oa", OA_ENDPOINT)
+    callback.mount(app, "/wechat/work", WECOM_ENDPOINT)
     app.router.add_get("/healthz", ops.healthz)
     # /readyz and /metrics: on the internal ops port only (BOT_OPS_PORT, started in the lifespan).
     app.on_response_prepare.append(ops.plain_server_header)
+    coupon_api.add_routes(app, lambda request: request.app[APP_CONTEXT])
     return app
-
-
-async def _oa_verify(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].verify(request)
-
-
-async def _oa_receive(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].receive(request)
 
 
 def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:

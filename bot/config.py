@@ -60,6 +60,20 @@ class Settings(BaseModel):
     wechat_oa_allow_plain: bool = Field(False, alias="WECHAT_OA_ALLOW_PLAIN")
     wechat_api_base: str = Field("https://api.weixin.qq.com", alias="WECHAT_API_BASE")
 
+    # WeCom (企业微信): the self-built app's callback (`/wechat/work`) and the customer-contact API.
+    wecom_corp_id: str = Field("", alias="WECOM_CORP_ID")
+    wecom_token: str = Field("", alias="WECOM_TOKEN")
+    wecom_aes_key: str = Field("", alias="WECOM_AES_KEY")
+    #: The customer-contact (客户联系) secret; its token also sends the app's messages.
+    wecom_secret: str = Field("", alias="WECOM_SECRET")
+    wecom_agent_id: int | None = Field(None, alias="WECOM_AGENT_ID")
+    wecom_api_base: str = Field("https://qyapi.weixin.qq.com", alias="WECOM_API_BASE")
+    #: Coupon batch / group pool of the WeCom welcome when the customer came through no channel of ours.
+    wecom_welcome_coupon: str = Field("", alias="WECOM_WELCOME_COUPON")
+    wecom_welcome_pool: str = Field("", alias="WECOM_WELCOME_POOL")
+    #: Corp tag group our own tags are created under on WeCom.
+    wecom_tag_group: str = Field("思语", alias="WECOM_TAG_GROUP")
+
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
     #: Accepted clock skew for callback timestamps.
@@ -68,6 +82,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, alias="MAX_BODY_BYTES")
     #: OA openids treated as staff (comma-separated), for chat commands.
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
+    #: Shared with the shop for /api/coupons (HMAC-SHA256); unset → those endpoints answer 503.
+    shop_webhook_secret: str | None = Field(None, alias="SHOP_WEBHOOK_SECRET")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     #: "json" (default) or "text".
     log_format: str = Field("json", alias="LOG_FORMAT")
@@ -130,6 +146,14 @@ class Settings(BaseModel):
                 raise ValueError(f"PERSONA_BY_CHANNEL entry {item!r} must look like channel=path")
             mapping[channel.strip()] = _resolve(Path(path.strip()))
         return mapping
+
+    @property
+    def wecom_callback_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_token and self.wecom_aes_key)
+
+    @property
+    def wecom_api_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_secret)
 
     def staff(self) -> frozenset[str]:
         return frozenset(filter(None, (part.strip() for part in self.staff_openids.split(","))))

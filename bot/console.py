@@ -25,7 +25,7 @@ from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
 
 CONSOLE_ACCOUNT = "console"
-HELP = "命令: /follow [来源] 模拟关注 · /group 文字 在群里说 · /tags 查看标签 · /help · /quit   其他输入都会发给机器人"
+HELP = "命令: /follow [来源] 模拟关注 · /group 文字 在群里说 · /tags 查看标签 · /coupons 我的券 · /help · /quit   其他输入都会发给机器人"
 #: The group chat `/group` speaks in (handlers that only answer 1:1, like the fallback, stay quiet there).
 CONSOLE_GROUP = "console-group"
 
@@ -68,6 +68,8 @@ class ConsoleChat:
             await self._show_tags()
         elif command == "/group":
             await self._send(self.event(EventKind.MESSAGE, "text", text=argument, chat=CONSOLE_GROUP))
+        elif command == "/coupons":
+            await self._show_coupons()
         elif command == "/follow":
             await self._send(self.event(EventKind.FOLLOW, "subscribe", source=argument.strip() or None))
         else:
@@ -91,6 +93,16 @@ class ConsoleChat:
         for tag in tags:
             expiry = f", 到期 {tag.expires_at:%Y-%m-%d}" if tag.expires_at else ""
             self._print(f"#{tag.tag}  (来源 {tag.source}{expiry})")
+
+    async def _show_coupons(self) -> None:
+        from bot.offers.conversation import shop_date
+        from bot.offers.service import ContactRef, unused_coupons
+
+        held = await unused_coupons(self.context.services.sessions, ContactRef(str(Channel.CONSOLE), CONSOLE_ACCOUNT, self.user))
+        if not held:
+            self._print("(没有可用的优惠券)")
+        for coupon in held:
+            self._print(f"{coupon.code}  {coupon.title}  (有效期至 {shop_date(coupon.valid_to)})")
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)

@@ -43,6 +43,10 @@ class Metrics:
         self.readiness_checks = Counter(
             "siyu_readiness_checks", "Readiness checks run (probes within a second share one)", registry=self.registry
         )
+        self.unknown_events = Counter(
+            "siyu_unknown_events", "Callbacks of event types the bot does not know (answered 200)",
+            ["endpoint", "type"], registry=self.registry,
+        )
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,

@@ -31,6 +31,12 @@ class OfficialAccountSender:
         self.api = api
 
     async def send_text(self, to: str, text: str, chat: str | None = None) -> None:
+        from bot.replies import image_media_id
+
+        media_id = image_media_id(text)
+        if media_id is not None:  # an image reply that missed the deadline goes out as an image
+            await self.api.send_image(to, media_id)
+            return
         await self.api.send_text(to, text)
 
 

@@ -53,8 +53,9 @@ def test_stock_lines_render_in_chinese(demo: LoadedPersona) -> None:
         "你想问的是哪一个呢？\n1) 纸尿裤尺码怎么选？\n2) 拉拉裤和纸尿裤有什么区别？\n回复数字就可以啦～"
     )
     assert "（宝宝6-12月）" in demo.say("survey_thanks", tag="宝宝6-12月")
-    assert "满99减20元" in demo.say("coupon")
-    assert "宝妈福利群" in demo.say("group_invite")
+    coupon = {"code": "K7QX3M9WPA", "title": "新人券 满99减20", "valid_to": "2026-12-31"}
+    assert "K7QX3M9WPA" in demo.say("coupon", coupon=coupon) and "2026-12-31" in demo.say("coupon", coupon=coupon)
+    assert "宝妈福利1群" in demo.say("group_invite", group={"name": "宝妈福利1群", "link": None, "qr": "q.png"})
 
 
 def test_say_refuses_unknown_lines_and_context(demo: LoadedPersona) -> None:

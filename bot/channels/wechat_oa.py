@@ -24,11 +24,13 @@ from typing import Any
 from wechatpy.crypto import PrpCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
+from wechatpy.replies import ImageReply
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
 from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext, parse_message
 from bot.events import Channel, Event, EventKind
+from bot.replies import image_media_id
 
 _EVENT_KINDS: dict[str, EventKind] = {
     "subscribe": EventKind.FOLLOW,
@@ -63,6 +65,11 @@ class InboundMessage:
 
 
 class OfficialAccountAdapter:
+    """The OA side of the callback skeleton (bot/web/callback.py)."""
+
+    reply_content_type = "application/xml"
+    ack_body = "success"
+
     def __init__(self, config: OfficialAccountConfig) -> None:
         self.config = config
         self._aes_key = _decode_aes_key(config.aes_key) if config.aes_key else None
@@ -183,12 +190,21 @@ class OfficialAccountAdapter:
             from_staff=sender in self.config.staff_openids,
         )
 
+    def answers_at_once(self, inbound: InboundMessage) -> bool:
+        """Never: the OA answers in the passive reply, within WeChat's 5 s."""
+        return False
+
     # --- outbound -------------------------------------------------------------
 
     def render_reply(self, inbound: InboundMessage, text: str, *, now: int | None = None) -> str:
         """Passive reply XML for the request, encrypted when the request was."""
         event = inbound.event
-        reply = text_reply_xml(source=event.account, target=event.sender, content=text, now=now)
+        media_id = image_media_id(text)
+        if media_id is not None:
+            reply = ImageReply(source=event.account, target=event.sender, media_id=media_id,
+                               time=now or int(time.time())).render()
+        else:
+            reply = text_reply_xml(source=event.account, target=event.sender, content=text, now=now)
         if not inbound.encrypted:
             return reply
         assert self._crypto is not None

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bot.faq.matcher import FaqMatcher
 
 #: What callers may pass to say()/greeting()/render(); `persona` is always filled in.
-CONTEXT_VARIABLES = ("contact", "source", "options", "tag")
+CONTEXT_VARIABLES = ("contact", "source", "options", "tag", "coupon", "group", "coupons")
 
 
 @dataclass(frozen=True, eq=False)

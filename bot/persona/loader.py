@@ -19,6 +19,7 @@ from bot.persona.files import FAQ_FILE, PERSONA_FILE, PERSONA_FILES, SYNONYMS_FI
 from bot.persona.issues import PersonaError, PersonaIssue
 from bot.persona.loaded import LoadedPersona, persona_variable
 from bot.persona.schema import PersonaDefinition
+from bot.persona.offer_checks import check_offer_lines
 from bot.persona.tag_checks import check_tag_rules
 from bot.persona.templates import BASE_VARIABLES, PersonaTemplateEnvironment, compile_template, sample_variables
 from bot.persona.validation import validate
@@ -29,7 +30,20 @@ if TYPE_CHECKING:
     from bot.faq.analyzer import TextAnalyzer
 
 #: Extra template variables per stock line (every line also gets persona, contact, source).
-_LINE_VARIABLES: Mapping[str, frozenset[str]] = {"clarify": frozenset({"options"}), "survey_thanks": frozenset({"tag"})}
+_LINE_VARIABLES: Mapping[str, frozenset[str]] = {
+    "clarify": frozenset({"options"}),
+    "survey_thanks": frozenset({"tag"}),
+    "coupon": frozenset({"coupon"}),
+    "coupon_again": frozenset({"coupon"}),
+    "group_invite": frozenset({"group"}),
+    "my_coupons": frozenset({"coupons"}),
+}
+#: Sample offers the offer lines must render with (bot/offers fills in the real ones).
+_OFFER_SAMPLES: Mapping[str, Any] = {
+    "coupon": {"code": "ABCDE23456", "title": "满99减20", "valid_to": "2026-12-31"},
+    "group": {"name": "宝妈福利1群", "link": "https://example.com/join", "qr": "var/demo/fuli-1.png"},
+    "coupons": [{"code": "ABCDE23456", "title": "满99减20", "valid_to": "2026-12-31"}],
+}
 _PLACEHOLDER_PERSONA = {"name": "小助手", "signature": "", "tone": []}
 
 
@@ -109,13 +123,16 @@ def build_persona(
         issues += check_tag_rules(docs[TAGS_FILE], rules, faq_ids)
 
     persona_var = persona_variable(definition) if definition else _PLACEHOLDER_PERSONA
-    samples = sample_variables(persona_var)
+    samples = [{**sample, **_OFFER_SAMPLES} for sample in sample_variables(persona_var)]
     lines: dict[str, Template] = {}
     greetings: dict[tuple[str | None, str | None], Template] = {}
     texts: dict[str, Template] = {}
     if definition is not None:
         doc = docs[PERSONA_FILE]
+        issues += check_offer_lines(doc, definition)
         for key, text in definition.lines.model_dump().items():
+            if text is None:
+                continue
             allowed = BASE_VARIABLES | _LINE_VARIABLES.get(key, frozenset())
             lines[key] = _template(env, doc, ("lines", key), text, allowed, samples, issues, report)
         for (channel, source), loc, text in _greeting_sources(definition):

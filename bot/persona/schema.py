@@ -50,11 +50,46 @@ class Lines(_Strict):
     coupon: str
     #: After a survey answer; gets `tag`.
     survey_thanks: str
+    # Offers (bot/offers): needed when the persona has `offers`. `coupon` gets `coupon`
+    # (code, title, valid_to); `group_invite` gets `group` (name, link, qr).
+    #: The customer asked again for a coupon they already have; gets `coupon`.
+    coupon_again: str | None = None
+    coupon_out_of_stock: str | None = None
+    coupon_over_limit: str | None = None
+    coupon_not_eligible: str | None = None
+    #: The batch is closed, expired or missing.
+    coupon_unavailable: str | None = None
+    #: No group in the pool has room (or the pool is closed).
+    group_full: str | None = None
+    #: 我的券: gets `coupons` (code, title, valid_to each).
+    my_coupons: str | None = None
+    my_coupons_none: str | None = None
 
     @field_validator("*")
     @classmethod
-    def _lines_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
+    def _lines_not_blank(cls, value: str | None) -> str | None:
+        return value if value is None else _not_blank(value)
+
+
+class OfferDefinition(_Strict):
+    """What to give (a coupon batch, a group pool) and the words that ask for it."""
+
+    #: Coupon batch name (python -m bot coupon batch list).
+    coupon: str | None = None
+    #: Group pool name (python -m bot group pool list).
+    group_pool: str | None = None
+    #: Messages that ask for the coupon (新人, 领券, …); the persona's synonyms apply.
+    coupon_words: list[str] = Field(default_factory=list)
+    #: Messages that ask for the group invite (入群, 进群, …).
+    group_words: list[str] = Field(default_factory=list)
+    #: Give the coupon and the invite right after the greeting when someone follows.
+    on_follow: bool = False
+
+
+OFFER_LINES = (
+    "coupon_again", "coupon_out_of_stock", "coupon_over_limit", "coupon_not_eligible", "coupon_unavailable",
+    "group_full", "my_coupons", "my_coupons_none",
+)
 
 
 class PersonaDefinition(_Strict):
@@ -71,6 +106,10 @@ class PersonaDefinition(_Strict):
     handoff_words: list[str] = Field(default_factory=list)
     #: Passed to the FAQ matcher's Thresholds; keys as bot.faq.matcher.Thresholds defines them.
     faq_thresholds: dict[str, Any] = Field(default_factory=dict)
+    #: Offer name → what it gives and the words that ask for it (bot/offers).
+    offers: dict[str, OfferDefinition] = Field(default_factory=dict)
+    #: Messages asking for one's own coupons (我的券, …).
+    my_coupons_words: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

@@ -83,8 +83,11 @@ class WeChatApiClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
+        max_retries: int | None = None,
     ) -> dict[str, Any]:
         """Call an API endpoint with the access token; returns WeChat's JSON object.
+
+        `max_retries` overrides the transport's bounded back-off for this call.
 
         A rejected token (expired, or retired by someone else's fetch) is refreshed and
         the call retried exactly once; a second rejection raises.
@@ -93,19 +96,54 @@ class WeChatApiClient:
             raise ValueError(f"path must start with '/', got {path!r}")
         token = await self.tokens.get()
         try:
-            return await self._call_with(token, method, path, params, json)
+            return await self._call_with(token, method, path, params, json, max_retries=max_retries)
         except WeChatApiError as exc:
             if not exc.token_rejected:
                 raise
         log.info("wechat_api.token_rejected path=%s; refreshing and retrying once", path)
         token = await self.tokens.refresh(rejected=token)
-        return await self._call_with(token, method, path, params, json)
+        return await self._call_with(token, method, path, params, json, max_retries=max_retries)
 
     async def _call_with(
-        self, token: str, method: str, path: str, params: Mapping[str, str | int] | None, json: Any
+        self,
+        token: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        max_retries: int | None = None,
     ) -> dict[str, Any]:
         query = {**(params or {}), "access_token": token}
-        return await self.transport.request(method, path, params=query, json_body=json)
+        return await self.transport.request(
+            method, path, params=query, json_body=json, files=files, max_retries=max_retries
+        )
+
+    async def upload_media(self, kind: str, filename: str, content: bytes) -> dict[str, Any]:
+        """Upload temporary media (3 days); returns WeChat's answer with `media_id` and `created_at`."""
+        if kind not in ("image", "voice", "video", "thumb"):
+            raise ValueError(f"media kind must be image/voice/video/thumb, got {kind!r}")
+        if not content:
+            raise ValueError("media content must not be empty")
+        content_type = "image/png" if filename.lower().endswith(".png") else "image/jpeg"
+        files = {"media": (filename, content, content_type)}
+        path = "/cgi-bin/media/upload"
+        token = await self.tokens.get()
+        try:
+            payload = await self._call_with(token, "POST", path, {"type": kind}, None, files)
+        except WeChatApiError as exc:
+            if not exc.token_rejected:
+                raise
+            token = await self.tokens.refresh(rejected=token)
+            payload = await self._call_with(token, "POST", path, {"type": kind}, None, files)
+        if not isinstance(payload.get("media_id"), str):
+            raise WeChatApiError(BAD_RESPONSE, "media/upload response lacks media_id", path)
+        return payload
+
+    async def send_image(self, to: str, media_id: str) -> None:
+        """Push an image (OA customer-service message) by its media id."""
+        body = {"touser": to, "msgtype": "image", "image": {"media_id": media_id}}
+        await self.call("POST", "/cgi-bin/message/custom/send", json=body)
 
     async def send_text(self, to: str, text: str) -> None:
         """Send a text message to one contact (OA customer-service message / WeCom app message)."""
