@@ -181,3 +181,9 @@ async def ops_get(client: TestClient, path: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{context_of(client).ops_port}{path}") as response:
             return response.status, await response.text()
+
+
+def refused_for(client: TestClient, reason: str) -> bool:
+    """Whether the app refused a request for `reason`: refusals answer a generic text, and the
+    reason goes only to our log and `siyu_rejected_requests{reason}`."""
+    return context_of(client).metrics.rejected.labels(reason)._value.get() >= 1

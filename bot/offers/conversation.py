@@ -106,9 +106,11 @@ def _forms(persona: LoadedPersona, words: tuple[str, ...]) -> frozenset[str]:
 def _canonical(persona: LoadedPersona, words: tuple[str, ...]) -> frozenset[str]:
     found: set[str] = set()
     for word in words:
-        analyzed = persona.analyzer.analyze(word)
-        if len(analyzed) == 1:  # only whole words: 新人券 → [新人, 券] must not make 券 alone a trigger
-            found.add(persona.analyzer.canonical(analyzed[0]))
+        # Only whole words, counted before stopwords are dropped: 新人券 → [新人, 券] must not make 券
+        # alone a trigger, nor 我的优惠券 → [我的, 优惠券] make every message about 优惠券 a "my coupons".
+        cut = persona.analyzer.words(word)
+        if len(cut) == 1:
+            found.add(persona.analyzer.canonical(cut[0]))
     return frozenset(found)
 
 
