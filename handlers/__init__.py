@@ -1,8 +1,7 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
     110  wecom_lifecycle: WeCom customer-contact events (welcome, deletions, groups, tags)
-    101  oa_channels: an OA channel QR's tag, coupon and invite (then the greeting runs too)
-    100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
+    100  greeting (FOLLOW: greeting, then survey, offers, an OA channel QR's tag/coupon/invite), unsubscribe (UNFOLLOW)
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
      85  faq: the answer to "which one did you mean?" ("1" / "2")
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 from bot.events import Event, EventKind
 from bot.router import Router
 from bot.text_budget import cap_customer_text
-from handlers import fallback, faq, greeting, handoff, oa_channels, offers, tagging, unsubscribe, wecom_lifecycle
+from handlers import fallback, faq, greeting, handoff, offers, tagging, unsubscribe, wecom_lifecycle
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 def build_router() -> Router:
     root = Router("siyu")
     root.middleware(cap_customer_text)  # before anything reads the text (bot/text_budget.py)
-    root.include(wecom_lifecycle.router, oa_channels.router)
+    root.include(wecom_lifecycle.router)
     root.include(
         greeting.router, unsubscribe.router, handoff.router, tagging.router, offers.router, faq.router, fallback.router
     )
