@@ -175,3 +175,40 @@ async def test_a_pool_running_low_is_logged_and_exported_as_a_metric(
     metrics = await (await bot.get("/metrics")).text()
     assert f'siyu_group_pool_places_left{{pool="{name}"}} 1.0' in metrics
     assert f'siyu_group_pool_low{{pool="{name}"}} 1.0' in metrics
+
+
+async def test_ruqun_retried_three_times_across_two_bots_counts_one_invite_and_answers_one_image(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    name = "retry" + secrets.token_hex(3)
+    # The demo persona, its invite pointed at this test's own pool.
+    persona_dir = tmp_path / "persona"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "persona" / "demo", persona_dir)
+    text = (persona_dir / "persona.yaml").read_text(encoding="utf-8")
+    (persona_dir / "persona.yaml").write_text(text.replace("group_pool: fuli", f"group_pool: {name}"), encoding="utf-8")
+    settings = make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, WECHAT_OA_AES_KEY=TEST_AES_KEY,
+                             PERSONA=str(persona_dir))
+    first, second = await start_bot(settings), await start_bot(settings)
+    sessions = context_of(first).services.sessions
+    async with sessions() as session:
+        pool = await repository.create_pool(session, name=name, title="重试")
+        await repository.add_group(session, pool, name="R群", capacity=10, qr_path=str(demo_qr(tmp_path, "r")))
+        await session.commit()
+    await context_of(first).media_refresher.refresh_once()
+    peer = WeChatPeer(aes_key=TEST_AES_KEY)
+    user = openid()
+    xml = text_xml(user, "进群", msg_id=secrets.randbelow(10**15))
+    requests = [peer.encrypted(xml) for _ in range(3)]
+    results = await asyncio.gather(
+        deliver(first, *requests[0]), deliver(second, *requests[1]), deliver(first, *requests[2])
+    )
+    media_ids = {peer.read_reply(body)["Image"]["MediaId"] for _, body in results}
+    assert len(media_ids) == 1 and media_ids.pop() in fake_wechat_api.media
+    async with sessions() as session:
+        [described] = [p for p in await repository.describe_pools(session) if p["name"] == name]
+    assert described["groups"][0]["invites"] == 1
+    pushed = await fake_wechat_api.wait_for_sent(user)
+    await asyncio.sleep(0.2)
+    assert len([m for m in fake_wechat_api.sent_messages() if m.get("touser") == user]) == 1 == len(pushed)
