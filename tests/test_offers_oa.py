@@ -212,3 +212,25 @@ async def test_ruqun_retried_three_times_across_two_bots_counts_one_invite_and_a
     pushed = await fake_wechat_api.wait_for_sent(user)
     await asyncio.sleep(0.2)
     assert len([m for m in fake_wechat_api.sent_messages() if m.get("touser") == user]) == 1 == len(pushed)
+
+
+async def test_a_persona_can_give_its_offers_with_the_greeting(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    persona_dir = tmp_path / "persona"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "persona" / "demo", persona_dir)
+    text = (persona_dir / "persona.yaml").read_text(encoding="utf-8")
+    (persona_dir / "persona.yaml").write_text(text.replace("on_follow: false", "on_follow: true"), encoding="utf-8")
+    bot = await start_bot(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, PERSONA=str(persona_dir)))
+    await seeded(bot, tmp_path)
+    peer = WeChatPeer()
+    user = openid()
+    status, body = await deliver(bot, *peer.plain(event_xml(user, "subscribe", EventKey="qrscene_taobao_card")))
+    assert status == 200 and "淘宝" in peer.read_reply(body)["Content"]
+    async with context_of(bot).services.sessions() as session:
+        code = (await session.execute(select(CouponCode.code).where(CouponCode.external_id == user))).scalar_one()
+    pushed = await fake_wechat_api.wait_for_sent(user, count=3)  # survey question, coupon, invite text
+    texts = [m["text"]["content"] for m in pushed]
+    assert any(code in t for t in texts) and any("福利1群" in t for t in texts)
