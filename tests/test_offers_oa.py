@@ -231,6 +231,8 @@ async def test_a_persona_can_give_its_offers_with_the_greeting(
     assert status == 200 and "淘宝" in peer.read_reply(body)["Content"]
     async with context_of(bot).services.sessions() as session:
         code = (await session.execute(select(CouponCode.code).where(CouponCode.external_id == user))).scalar_one()
-    pushed = await fake_wechat_api.wait_for_sent(user, count=3)  # survey question, coupon, invite text
-    texts = [m["text"]["content"] for m in pushed]
+    # Survey question, coupon, invite text (and the QR image once it is uploaded as media).
+    await fake_wechat_api.wait_for_sent(user, count=3)
+    await context_of(bot).background.drain()
+    texts = [m["text"]["content"] for m in fake_wechat_api.sent_messages() if m["touser"] == user and "text" in m]
     assert any(code in t for t in texts) and any("福利1群" in t for t in texts)
