@@ -188,9 +188,10 @@ class AppContext:
         self._stop.set()
         for task in (self._media_task, self._pool_task, self._wecom_upkeep):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # They stop on `_stop` between passes; a pass under way gets a moment to finish
+                # (cancelling it mid-query would leave its connection half-closed).
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, timeout=2.0)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

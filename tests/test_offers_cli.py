@@ -50,6 +50,13 @@ def test_imported_codes_csv_errors_name_the_line(env: dict[str, str], tmp_path: 
     assert bot("coupon", "batch", "create", "yz", "--title", "有赞券", "--stock", "0", "--codes-file", str(good),
                env=env).returncode == 0
     assert json.loads(bot("coupon", "batch", "show", "yz", "--json", env=env).stdout)["stock"] == 2
+    more = tmp_path / "more.csv"
+    more.write_text("YZ003\nYZ002\n", encoding="utf-8")
+    refused = bot("coupon", "batch", "import-codes", "yz", str(more), env=env)
+    assert refused.returncode == 1 and "exist already" in refused.stderr and "YZ002" in refused.stderr
+    more.write_text("YZ003\nYZ004\n", encoding="utf-8")
+    assert bot("coupon", "batch", "import-codes", "yz", str(more), env=env).returncode == 0
+    assert json.loads(bot("coupon", "batch", "show", "yz", "--json", env=env).stdout)["stock"] == 4
 
 
 def test_codes_file_problems() -> None:

@@ -175,3 +175,64 @@ async def test_a_pool_running_low_is_logged_and_exported_as_a_metric(
     metrics = (await ops_get(bot, "/metrics"))[1]
     assert f'siyu_group_pool_places_left{{pool="{name}"}} 1.0' in metrics
     assert f'siyu_group_pool_low{{pool="{name}"}} 1.0' in metrics
+
+
+async def test_ruqun_retried_three_times_across_two_bots_counts_one_invite_and_answers_one_image(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    name = "retry" + secrets.token_hex(3)
+    # The demo persona, its invite pointed at this test's own pool.
+    persona_dir = tmp_path / "persona"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "persona" / "demo", persona_dir)
+    text = (persona_dir / "persona.yaml").read_text(encoding="utf-8")
+    (persona_dir / "persona.yaml").write_text(text.replace("group_pool: fuli", f"group_pool: {name}"), encoding="utf-8")
+    settings = make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, WECHAT_OA_AES_KEY=TEST_AES_KEY,
+                             PERSONA=str(persona_dir))
+    first, second = await start_bot(settings), await start_bot(settings)
+    sessions = context_of(first).services.sessions
+    async with sessions() as session:
+        pool = await repository.create_pool(session, name=name, title="重试")
+        await repository.add_group(session, pool, name="R群", capacity=10, qr_path=str(demo_qr(tmp_path, "r")))
+        await session.commit()
+    await context_of(first).media_refresher.refresh_once()
+    peer = WeChatPeer(aes_key=TEST_AES_KEY)
+    user = openid()
+    xml = text_xml(user, "进群", msg_id=secrets.randbelow(10**15))
+    requests = [peer.encrypted(xml) for _ in range(3)]
+    results = await asyncio.gather(
+        deliver(first, *requests[0]), deliver(second, *requests[1]), deliver(first, *requests[2])
+    )
+    media_ids = {peer.read_reply(body)["Image"]["MediaId"] for _, body in results}
+    assert len(media_ids) == 1 and media_ids.pop() in fake_wechat_api.media
+    async with sessions() as session:
+        [described] = [p for p in await repository.describe_pools(session) if p["name"] == name]
+    assert described["groups"][0]["invites"] == 1
+    pushed = await fake_wechat_api.wait_for_sent(user)
+    await asyncio.sleep(0.2)
+    assert len([m for m in fake_wechat_api.sent_messages() if m.get("touser") == user]) == 1 == len(pushed)
+
+
+async def test_a_persona_can_give_its_offers_with_the_greeting(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    persona_dir = tmp_path / "persona"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "persona" / "demo", persona_dir)
+    text = (persona_dir / "persona.yaml").read_text(encoding="utf-8")
+    (persona_dir / "persona.yaml").write_text(text.replace("on_follow: false", "on_follow: true"), encoding="utf-8")
+    bot = await start_bot(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, PERSONA=str(persona_dir)))
+    await seeded(bot, tmp_path)
+    peer = WeChatPeer()
+    user = openid()
+    status, body = await deliver(bot, *peer.plain(event_xml(user, "subscribe", EventKey="qrscene_taobao_card")))
+    assert status == 200 and "淘宝" in peer.read_reply(body)["Content"]
+    async with context_of(bot).services.sessions() as session:
+        code = (await session.execute(select(CouponCode.code).where(CouponCode.external_id == user))).scalar_one()
+    # Survey question, coupon, invite text (and the QR image once it is uploaded as media).
+    await fake_wechat_api.wait_for_sent(user, count=3)
+    await context_of(bot).background.drain()
+    texts = [m["text"]["content"] for m in fake_wechat_api.sent_messages() if m["touser"] == user and "text" in m]
+    assert any(code in t for t in texts) and any("福利1群" in t for t in texts)

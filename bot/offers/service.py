@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -158,6 +158,8 @@ async def _try_issue(
         return CouponOutcome(refusal, batch_name, title=title)
     if not await _eligible(connection, batch, contact, now):
         return CouponOutcome("not_eligible", batch_name, title=title)
+    if batch.code_kind != "imported" and connection.dialect.name == "postgresql":
+        return await _issue_generated_postgres(connection, batch, contact, cause_key, source, now)
     try:
         # First write of the transaction: on SQLite it takes the write lock, so nothing
         # below races; on PostgreSQL it locks this contact's holding row.
@@ -197,6 +199,67 @@ async def _try_issue(
         # The same cause issued meanwhile; otherwise two generated codes collided: draw again (None).
         return await _issue_of(connection, batch_name, cause_key)
     return CouponOutcome("issued", batch_name, code=code, title=title, valid_to=expires_at)
+
+
+#: The generated-code issue as one statement on PostgreSQL: the same conditional writes as the
+#: portable path below (holding, stock, code, funnel row), in one round trip instead of four, so
+#: the batch row (everyone's hot row) is locked from this statement to the commit only.
+_ISSUE_GENERATED_POSTGRES = text("""
+WITH holding AS (
+    INSERT INTO coupon_holdings (batch_id, channel, account, external_id, held)
+    VALUES (:batch_id, :channel, :account, :external_id, 1)
+    ON CONFLICT (batch_id, channel, account, external_id)
+    DO UPDATE SET held = coupon_holdings.held + 1 WHERE coupon_holdings.held < :per_customer
+    RETURNING held
+), counted AS (
+    UPDATE coupon_batches SET issued_count = issued_count + 1
+    WHERE id = :batch_id AND issued_count < stock AND NOT closed AND EXISTS (SELECT 1 FROM holding)
+    RETURNING id
+), issued AS (
+    INSERT INTO coupon_codes (batch_id, code, status, channel, account, external_id, cause_key, issued_at, expires_at)
+    SELECT :batch_id, CAST(:code AS VARCHAR), 'issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR),
+           CAST(:external_id AS VARCHAR), CAST(:cause_key AS VARCHAR), CAST(:now AS TIMESTAMPTZ),
+           CAST(:expires_at AS TIMESTAMPTZ)
+    WHERE EXISTS (SELECT 1 FROM counted)
+    RETURNING code
+), recorded AS (
+    INSERT INTO funnel_events (step, channel, account, external_id, cause_key, source, detail, created_at)
+    SELECT 'coupon_issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR), CAST(:external_id AS VARCHAR),
+           CAST(:funnel_cause AS VARCHAR), CAST(:source AS VARCHAR), CAST(:detail AS TEXT), CAST(:now AS TIMESTAMPTZ)
+    WHERE EXISTS (SELECT 1 FROM issued)
+    ON CONFLICT DO NOTHING
+)
+SELECT (SELECT count(*) FROM holding) AS held, (SELECT count(*) FROM issued) AS issued
+""")
+
+
+async def _issue_generated_postgres(
+    connection: AsyncConnection, batch: Any, contact: ContactRef, cause_key: str, source: str | None, now: datetime
+) -> CouponOutcome | None:
+    code = new_code()
+    expires_at = _expiry(batch, now)
+    try:
+        row = (
+            await connection.execute(
+                _ISSUE_GENERATED_POSTGRES,
+                {
+                    "batch_id": batch.id, "per_customer": batch.per_customer, "channel": contact.channel,
+                    "account": contact.account, "external_id": contact.external_id, "code": code,
+                    "cause_key": cause_key, "now": now, "expires_at": expires_at,
+                    "funnel_cause": f"{batch.name}:{cause_key}"[:200], "source": source,
+                    "detail": json.dumps({"batch": batch.name, "code": code}, ensure_ascii=False),
+                },
+            )
+        ).one()
+        if not row.held:
+            return await _refused(connection, "over_limit", batch.name, batch.title, cause_key)
+        if not row.issued:
+            return await _refused(connection, "out_of_stock", batch.name, batch.title, cause_key)
+        await connection.commit()
+    except IntegrityError:
+        await connection.rollback()
+        return await _issue_of(connection, batch.name, cause_key)
+    return CouponOutcome("issued", batch.name, code=code, title=batch.title, valid_to=expires_at)
 
 
 async def _refused(
