@@ -7,6 +7,7 @@ persona check [PATH]         validate a persona folder (exit 0 clean, 1 with mis
 persona versions [PATH]      list kept versions of a persona
 persona rollback [PATH] [--to VERSION]   restore a kept version (default: the previous one)
 faq eval --kb FILE --questions FILE      measure FAQ matching on a labelled TSV
+audit [--since WHEN] [--who ID]          list chat-ops command attempts
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from sqlalchemy.exc import ArgumentError  # noqa: E402
 
+from bot.chatops import cli as chatops_cli  # noqa: E402
 from bot.config import Settings  # noqa: E402
 
 
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
     evaluate.set_defaults(run=_faq_eval)
+
+    chatops_cli.register(commands)
     return parser
 
 

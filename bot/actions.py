@@ -52,7 +52,7 @@ class ActionExecutor:
             await self._store_changes(event, stateful, state or {})
         for action in actions:
             if isinstance(action, SendText):
-                self.push(event, action.to, action.text, action.chat)
+                self.push(event, action.to, action.text, action.chat, channel=action.channel, account=action.account)
             elif isinstance(action, Handoff):
                 await self._store.set(
                     f"handoff:{event.channel}:{event.account}:{event.sender}", action.reason, ttl=HANDOFF_TTL_SECONDS
@@ -60,13 +60,24 @@ class ActionExecutor:
                 log.info("handoff requested", extra={"sender": event.sender, "reason": action.reason})
         return replies
 
-    def push(self, event: Event, to: str, text: str, chat: str | None = None) -> None:
-        """Send through the channel's API in the background and log it as outbound."""
-        sender = self._senders.get(event.channel)
+    def push(
+        self,
+        event: Event,
+        to: str,
+        text: str,
+        chat: str | None = None,
+        *,
+        channel: Channel | None = None,
+        account: str | None = None,
+    ) -> None:
+        """Send through the channel's API (the event's, unless another is named) in the background
+        and log it as outbound."""
+        channel = channel or event.channel
+        sender = self._senders.get(channel)
         if sender is None:
-            log.warning("no sender for channel", extra={"channel": str(event.channel)})
+            log.warning("no sender for channel", extra={"channel": str(channel)})
             return
-        self.log_outbound(event, text, to=to, chat=chat)
+        self.log_outbound(event, text, to=to, chat=chat, channel=channel, account=account)
         self._background.spawn(sender.send_text(to, text, chat), name=f"push:{event.dedupe_key}")
 
     def log_inbound(self, event: Event) -> None:
@@ -84,13 +95,22 @@ class ActionExecutor:
             )
         )
 
-    def log_outbound(self, event: Event, text: str, *, to: str | None = None, chat: str | None = None) -> None:
+    def log_outbound(
+        self,
+        event: Event,
+        text: str,
+        *,
+        to: str | None = None,
+        chat: str | None = None,
+        channel: Channel | None = None,
+        account: str | None = None,
+    ) -> None:
         self._writer.record_message(
             LoggedMessage(
                 dedupe_key=f"{event.dedupe_key}:out:{_short_hash(to or event.sender, text)}",
                 direction="out",
-                channel=str(event.channel),
-                account=event.account,
+                channel=str(channel or event.channel),
+                account=account or event.account,
                 external_id=to or event.sender,
                 chat_id=chat if chat is not None else event.chat,
                 type="text",

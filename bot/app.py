@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.actions import ActionExecutor, tag_marker_key
 from bot.background import BackgroundTasks
+from bot.chatops.wiring import build_chatops
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
 from bot.config import Settings
 from bot.context import Services
@@ -60,6 +61,7 @@ class AppContext:
     dispatcher: Dispatcher
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    _staff_watcher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -97,7 +99,10 @@ class AppContext:
         store: KeyValueStore = open_store(settings.redis_url)
         if not store.shared:
             log.warning("REDIS_URL is not set: using the in-process store; run a single process only")
-        services = Services(store=store, sessions=session_factory(engine))
+        sessions = session_factory(engine)
+        writer = BatchedWriter(sessions)
+        chatops = await build_chatops(settings, personas, sessions, store, writer, metrics)
+        services = Services(store=store, sessions=sessions, chatops=chatops)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         oa_api = (
             WeChatApiClient(
@@ -112,7 +117,6 @@ class AppContext:
             else None
         )
         background = BackgroundTasks()
-        writer = BatchedWriter(services.sessions)
         writer.start()
         senders: dict[Channel, Sender] = {
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
@@ -146,17 +150,20 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+            context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
         return context
 
     async def reload_personas(self) -> None:
         await asyncio.to_thread(self.personas.reload)
+        await asyncio.to_thread(self.services.chatops.staff.reload)
 
     async def close(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._staff_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         await self.background.drain()
         await self.writer.close()
         await self.http.close()

@@ -49,6 +49,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, alias="MAX_BODY_BYTES")
     #: OA openids treated as staff (comma-separated), for chat commands.
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
+    #: Staff roles file; unset → persona/<p>/staff.yaml, else a top-level staff.yaml (bot/chatops/roles.py).
+    staff_file: Path | None = Field(None, alias="STAFF_FILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     #: "json" (default) or "text".
     log_format: str = Field("json", alias="LOG_FORMAT")

@@ -18,6 +18,8 @@ class Services:
 
     store: KeyValueStore
     sessions: async_sessionmaker[AsyncSession]
+    #: The staff command layer (bot.chatops.service.ChatOps); None where no app built one.
+    chatops: Any = None
 
 
 @dataclass(slots=True)

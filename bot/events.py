@@ -78,6 +78,10 @@ class SendText:
     to: str
     text: str
     chat: str | None = None
+    #: Another channel than the event's (a customer's message forwarded to staff on WeCom).
+    channel: Channel | None = None
+    #: That channel's account, for the message log (defaults to the event's).
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

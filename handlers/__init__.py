@@ -1,5 +1,7 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
+    200  commands: staff commands (/帮助 …) and 确认/取消; customers' command attempts refused
+    190  commands: a taken-over customer's message goes to the staff member, the bot stays quiet
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
+from handlers import commands, fallback, faq, greeting, handoff, tagging, unsubscribe
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
-    root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
+    root.include(commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 
 
@@ -34,4 +36,8 @@ def conversation_keys(event: Event, persona: LoadedPersona) -> list[str]:
     trip, and hands them over in `Context.state`; only text messages read any."""
     if event.kind is not EventKind.MESSAGE or not event.text:
         return []
-    return [*tagging.conversation_keys(event, persona), *faq.conversation_keys(event)]
+    return [
+        *tagging.conversation_keys(event, persona),
+        *faq.conversation_keys(event),
+        *commands.conversation_keys(event),
+    ]

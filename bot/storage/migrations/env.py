@@ -10,6 +10,8 @@ from sqlalchemy.engine import Connection
 from bot.storage.db import create_engine
 from bot.storage.models import Base
 
+import bot.chatops.models  # noqa: E402,F401  (chat-ops tables on Base.metadata)
+
 target_metadata = Base.metadata
 
 
