@@ -51,6 +51,8 @@ class Settings(BaseModel):
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
     #: Staff roles file; unset → persona/<p>/staff.yaml, else a top-level staff.yaml (bot/chatops/roles.py).
     staff_file: Path | None = Field(None, alias="STAFF_FILE")
+    #: How long a bulk command's proposal waits for 确认 / 取消.
+    chatops_proposal_ttl_seconds: float = Field(300.0, gt=0, alias="CHATOPS_PROPOSAL_TTL_SECONDS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     #: "json" (default) or "text".
     log_format: str = Field("json", alias="LOG_FORMAT")

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chatops import audit, offers_bridge
 from bot.chatops.audit import RUNNING, AuditEntry
-from bot.chatops.parsing import CommandNames, fold, split_command
-from bot.chatops.proposals import Proposal, ProposalBox
+from bot.chatops.parsing import CommandLine, CommandNames, fold, split_command
+from bot.chatops.proposals import PROPOSAL_TTL_SECONDS, Proposal, ProposalBox
 from bot.chatops.roles import Role, StaffDirectory
 from bot.chatops.specs import COMMANDS, BadArguments, CommandSpec, parse_arguments
 from bot.chatops.texts import ChatopsTexts
@@ -82,6 +82,7 @@ class ChatOps:
         flush_log: Callable[[], Awaitable[None]],
         handler_counts: Callable[[], Mapping[str, float]],
         reload: Reloader,
+        proposal_ttl: float = PROPOSAL_TTL_SECONDS,
     ) -> None:
         self.staff = staff
         self.texts = texts
@@ -90,7 +91,7 @@ class ChatOps:
         self._flush_log = flush_log
         self._handler_counts = handler_counts
         self._reload = reload
-        self.proposals = ProposalBox(store)
+        self.proposals = ProposalBox(store, proposal_ttl)
         self.names = CommandNames(texts, COMMANDS)
 
     # --- entry point --------------------------------------------------------------------------
@@ -106,6 +107,8 @@ class ChatOps:
         """The replies for a command line; None when the text is not a command after all."""
         role = self.staff.role_of(event)
         line = split_command(event.text)
+        if line is not None:
+            line = _with_original_arguments(event, line)
         if line is None:
             answer = self._answer_word(event)
             if role is None or answer is None:
@@ -476,6 +479,17 @@ async def _find_contact(session: AsyncSession, external_id: str) -> Contact | No
         select(Contact).where(Contact.external_id == external_id).order_by(Contact.last_seen.desc()).limit(1)
     )
     return result.scalar_one_or_none()
+
+
+def _with_original_arguments(event: Event, line: CommandLine) -> CommandLine:
+    """The arguments as typed, before the channel's NFKC folding, when the payload still has them:
+    a broadcast keeps its full-width Chinese punctuation (，。！) instead of ASCII look-alikes."""
+    original = event.raw.get("Content") if event.raw else None
+    if not isinstance(original, str) or fold(original) != event.text:
+        return line
+    parts = original.strip()[1:].split(maxsplit=1)
+    typed = parts[1].strip() if len(parts) > 1 else ""
+    return line if fold(typed) != line.arguments else CommandLine(word=line.word, arguments=typed)
 
 
 def _replies_text(actions: list[Action]) -> str:

@@ -46,6 +46,7 @@ async def build_chatops(
         flush_log=writer.flush,
         handler_counts=lambda: handler_counts(metrics),
         reload=reload,
+        proposal_ttl=settings.chatops_proposal_ttl_seconds,
     )
 
 
