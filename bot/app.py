@@ -35,8 +35,11 @@ from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
-from bot.web import ops
+from bot.web import callback, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
+from bot.web.wecom import WeComEndpoint
+from bot.wecom.app import open_wecom, wecom_endpoint
+from bot.wecom.api import WeComApi
 from bot.wechat_api import WeChatApiClient
 from handlers import build_router, conversation_keys
 
@@ -44,6 +47,7 @@ log = logging.getLogger("siyu.app")
 
 APP_CONTEXT = web.AppKey("siyu_context", "AppContext")
 OA_ENDPOINT = web.AppKey("siyu_oa_endpoint", OfficialAccountEndpoint)
+WECOM_ENDPOINT = web.AppKey("siyu_wecom_endpoint", WeComEndpoint)
 
 
 @dataclass
@@ -59,6 +63,7 @@ class AppContext:
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
     dispatcher: Dispatcher
+    wecom_api: WeComApi | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
@@ -121,6 +126,8 @@ class AppContext:
         senders: dict[Channel, Sender] = {
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
+        wecom_api, wecom_services = open_wecom(settings, store=store, http=http, metrics=metrics, senders=senders)
+        services = Services(store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops)
         senders.update(extra_senders or {})
         executor = ActionExecutor(
             engine=engine, store=store, senders=senders, writer=writer, background=background
@@ -147,6 +154,7 @@ class AppContext:
             oa_api=oa_api,
             executor=executor,
             dispatcher=dispatcher,
+            wecom_api=wecom_api,
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
@@ -180,6 +188,8 @@ def create_app(
         context = await AppContext.open(settings, analyzer=analyzer, watch_personas=watch_personas)
         app[APP_CONTEXT] = context
         app[OA_ENDPOINT] = _oa_endpoint(context)
+        if (endpoint := wecom_endpoint(context)) is not None:
+            app[WECOM_ENDPOINT] = endpoint
         _install_sighup(context)
         yield
         await context.close()
@@ -187,20 +197,12 @@ def create_app(
     app.cleanup_ctx.append(lifespan)
     # The router freezes before start-up runs, so routes are bound now and look up
     # the app-scoped objects the lifespan created when a request comes in.
-    app.router.add_get("/wechat/oa", _oa_verify)
-    app.router.add_post("/wechat/oa", _oa_receive)
+    callback.mount(app, "/wechat/oa", OA_ENDPOINT)
+    callback.mount(app, "/wechat/work", WECOM_ENDPOINT)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
     return app
-
-
-async def _oa_verify(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].verify(request)
-
-
-async def _oa_receive(request: web.Request) -> web.Response:
-    return await request.app[OA_ENDPOINT].receive(request)
 
 
 def _oa_endpoint(context: AppContext) -> OfficialAccountEndpoint:

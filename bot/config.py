@@ -42,6 +42,15 @@ class Settings(BaseModel):
     wechat_oa_aes_key: str | None = Field(None, alias="WECHAT_OA_AES_KEY")
     wechat_api_base: str = Field("https://api.weixin.qq.com", alias="WECHAT_API_BASE")
 
+    # WeCom (企业微信): the self-built app's callback (`/wechat/work`) and the customer-contact API.
+    wecom_corp_id: str = Field("", alias="WECOM_CORP_ID")
+    wecom_token: str = Field("", alias="WECOM_TOKEN")
+    wecom_aes_key: str = Field("", alias="WECOM_AES_KEY")
+    #: The customer-contact (客户联系) secret; its token also sends the app's messages.
+    wecom_secret: str = Field("", alias="WECOM_SECRET")
+    wecom_agent_id: int | None = Field(None, alias="WECOM_AGENT_ID")
+    wecom_api_base: str = Field("https://qyapi.weixin.qq.com", alias="WECOM_API_BASE")
+
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
     #: Accepted clock skew for callback timestamps.
@@ -81,6 +90,14 @@ class Settings(BaseModel):
                 raise ValueError(f"PERSONA_BY_CHANNEL entry {item!r} must look like channel=path")
             mapping[channel.strip()] = _resolve(Path(path.strip()))
         return mapping
+
+    @property
+    def wecom_callback_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_token and self.wecom_aes_key)
+
+    @property
+    def wecom_api_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_secret)
 
     def staff(self) -> frozenset[str]:
         return frozenset(filter(None, (part.strip() for part in self.staff_openids.split(","))))

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
     from bot.kv import KeyValueStore
     from bot.persona import LoadedPersona
+    from bot.wecom.app import WeComServices
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,8 @@ class Services:
 
     store: KeyValueStore
     sessions: async_sessionmaker[AsyncSession]
+    #: The WeCom customer lifecycle (bot/wecom/), None when WeCom is not configured.
+    wecom: WeComServices | None = None
     #: The staff command layer (bot.chatops.service.ChatOps); None where no app built one.
     chatops: Any = None
 

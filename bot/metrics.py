@@ -32,6 +32,10 @@ class Metrics:
         self.late_replies = Counter(
             "siyu_late_replies", "Answers that missed the reply deadline and were pushed later", registry=self.registry
         )
+        self.unknown_events = Counter(
+            "siyu_unknown_events", "Callbacks of event types the bot does not know (answered 200)",
+            ["endpoint", "type"], registry=self.registry,
+        )
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,

@@ -62,7 +62,11 @@ class FakeWeChatApi:
         self.tag_members: dict[int, set[str]] = defaultdict(set)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        # WeCom customer contact (企业微信客户联系) state, for tests to seed and inspect.
+        self.wecom = FakeWeCom()
         self._routes: dict[str, Callable[[web.Request, Any], Awaitable[dict[str, Any]]]] = {
+            **self.wecom.routes(),
+            "/cgi-bin/qrcode/create": self._qrcode_create,
             "/cgi-bin/tags/create": self._tags_create,
             "/cgi-bin/tags/get": self._tags_get,
             "/cgi-bin/tags/members/batchtagging": self._batch_tag,
@@ -196,6 +200,13 @@ class FakeWeChatApi:
         self._valid_tokens.add(token)
         return _ok(access_token=token, expires_in=TOKEN_TTL_SECONDS)
 
+    async def _qrcode_create(self, request: web.Request, body: Any) -> dict[str, Any]:
+        scene = (body or {}).get("action_info", {}).get("scene", {}) if isinstance(body, dict) else {}
+        if not isinstance(scene, dict) or not (scene.get("scene_str") or scene.get("scene_id")):
+            return _err(40053, "invalid action_info")
+        ticket = f"ticket-{scene.get('scene_str') or scene.get('scene_id')}"
+        return {"ticket": ticket, "url": f"http://weixin.qq.com/q/{ticket}"}
+
     async def _tags_create(self, request: web.Request, body: Any) -> dict[str, Any]:
         tag = body.get("tag") if isinstance(body, dict) else None
         name = tag.get("name") if isinstance(tag, dict) else None
@@ -237,6 +248,176 @@ class FakeWeChatApi:
     async def _stats(self, request: web.Request) -> web.Response:
         """Counters for benchmarks driving the fake from another process."""
         return _json({"calls_by_path": dict(self._counts), "tokens_issued": self.tokens_issued})
+
+
+EXTERNAL = "/cgi-bin/externalcontact"
+
+
+class FakeWeCom:
+    """WeCom's customer-contact API as far as the bot uses it: welcome messages, customers, contact
+    ways, corp tags, customer groups and join ways. Tests seed `customers` / `groups` and read the rest."""
+
+    def __init__(self) -> None:
+        #: Welcome messages accepted, in order (the request bodies).
+        self.welcomes: list[dict[str, Any]] = []
+        self.used_welcome_codes: set[str] = set()
+        #: external_userid → {"name": ..., "follow_user": [{"userid": ..., "tags": [{"tag_id": ...}]}]}
+        self.customers: dict[str, dict[str, Any]] = {}
+        #: config_id → the contact way as last written (user list, state, ...)
+        self.contact_ways: dict[str, dict[str, Any]] = {}
+        #: group_id → {"group_name": ..., "tags": {tag_id: name}}
+        self.tag_groups: dict[str, dict[str, Any]] = {}
+        #: (userid, external_userid) → tag ids WeCom holds for that relationship
+        self.marked: dict[tuple[str, str], set[str]] = defaultdict(set)
+        #: chat_id → {"name", "owner", "members": [external userids], "status"}
+        self.groups: dict[str, dict[str, Any]] = {}
+        #: config_id → join way (chat_id_list, state, ...)
+        self.join_ways: dict[str, dict[str, Any]] = {}
+        self._serial = 0
+
+    def routes(self) -> dict[str, Callable[[web.Request, Any], Awaitable[dict[str, Any]]]]:
+        return {
+            f"{EXTERNAL}/send_welcome_msg": self._send_welcome,
+            f"{EXTERNAL}/get": self._get_contact,
+            f"{EXTERNAL}/add_contact_way": self._add_contact_way,
+            f"{EXTERNAL}/update_contact_way": self._update_contact_way,
+            f"{EXTERNAL}/del_contact_way": self._del_contact_way,
+            f"{EXTERNAL}/mark_tag": self._mark_tag,
+            f"{EXTERNAL}/get_corp_tag_list": self._get_corp_tags,
+            f"{EXTERNAL}/add_corp_tag": self._add_corp_tag,
+            f"{EXTERNAL}/groupchat/list": self._groupchat_list,
+            f"{EXTERNAL}/groupchat/get": self._groupchat_get,
+            f"{EXTERNAL}/groupchat/add_join_way": self._add_join_way,
+            f"{EXTERNAL}/groupchat/get_join_way": self._get_join_way,
+            f"{EXTERNAL}/groupchat/update_join_way": self._update_join_way,
+        }
+
+    def _next(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}{self._serial}"
+
+    def tag_names_of(self, userid: str, external_userid: str) -> set[str]:
+        names = {tid: name for group in self.tag_groups.values() for tid, name in group["tags"].items()}
+        return {names.get(tid, tid) for tid in self.marked[(userid, external_userid)]}
+
+    async def _send_welcome(self, request: web.Request, body: Any) -> dict[str, Any]:
+        code = body.get("welcome_code") if isinstance(body, dict) else None
+        if not code:
+            return _err(41096, "invalid welcome_code")
+        if code in self.used_welcome_codes:
+            return _err(41051, "externaluser has started chatting")
+        self.used_welcome_codes.add(code)
+        self.welcomes.append(body)
+        return _ok()
+
+    async def _get_contact(self, request: web.Request, body: Any) -> dict[str, Any]:
+        external = request.query.get("external_userid", "")
+        customer = self.customers.get(external)
+        if customer is None:
+            return _err(84061, "not external contact")
+        follow = [{"userid": u, "tags": [{"tag_id": t} for t in sorted(tags)]}
+                  for (u, e), tags in self.marked.items() if e == external]
+        return {"external_contact": {"external_userid": external, "name": customer.get("name", ""), "type": 1},
+                "follow_user": customer.get("follow_user") or follow}
+
+    async def _add_contact_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not body.get("user") or not body.get("state"):
+            return _err(40058, "user and state are required")
+        if len(body["state"]) > 30:
+            return _err(40058, "state too long")
+        config_id = self._next("cw")
+        self.contact_ways[config_id] = dict(body)
+        return {"config_id": config_id, "qr_code": f"https://wework.qpic.cn/fake/{config_id}.png"}
+
+    async def _update_contact_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        way = self.contact_ways.get(body.get("config_id") if isinstance(body, dict) else None)
+        if way is None:
+            return _err(41044, "invalid config_id")
+        way.update({k: v for k, v in body.items() if k != "config_id"})
+        return _ok()
+
+    async def _del_contact_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if self.contact_ways.pop(body.get("config_id") if isinstance(body, dict) else "", None) is None:
+            return _err(41044, "invalid config_id")
+        return _ok()
+
+    async def _mark_tag(self, request: web.Request, body: Any) -> dict[str, Any]:
+        known = {tid for group in self.tag_groups.values() for tid in group["tags"]}
+        add, remove = body.get("add_tag", []), body.get("remove_tag", [])
+        if any(tid not in known for tid in [*add, *remove]):
+            return _err(40068, "invalid tagid")
+        held = self.marked[(body.get("userid", ""), body.get("external_userid", ""))]
+        held.update(add)
+        held.difference_update(remove)
+        return _ok()
+
+    async def _get_corp_tags(self, request: web.Request, body: Any) -> dict[str, Any]:
+        wanted = set(body.get("group_id") or []) if isinstance(body, dict) else set()
+        return {"tag_group": [
+            {"group_id": gid, "group_name": g["group_name"],
+             "tag": [{"id": tid, "name": name} for tid, name in g["tags"].items()]}
+            for gid, g in self.tag_groups.items() if not wanted or gid in wanted
+        ]}
+
+    async def _add_corp_tag(self, request: web.Request, body: Any) -> dict[str, Any]:
+        group_id = body.get("group_id")
+        if group_id is None:
+            group_id = next((gid for gid, g in self.tag_groups.items() if g["group_name"] == body.get("group_name")), None)
+        if group_id is None:
+            group_id = self._next("etgroup")
+            self.tag_groups[group_id] = {"group_name": body.get("group_name", ""), "tags": {}}
+        group = self.tag_groups.get(group_id)
+        if group is None:
+            return _err(40068, "invalid group id")
+        created = []
+        for tag in body.get("tag", []):
+            if tag["name"] in group["tags"].values():
+                return _err(40071, "tag name exists")
+            tid = self._next("ettag")
+            group["tags"][tid] = tag["name"]
+            created.append({"id": tid, "name": tag["name"]})
+        return {"tag_group": {"group_id": group_id, "group_name": group["group_name"], "tag": created}}
+
+    async def _groupchat_list(self, request: web.Request, body: Any) -> dict[str, Any]:
+        ids = sorted(self.groups)
+        start = int(body.get("cursor") or 0)
+        limit = int(body.get("limit") or 100)
+        page = ids[start : start + limit]
+        nxt = str(start + limit) if start + limit < len(ids) else ""
+        return {"group_chat_list": [{"chat_id": c, "status": 0} for c in page], "next_cursor": nxt}
+
+    async def _groupchat_get(self, request: web.Request, body: Any) -> dict[str, Any]:
+        group = self.groups.get(body.get("chat_id"))
+        if group is None:
+            return _err(40050, "chatid not found")
+        members = [{"userid": group["owner"], "type": 1}] + [{"userid": m, "type": 2} for m in group["members"]]
+        return {"group_chat": {"chat_id": body["chat_id"], "name": group["name"], "owner": group["owner"],
+                               "member_list": members}}
+
+    async def _add_join_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        chats = body.get("chat_id_list") or []
+        if not 1 <= len(chats) <= 5:
+            return _err(40058, "chat_id_list must hold 1-5 chats")
+        config_id = self._next("jw")
+        self.join_ways[config_id] = dict(body)
+        return {"config_id": config_id}
+
+    async def _get_join_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        way = self.join_ways.get(body.get("config_id"))
+        if way is None:
+            return _err(41044, "invalid config_id")
+        return {"join_way": {**way, "config_id": body["config_id"],
+                             "qr_code": f"https://wework.qpic.cn/fake/{body['config_id']}.png"}}
+
+    async def _update_join_way(self, request: web.Request, body: Any) -> dict[str, Any]:
+        way = self.join_ways.get(body.get("config_id"))
+        if way is None:
+            return _err(41044, "invalid config_id")
+        chats = body.get("chat_id_list") or []
+        if not 1 <= len(chats) <= 5:
+            return _err(40058, "chat_id_list must hold 1-5 chats")
+        way.update({k: v for k, v in body.items() if k != "config_id"})
+        return _ok()
 
 
 async def _decode_body(request: web.Request) -> Any:

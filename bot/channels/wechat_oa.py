@@ -60,6 +60,11 @@ class InboundMessage:
 
 
 class OfficialAccountAdapter:
+    """The OA side of the callback skeleton (bot/web/callback.py)."""
+
+    reply_content_type = "application/xml"
+    ack_body = "success"
+
     def __init__(self, config: OfficialAccountConfig) -> None:
         self.config = config
         self._aes_key = _decode_aes_key(config.aes_key) if config.aes_key else None
@@ -170,6 +175,10 @@ class OfficialAccountAdapter:
             raw=data,
             from_staff=sender in self.config.staff_openids,
         )
+
+    def answers_at_once(self, inbound: InboundMessage) -> bool:
+        """Never: the OA answers in the passive reply, within WeChat's 5 s."""
+        return False
 
     # --- outbound -------------------------------------------------------------
 

@@ -83,8 +83,11 @@ class WeChatApiClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
+        max_retries: int | None = None,
     ) -> dict[str, Any]:
         """Call an API endpoint with the access token; returns WeChat's JSON object.
+
+        `max_retries` overrides the transport's bounded back-off for this call.
 
         A rejected token (expired, or retired by someone else's fetch) is refreshed and
         the call retried exactly once; a second rejection raises.
@@ -93,19 +96,25 @@ class WeChatApiClient:
             raise ValueError(f"path must start with '/', got {path!r}")
         token = await self.tokens.get()
         try:
-            return await self._call_with(token, method, path, params, json)
+            return await self._call_with(token, method, path, params, json, max_retries)
         except WeChatApiError as exc:
             if not exc.token_rejected:
                 raise
         log.info("wechat_api.token_rejected path=%s; refreshing and retrying once", path)
         token = await self.tokens.refresh(rejected=token)
-        return await self._call_with(token, method, path, params, json)
+        return await self._call_with(token, method, path, params, json, max_retries)
 
     async def _call_with(
-        self, token: str, method: str, path: str, params: Mapping[str, str | int] | None, json: Any
+        self,
+        token: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        max_retries: int | None = None,
     ) -> dict[str, Any]:
         query = {**(params or {}), "access_token": token}
-        return await self.transport.request(method, path, params=query, json_body=json)
+        return await self.transport.request(method, path, params=query, json_body=json, max_retries=max_retries)
 
     async def send_text(self, to: str, text: str) -> None:
         """Send a text message to one contact (OA customer-service message / WeCom app message)."""

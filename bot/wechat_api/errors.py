@@ -5,8 +5,9 @@ from __future__ import annotations
 #: WeChat says the access token is invalid, not the latest, or expired: refresh and retry once.
 TOKEN_REJECTED_ERRCODES = frozenset({40001, 40014, 42001})
 
-#: Worth retrying after a pause: -1 "system busy", 45009 / 45011 API call limits.
-RATE_LIMIT_ERRCODES = frozenset({-1, 45009, 45011})
+#: Worth retrying after a pause: -1 "system busy", 45009 / 45011 API call limits,
+#: 45033 (WeCom: too many concurrent calls).
+RATE_LIMIT_ERRCODES = frozenset({-1, 45009, 45011, 45033})
 
 # Client-side failures get negative codes far from WeChat's own (which uses -1 and positives),
 # so `on_error(path, errcode)` and metrics can tell them apart.

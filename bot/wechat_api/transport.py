@@ -59,19 +59,22 @@ class ApiTransport:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
+        max_retries: int | None = None,
     ) -> dict[str, Any]:
-        """Send one API request; retry transient failures up to `max_backoff_attempts` times.
+        """Send one API request; retry transient failures up to `max_backoff_attempts` times
+        (`max_retries` overrides it for one call: 0 for a caller that retries on its own clock).
 
         Returns the decoded JSON object when WeChat says errcode 0 (or says nothing);
         raises `WeChatApiError` otherwise.
         """
+        limit = self.max_backoff_attempts if max_retries is None else max_retries
         retry = 0
         while True:
             try:
                 return await self._attempt(method, path, params, json_body)
             except WeChatApiError as exc:
                 self.report(exc, retry=retry)
-                if not _transient(exc) or retry >= self.max_backoff_attempts:
+                if not transient(exc) or retry >= limit:
                     raise
                 pause = self._pause(retry) * random.uniform(1.0, 1.25)  # jitter spreads herds
                 log.info("wechat_api.backoff path=%s errcode=%s pause=%.2fs", path, exc.errcode, pause)
@@ -140,7 +143,8 @@ def _decode(body: bytes, path: str) -> dict[str, Any]:
     return payload
 
 
-def _transient(exc: WeChatApiError) -> bool:
+def transient(exc: WeChatApiError) -> bool:
+    """Worth trying again after a pause: rate limits, system busy, network errors, 5xx/429."""
     if exc.errcode in RATE_LIMIT_ERRCODES or exc.errcode == TRANSPORT_ERROR:
         return True
     status = exc.http_status

@@ -1,0 +1,630 @@
+"""The offers API: issue a coupon, give a group invite, redeem, list a contact's coupons.
+
+Other domains (greeting, WeCom, chat-ops, campaigns) call these functions with a session
+factory; each call is one short transaction.
+
+Issuing is atomic and idempotent on PostgreSQL and SQLite alike, without reading before
+writing in a way that could race:
+- the per-customer limit is a conditional upsert on `coupon_holdings` (held < per_customer),
+- the stock is a conditional UPDATE on the batch (issued_count < stock) RETURNING,
+- imported codes are claimed with UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED),
+- the cause (event dedupe key / staff command id) is unique per batch, so a retried delivery
+  finds the first issue instead of making a second.
+PostgreSQL takes row locks for these statements; SQLite serializes writers (the first write
+takes the database's write lock, so the rest of the transaction runs alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.funnel.steps import record_step
+from bot.offers.codes import new_code, normalize_code
+from bot.offers.contact import ContactRef
+from bot.offers.models import CouponBatch, CouponCode, CouponHolding, GroupInviteRow, GroupPool, PoolGroup
+from bot.storage.db import upsert
+from bot.storage.models import Contact, ContactTag
+
+log = logging.getLogger("siyu.offers")
+
+__all__ = [
+    "ContactRef",
+    "CouponOutcome",
+    "GroupInvite",
+    "InviteOutcome",
+    "issue_coupon",
+    "invite_for",
+    "offer_invite",
+    "set_member_count",
+]
+
+Sessions = async_sessionmaker[AsyncSession]
+
+CouponStatus = Literal[
+    "issued", "already_issued", "out_of_stock", "over_limit", "not_eligible", "closed", "expired", "unknown_batch"
+]
+InviteStatus = Literal["invited", "already_invited", "full", "closed", "unknown_pool"]
+
+#: Generated codes are 50 random bits: a collision is rare enough that a few retries always do.
+CODE_COLLISION_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CouponOutcome:
+    status: CouponStatus
+    batch: str
+    code: str | None = None
+    title: str | None = None
+    valid_to: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("issued", "already_issued")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInvite:
+    pool: str
+    group_id: int
+    group_name: str
+    qr_image_path: str | None
+    join_link: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InviteOutcome:
+    status: InviteStatus
+    invite: GroupInvite | None = None
+    #: Places left in the pool's open groups after this invite (None when unknown).
+    places_left: int | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes for timezone-aware columns: they were stored as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+# --- coupons -------------------------------------------------------------------------
+
+
+async def issue_coupon(
+    sessions: Sessions,
+    *,
+    batch: str,
+    contact: ContactRef,
+    cause_key: str,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> CouponOutcome:
+    """Give `contact` one code of `batch` because of `cause_key`; the same cause always gets the same answer."""
+    if not cause_key:
+        raise ValueError("cause_key is required (the event's dedupe key or a staff command id)")
+    now = now or utcnow()
+    for _ in range(CODE_COLLISION_RETRIES):
+        async with sessions() as session:
+            outcome = await _try_issue(session, batch, contact, cause_key, source, now)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError("could not draw an unused coupon code; is the code space exhausted?")
+
+
+async def _try_issue(
+    session: AsyncSession, batch_name: str, contact: ContactRef, cause_key: str, source: str | None, now: datetime
+) -> CouponOutcome | None:
+    earlier = await _issue_of(session, batch_name, cause_key)
+    if earlier is not None:
+        return earlier
+    batch = (await session.execute(select(CouponBatch).where(CouponBatch.name == batch_name))).scalar_one_or_none()
+    if batch is None:
+        return CouponOutcome("unknown_batch", batch_name)
+    refusal = _batch_refusal(batch, now)
+    if refusal is not None:
+        return CouponOutcome(refusal, batch_name, title=batch.title)
+    if not await _eligible(session, batch, contact, now):
+        return CouponOutcome("not_eligible", batch_name, title=batch.title)
+    # Plain values: a rollback below expires the ORM object.
+    title = batch.title
+    try:
+        # First write of the transaction: on SQLite it takes the write lock, so nothing
+        # below races; on PostgreSQL it locks this contact's holding row.
+        if not await _take_holding(session, batch, contact):
+            return await _refused(session, "over_limit", batch_name, title, cause_key)
+        expires_at = _expiry(batch, now)
+        if batch.code_kind == "imported":
+            code = await _claim_imported(session, batch, contact, cause_key, now, expires_at)
+            if code is None:
+                return await _refused(session, "out_of_stock", batch_name, title, cause_key)
+        else:
+            code = new_code()
+            session.add(
+                CouponCode(
+                    batch_id=batch.id, code=code, status="issued", channel=contact.channel,
+                    account=contact.account, external_id=contact.external_id, cause_key=cause_key,
+                    issued_at=now, expires_at=expires_at,
+                )
+            )
+            await session.flush()
+        # The stock last: the batch row is the one every claimer wants, so it is locked
+        # for as short a time as possible (this statement to the commit).
+        counted = await session.execute(
+            update(CouponBatch)
+            .where(CouponBatch.id == batch.id, CouponBatch.issued_count < CouponBatch.stock, CouponBatch.closed.is_(False))
+            .values(issued_count=CouponBatch.issued_count + 1)
+            .returning(CouponBatch.issued_count)
+        )
+        if counted.first() is None:
+            return await _refused(session, "out_of_stock", batch_name, title, cause_key)
+        await record_step(
+            session, step="coupon_issued", contact=contact, cause_key=f"{batch.name}:{cause_key}",
+            source=source, detail={"batch": batch.name, "code": code}, at=now,
+        )
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        earlier = await _issue_of(session, batch_name, cause_key)
+        # Not the same cause: two generated codes collided; draw again.
+        return earlier
+    return CouponOutcome("issued", batch_name, code=code, title=title, valid_to=expires_at)
+
+
+async def _refused(
+    session: AsyncSession, status: CouponStatus, batch_name: str, title: str, cause_key: str
+) -> CouponOutcome:
+    """Undo the partial claim; a concurrent delivery of the same cause may have issued meanwhile."""
+    await session.rollback()
+    earlier = await _issue_of(session, batch_name, cause_key)
+    return earlier or CouponOutcome(status, batch_name, title=title)
+
+
+async def _issue_of(session: AsyncSession, batch_name: str, cause_key: str) -> CouponOutcome | None:
+    row = (
+        await session.execute(
+            select(CouponCode.code, CouponCode.expires_at, CouponBatch.title)
+            .join(CouponBatch, CouponBatch.id == CouponCode.batch_id)
+            .where(CouponBatch.name == batch_name, CouponCode.cause_key == cause_key)
+        )
+    ).first()
+    if row is None:
+        return None
+    return CouponOutcome("already_issued", batch_name, code=row.code, title=row.title, valid_to=aware(row.expires_at))
+
+
+def _batch_refusal(batch: CouponBatch, now: datetime) -> CouponStatus | None:
+    if batch.closed:
+        return "closed"
+    valid_to = aware(batch.valid_to)
+    if valid_to is not None and now >= valid_to:
+        return "expired"
+    if batch.issued_count >= batch.stock:
+        return "out_of_stock"
+    return None
+
+
+def _expiry(batch: CouponBatch, now: datetime) -> datetime | None:
+    if batch.valid_days:
+        days_end = now + timedelta(days=batch.valid_days)
+        valid_to = aware(batch.valid_to)
+        return min(days_end, valid_to) if valid_to else days_end
+    return aware(batch.valid_to)
+
+
+async def _take_holding(session: AsyncSession, batch: CouponBatch, contact: ContactRef) -> bool:
+    table = CouponHolding.__table__
+    statement = upsert(session, table).values(
+        batch_id=batch.id, channel=contact.channel, account=contact.account, external_id=contact.external_id, held=1
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["batch_id", "channel", "account", "external_id"],
+        set_={"held": table.c.held + 1},
+        where=table.c.held < batch.per_customer,
+    ).returning(table.c.held)
+    return (await session.execute(statement)).first() is not None
+
+
+async def _claim_imported(
+    session: AsyncSession,
+    batch: CouponBatch,
+    contact: ContactRef,
+    cause_key: str,
+    now: datetime,
+    expires_at: datetime | None,
+) -> str | None:
+    free = (
+        select(CouponCode.id)
+        .where(CouponCode.batch_id == batch.id, CouponCode.status == "available")
+        .order_by(CouponCode.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)  # PostgreSQL: claimers skip each other's rows; SQLite ignores it
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        update(CouponCode)
+        .where(CouponCode.id == free, CouponCode.status == "available")
+        .values(
+            status="issued", channel=contact.channel, account=contact.account, external_id=contact.external_id,
+            cause_key=cause_key, issued_at=now, expires_at=expires_at,
+        )
+        .returning(CouponCode.code)
+    )
+    return result.scalar_one_or_none()
+
+
+async def _eligible(session: AsyncSession, batch: CouponBatch, contact: ContactRef, now: datetime) -> bool:
+    rules: dict[str, Any] = json.loads(batch.eligibility or "{}")
+    if not rules:
+        return True
+    if rules.get("channels") and contact.channel not in rules["channels"]:
+        return False
+    needs_contact = rules.get("sources") or rules.get("tags_required") or rules.get("tags_excluded")
+    if needs_contact:
+        row = (
+            await session.execute(
+                select(Contact.id, Contact.source_channel).where(
+                    Contact.channel == contact.channel,
+                    Contact.account == contact.account,
+                    Contact.external_id == contact.external_id,
+                )
+            )
+        ).first()
+        if rules.get("sources") and (row is None or row.source_channel not in rules["sources"]):
+            return False
+        tags: set[str] = set()
+        if row is not None:
+            tags = set(
+                (
+                    await session.execute(
+                        select(ContactTag.tag).where(
+                            ContactTag.contact_id == row.id,
+                            (ContactTag.expires_at.is_(None)) | (ContactTag.expires_at > now),
+                        )
+                    )
+                ).scalars()
+            )
+        if not set(rules.get("tags_required", [])) <= tags:
+            return False
+        if set(rules.get("tags_excluded", [])) & tags:
+            return False
+    if rules.get("first_time_only"):
+        # First-time customer: has never redeemed a coupon with us.
+        redeemed = await session.scalar(
+            select(func.count()).select_from(CouponCode).where(
+                CouponCode.channel == contact.channel,
+                CouponCode.account == contact.account,
+                CouponCode.external_id == contact.external_id,
+                CouponCode.status == "redeemed",
+            )
+        )
+        if redeemed:
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCoupon:
+    code: str
+    title: str
+    valid_to: datetime | None
+
+
+async def unused_coupons(sessions: Sessions, contact: ContactRef, now: datetime | None = None) -> list[HeldCoupon]:
+    """The contact's codes that can still be used (issued, not redeemed, not expired), soonest expiry first."""
+    now = now or utcnow()
+    async with sessions() as session:
+        rows = await session.execute(
+            select(CouponCode.code, CouponBatch.title, CouponCode.expires_at)
+            .join(CouponBatch, CouponBatch.id == CouponCode.batch_id)
+            .where(
+                CouponCode.channel == contact.channel,
+                CouponCode.account == contact.account,
+                CouponCode.external_id == contact.external_id,
+                CouponCode.status == "issued",
+                CouponBatch.closed.is_(False),
+                (CouponCode.expires_at.is_(None)) | (CouponCode.expires_at > now),
+            )
+            .order_by(CouponCode.expires_at, CouponCode.id)
+        )
+        return [HeldCoupon(row.code, row.title, aware(row.expires_at)) for row in rows]
+
+
+# --- redemption ------------------------------------------------------------------------
+
+RedeemStatus = Literal["redeemed", "unknown", "expired", "closed", "not_yours", "already_used", "issued"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemOutcome:
+    status: RedeemStatus
+    code: str
+    batch: str | None = None
+    title: str | None = None
+    customer: str | None = None
+    order_id: str | None = None
+    amount: str | None = None
+    redeemed_at: datetime | None = None
+    valid_to: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("redeemed", "issued")
+
+
+async def redeem(
+    sessions: Sessions,
+    *,
+    code: str,
+    customer: str | None,
+    order_id: str,
+    amount: Decimal | None,
+    cause_key: str | None = None,
+    now: datetime | None = None,
+) -> RedeemOutcome:
+    """Mark `code` used for `order_id`. The same code for the same order again answers the same."""
+    now = now or utcnow()
+    code = normalize_code(code)
+    async with sessions() as session:
+        live = and_(
+            CouponCode.code == code,
+            CouponCode.status == "issued",
+            (CouponCode.expires_at.is_(None)) | (CouponCode.expires_at > now),
+            CouponCode.batch_id.in_(select(CouponBatch.id).where(CouponBatch.closed.is_(False))),
+        )
+        if customer:
+            live = and_(live, CouponCode.external_id == customer)
+        result = await session.execute(
+            update(CouponCode)
+            .where(live)
+            .values(status="redeemed", order_id=order_id, amount=amount, redeemed_at=now)
+            .returning(CouponCode.id, CouponCode.channel, CouponCode.account, CouponCode.external_id)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.first()
+        if row is not None:
+            contact = ContactRef(row.channel, row.account, row.external_id)
+            await record_step(
+                session, step="coupon_redeemed", contact=contact, cause_key=f"redeem:{code}",
+                detail={"code": code, "order_id": order_id, "amount": str(amount) if amount is not None else None},
+                at=now,
+            )
+            await session.commit()
+            return await _describe(session, code, now, wanted_order=order_id)
+        await session.rollback()
+        current = await _describe(session, code, now, wanted_order=order_id)
+        if current.status == "issued" and customer and current.customer != customer:
+            return _with_status(current, "not_yours")
+        return current
+
+
+async def check_code(sessions: Sessions, *, code: str, now: datetime | None = None) -> RedeemOutcome:
+    """What the shop sees before payment: issued (usable), redeemed, expired, closed or unknown."""
+    async with sessions() as session:
+        return await _describe(session, normalize_code(code), now or utcnow(), wanted_order=None)
+
+
+async def _describe(session: AsyncSession, code: str, now: datetime, *, wanted_order: str | None) -> RedeemOutcome:
+    row = (
+        await session.execute(
+            select(CouponCode, CouponBatch.name, CouponBatch.title, CouponBatch.closed)
+            .join(CouponBatch, CouponBatch.id == CouponCode.batch_id)
+            .where(CouponCode.code == code)
+        )
+    ).first()
+    if row is None or row.CouponCode.status == "available":
+        return RedeemOutcome("unknown", code)
+    item: CouponCode = row.CouponCode
+    base = dict(
+        code=code, batch=row.name, title=row.title, customer=item.external_id, order_id=item.order_id,
+        amount=str(item.amount) if item.amount is not None else None, redeemed_at=aware(item.redeemed_at),
+        valid_to=aware(item.expires_at),
+    )
+    if item.status == "redeemed":
+        if wanted_order is None or item.order_id == wanted_order:
+            return RedeemOutcome("redeemed", **base)
+        return RedeemOutcome("already_used", **base)
+    expires_at = aware(item.expires_at)
+    if expires_at is not None and now >= expires_at:
+        return RedeemOutcome("expired", **base)
+    if row.closed:
+        return RedeemOutcome("closed", **base)
+    return RedeemOutcome("issued", **base)
+
+
+def _with_status(outcome: RedeemOutcome, status: RedeemStatus) -> RedeemOutcome:
+    from dataclasses import replace
+
+    return replace(outcome, status=status)
+
+
+# --- group pools ---------------------------------------------------------------------------
+
+
+async def invite_for(
+    sessions: Sessions, *, pool: str, contact: ContactRef, cause_key: str, source: str | None = None
+) -> GroupInvite | None:
+    """The group `contact` should join now (None when the pool is unknown, closed or full)."""
+    return (await offer_invite(sessions, pool=pool, contact=contact, cause_key=cause_key, source=source)).invite
+
+
+async def offer_invite(
+    sessions: Sessions,
+    *,
+    pool: str,
+    contact: ContactRef,
+    cause_key: str,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> InviteOutcome:
+    """`invite_for` with the reason when there is no invite, and the places left for the low-places warning."""
+    if not cause_key:
+        raise ValueError("cause_key is required (the event's dedupe key or a staff command id)")
+    now = now or utcnow()
+    async with sessions() as session:
+        earlier = await _invite_of(session, pool, cause_key)
+        if earlier is not None:
+            return InviteOutcome("already_invited", earlier, await _places_left(session, earlier.group_id))
+        found = (await session.execute(select(GroupPool).where(GroupPool.name == pool))).scalar_one_or_none()
+        if found is None:
+            return InviteOutcome("unknown_pool")
+        if found.closed:
+            return InviteOutcome("closed")
+        try:
+            group = await _group_for(session, found, contact)
+            if group is None:
+                await session.rollback()
+                log.warning("group pool has no room left", extra={"pool": pool})
+                return InviteOutcome("full", places_left=0)
+            session.add(
+                GroupInviteRow(
+                    pool_id=found.id, group_id=group.id, channel=contact.channel, account=contact.account,
+                    external_id=contact.external_id, cause_key=cause_key, created_at=now,
+                )
+            )
+            await session.flush()
+            await record_step(
+                session, step="invited", contact=contact, cause_key=f"{pool}:{cause_key}", source=source,
+                detail={"pool": pool, "group": group.name}, at=now,
+            )
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            earlier = await _invite_of(session, pool, cause_key)
+            return InviteOutcome("already_invited", earlier) if earlier else InviteOutcome("full")
+        invite = _invite(found.name, group)
+        return InviteOutcome("invited", invite, await _places_left(session, group.id))
+
+
+async def _group_for(session: AsyncSession, pool: GroupPool, contact: ContactRef) -> PoolGroup | None:
+    """The contact's earlier group while it is still open (no second count), else the first with room."""
+    previous = (
+        await session.execute(
+            select(PoolGroup)
+            .join(GroupInviteRow, GroupInviteRow.group_id == PoolGroup.id)
+            .where(
+                GroupInviteRow.pool_id == pool.id,
+                GroupInviteRow.channel == contact.channel,
+                GroupInviteRow.account == contact.account,
+                GroupInviteRow.external_id == contact.external_id,
+                PoolGroup.state == "open",
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if previous is not None:
+        return previous
+    candidates = (
+        await session.execute(
+            select(PoolGroup.id).where(PoolGroup.pool_id == pool.id, PoolGroup.state == "open").order_by(
+                PoolGroup.position, PoolGroup.id
+            )
+        )
+    ).scalars().all()
+    rate = pool.join_rate
+    for group_id in candidates:
+        # Conditional UPDATE: counts this invite only while the group still has room
+        # (row lock on PostgreSQL, the write lock on SQLite), so no one is sent to a full group.
+        has_room = (PoolGroup.member_count.is_not(None) & (PoolGroup.member_count < PoolGroup.capacity)) | (
+            PoolGroup.member_count.is_(None) & ((PoolGroup.invites_count + 1) * rate <= PoolGroup.capacity)
+        )
+        counted = (
+            await session.execute(
+                update(PoolGroup)
+                .where(PoolGroup.id == group_id, PoolGroup.state == "open", has_room)
+                .values(invites_count=PoolGroup.invites_count + 1)
+                .returning(PoolGroup.invites_count, PoolGroup.member_count, PoolGroup.capacity)
+                .execution_options(synchronize_session=False)
+            )
+        ).first()
+        if counted is None:
+            await session.execute(
+                update(PoolGroup).where(PoolGroup.id == group_id, PoolGroup.state == "open").values(state="full")
+                .execution_options(synchronize_session=False)
+            )
+            continue
+        if _estimate(counted.member_count, counted.invites_count, rate) + rate > counted.capacity:
+            # The next invite would not fit: rotate now so the next customer gets the next group.
+            await session.execute(
+                update(PoolGroup).where(PoolGroup.id == group_id).values(state="full")
+                .execution_options(synchronize_session=False)
+            )
+        return (await session.execute(select(PoolGroup).where(PoolGroup.id == group_id))).scalar_one()
+    return None
+
+
+def _estimate(member_count: int | None, invites_count: int, rate: float) -> float:
+    return float(member_count) if member_count is not None else invites_count * rate
+
+
+async def _places_left(session: AsyncSession, group_id: int) -> int:
+    pool_id = select(PoolGroup.pool_id).where(PoolGroup.id == group_id).scalar_subquery()
+    return await pool_places_left(session, pool_id)
+
+
+async def pool_places_left(session: AsyncSession, pool_id: Any) -> int:
+    rows = await session.execute(
+        select(PoolGroup.capacity, PoolGroup.member_count, PoolGroup.invites_count, GroupPool.join_rate)
+        .join(GroupPool, GroupPool.id == PoolGroup.pool_id)
+        .where(PoolGroup.pool_id == pool_id, PoolGroup.state == "open")
+    )
+    left = 0.0
+    for row in rows:
+        left += max(0.0, row.capacity - _estimate(row.member_count, row.invites_count, row.join_rate))
+    return int(left)
+
+
+async def _invite_of(session: AsyncSession, pool: str, cause_key: str) -> GroupInvite | None:
+    row = (
+        await session.execute(
+            select(PoolGroup)
+            .join(GroupInviteRow, GroupInviteRow.group_id == PoolGroup.id)
+            .join(GroupPool, GroupPool.id == GroupInviteRow.pool_id)
+            .where(GroupPool.name == pool, GroupInviteRow.cause_key == cause_key)
+        )
+    ).scalar_one_or_none()
+    return _invite(pool, row) if row is not None else None
+
+
+def _invite(pool: str, group: PoolGroup) -> GroupInvite:
+    return GroupInvite(pool, group.id, group.name, group.qr_path, group.join_link)
+
+
+async def set_member_count(sessions: Sessions, group_id: int | str, count: int) -> None:
+    """A channel told us how many members a group has (WeCom): it replaces the estimate.
+
+    `group_id` is our id, or the channel's id for the group (`external_group_id`).
+    A group at capacity becomes full; one with room again (members left) reopens.
+    """
+    if count < 0:
+        raise ValueError("member count must be >= 0")
+    which = PoolGroup.id == group_id if isinstance(group_id, int) else PoolGroup.external_group_id == group_id
+    async with sessions() as session:
+        await session.execute(
+            update(PoolGroup).where(which).values(member_count=count).execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(PoolGroup)
+            .where(which, PoolGroup.state != "closed")
+            .values(state="full")
+            .where(PoolGroup.capacity <= count)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(PoolGroup)
+            .where(which, PoolGroup.state == "full", PoolGroup.capacity > count)
+            .values(state="open")
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
