@@ -390,3 +390,54 @@ def _event_of(sender: str) -> Any:
 
 
 __all__ = ["REDIS_URL", "ContactTag"]
+
+
+# --- coupons and pools (bot/offers) -------------------------------------------------------------
+
+
+async def make_batch(client: Any, name: str, stock: int = 10) -> None:
+    from bot.offers import repository
+
+    async with context_of(client).services.sessions.begin() as session:
+        await repository.create_batch(session, name=name, title="满99减20", stock=stock, valid_days=30)
+
+
+async def test_coupon_to_one_customer_shows_in_lookup_and_retries_issue_once(bot: Any, s: Staff) -> None:
+    batch = "B" + secrets.token_hex(4)
+    await make_batch(bot, batch)
+    who = customer_id()
+    await follow(bot, who)
+    msg_id = secrets.randbelow(10**15)
+    replies = [await say(bot, s.operator, f"/发券 {who} {batch}", msg_id=msg_id) for _ in range(3)]
+    assert replies[0].startswith(f"{who} 发券（{batch}）：已发放，券码 ")
+    assert replies[1] == replies[2] == replies[0]
+    lookup = await say(bot, s.operator, f"/查 {who}")
+    code = replies[0].rsplit(" ", 1)[-1]
+    assert f"满99减20 {code}" in lookup
+    assert lookup.count("满99减20") == 1  # one coupon, not three
+    assert (await say(bot, s.operator, f"/发券 {who} NO-SUCH-BATCH")).endswith("没有这个批次")
+    assert (await say(bot, s.agent, f"/发券 {who} {batch}")).startswith("你的角色（agent）不能使用")
+
+
+async def test_bulk_coupon_after_confirmation(bot: Any, s: Staff) -> None:
+    batch = "B" + secrets.token_hex(4)
+    await make_batch(bot, batch)
+    group = [customer_id() for _ in range(2)]
+    for who in group:
+        await follow(bot, who)
+        await tag_directly(bot, who, "老客回馈")
+    assert "共 2 位顾客" in await say(bot, s.admin, f"/批量发券 老客回馈 {batch}")
+    assert (await say(bot, s.admin, "确认")).endswith("2 位顾客。")
+    for who in group:
+        assert "满99减20" in await say(bot, s.admin, f"/查 {who}")
+
+
+async def test_pool_status_lists_groups_and_places_left(bot: Any, s: Staff) -> None:
+    from bot.offers import repository
+
+    pool = "P" + secrets.token_hex(4)
+    async with context_of(bot).services.sessions.begin() as session:
+        created = await repository.create_pool(session, name=pool, title="宝妈福利群")
+        await repository.add_group(session, created, name="宝妈福利1群", capacity=200, join_link="https://example.com/j")
+    reply = await say(bot, s.agent, f"/群 {pool}")
+    assert reply == f"{pool} · 宝妈福利1群（open）：0/200 人，还剩 200 个位置"

@@ -289,7 +289,7 @@ class ChatOps:
                 f"{(row.text or '[' + row.type + ']')[:80]}"
                 for row in list(rows)[::-1]
             ]
-        coupons = await offers_bridge.coupons_of(self._sessions, contact) if offers_bridge.available() else []
+        coupons = await offers_bridge.coupons_of(self._sessions, contact)
         takeover = Takeover.parse(await self._store.get(takeover_key(contact.channel, contact.account, contact.external_id)))
         return [
             Reply(
@@ -328,19 +328,19 @@ class ChatOps:
         return [Reply(self.texts.say("untagged" if removed else "untag_missing", customer=customer, tag=tag))]
 
     async def _do_coupon(self, event: Event, role: Role, arguments: dict[str, str]) -> list[Action]:
-        if not offers_bridge.available():
-            return [Reply(self.texts.say("coupons_unavailable"))]
         customer, batch = arguments["customer"], arguments["batch"]
         async with self._sessions() as session:
             contact = await _find_contact(session, customer)
         if contact is None:
             return [Reply(self.texts.say("customer_not_found", customer=customer))]
-        status, code = await offers_bridge.issue_coupon(self._sessions, contact, batch, f"chatops:{event.dedupe_key}")
-        return [Reply(self.texts.say("coupon_result", customer=customer, batch=batch, status=status, code=code))]
+        status, code = await offers_bridge.issue_coupon(
+            self._sessions, contact, batch, f"chatops:{event.dedupe_key}", source=f"staff:{event.sender}"
+        )
+        return [Reply(self.texts.say(
+                    "coupon_result", customer=customer, batch=batch, status=self.texts.coupon_status(status), code=code
+                ))]
 
     async def _do_pool(self, event: Event, role: Role, arguments: dict[str, str]) -> list[Action]:
-        if not offers_bridge.available():
-            return [Reply(self.texts.say("coupons_unavailable"))]
         lines = await offers_bridge.pools(self._sessions, arguments.get("pool"))
         if not lines:
             return [Reply(self.texts.say("pool_empty"))]
@@ -349,7 +349,7 @@ class ChatOps:
                 "\n".join(
                     self.texts.say(
                         "pool_line", pool=line.pool, name=line.name, members=line.members,
-                        capacity=line.capacity, left=line.left,
+                        capacity=line.capacity, left=line.left, state=line.state,
                     )
                     for line in lines
                 )
@@ -372,6 +372,7 @@ class ChatOps:
                     )
                 ).all()
             )
+            funnel = await offers_bridge.funnel_today(session, since)
         counts = self._handler_counts()
         return [
             Reply(
@@ -381,7 +382,7 @@ class ChatOps:
                     new_contacts=new_contacts,
                     inbound=directions.get("in", 0),
                     outbound=directions.get("out", 0),
-                    funnel=[],
+                    funnel=funnel,
                     faq_answered=int(counts.get("faq.answer_faq", 0) + counts.get("faq.answer_clarify_choice", 0)),
                     faq_declined=int(counts.get("fallback.say_fallback", 0)),
                 )
@@ -443,12 +444,11 @@ class ChatOps:
         return [], len(contacts)
 
     async def _bulk_bulk_coupon(self, event: Event, proposal: Proposal) -> tuple[list[Action], int]:
-        if not offers_bridge.available():
-            return [Reply(self.texts.say("coupons_unavailable"))], 0
         issued = 0
         for contact in await self._contacts_with(proposal.arguments["tag"]):
             status, _ = await offers_bridge.issue_coupon(
-                self._sessions, contact, proposal.arguments["batch"], f"chatops:{proposal.id}:{contact.id}"
+                self._sessions, contact, proposal.arguments["batch"], f"chatops:{proposal.id}:{contact.id}",
+                source=f"staff:{event.sender}",
             )
             issued += status == "issued"
         return [], issued

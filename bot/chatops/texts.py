@@ -28,6 +28,7 @@ class ChatopsTextsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     commands: dict[str, CommandText]
+    coupon_statuses: dict[str, str] = Field(default_factory=dict)
     confirm_words: list[str]
     cancel_words: list[str]
     replies: dict[str, str]
@@ -58,6 +59,9 @@ class ChatopsTexts:
 
     def say(self, key: str, **values: Any) -> str:
         return self._templates[key].render(**values).strip()
+
+    def coupon_status(self, status: str) -> str:
+        return self.data.coupon_statuses.get(status, status)
 
     @cached_property
     def confirm_words(self) -> frozenset[str]:
