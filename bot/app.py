@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.actions import ActionExecutor, tag_marker_key
+from bot.aibot.app import aibot_endpoint, open_group_rules
 from bot.background import BackgroundTasks
 from bot.chatops.wiring import build_chatops
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
@@ -38,6 +39,7 @@ from bot.storage.migrate import ensure_migrated
 from bot.web import callback, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.web.wecom import WeComEndpoint
+from bot.web.wecom_aibot import AiBotEndpoint
 from bot.wecom.app import open_wecom, wecom_endpoint
 from bot.wecom.api import WeComApi
 from bot.wechat_api import WeChatApiClient
@@ -48,6 +50,7 @@ log = logging.getLogger("siyu.app")
 APP_CONTEXT = web.AppKey("siyu_context", "AppContext")
 OA_ENDPOINT = web.AppKey("siyu_oa_endpoint", OfficialAccountEndpoint)
 WECOM_ENDPOINT = web.AppKey("siyu_wecom_endpoint", WeComEndpoint)
+AIBOT_ENDPOINT = web.AppKey("siyu_aibot_endpoint", AiBotEndpoint)
 
 
 @dataclass
@@ -127,7 +130,10 @@ class AppContext:
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
         wecom_api, wecom_services = open_wecom(settings, store=store, http=http, metrics=metrics, senders=senders)
-        services = Services(store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops)
+        group_rules = open_group_rules(settings, store=store, http=http, metrics=metrics, senders=senders)
+        services = Services(
+            store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops, group_rules=group_rules
+        )
         senders.update(extra_senders or {})
         executor = ActionExecutor(
             engine=engine, store=store, senders=senders, writer=writer, background=background
@@ -190,6 +196,8 @@ def create_app(
         app[OA_ENDPOINT] = _oa_endpoint(context)
         if (endpoint := wecom_endpoint(context)) is not None:
             app[WECOM_ENDPOINT] = endpoint
+        if (aibot := aibot_endpoint(context)) is not None:
+            app[AIBOT_ENDPOINT] = aibot
         _install_sighup(context)
         yield
         await context.close()
@@ -199,6 +207,7 @@ def create_app(
     # the app-scoped objects the lifespan created when a request comes in.
     callback.mount(app, "/wechat/oa", OA_ENDPOINT)
     callback.mount(app, "/wechat/work", WECOM_ENDPOINT)
+    callback.mount(app, "/wechat/aibot", AIBOT_ENDPOINT)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

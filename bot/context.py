@@ -23,6 +23,8 @@ class Services:
     wecom: WeComServices | None = None
     #: The staff command layer (bot.chatops.service.ChatOps); None where no app built one.
     chatops: Any = None
+    #: Quiet hours and reply rate limit in group chats (bot.aibot.rules.GroupRules); None: no limits.
+    group_rules: Any = None
 
 
 @dataclass(slots=True)

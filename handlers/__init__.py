@@ -1,5 +1,6 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
+    (middleware) group_rules: quiet hours and the per-group reply rate limit on what handlers decided
     200  commands: staff commands (/帮助 …) and 确认/取消; customers' command attempts refused
     190  commands: a taken-over customer's message goes to the staff member, the bot stays quiet
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import commands, fallback, faq, greeting, handoff, tagging, unsubscribe
+from handlers import commands, fallback, faq, greeting, group_rules, handoff, tagging, unsubscribe
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
-    root.include(commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
+    root.include(group_rules.router, commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 
 

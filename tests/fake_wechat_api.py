@@ -29,6 +29,8 @@ FIRST_TAG_ID = 100
 #: A scripted answer: a JSON body (usually {"errcode": ..., "errmsg": ...}) or a bare HTTP status.
 ScriptedResponse = dict[str, Any] | int
 MESSAGE_PATHS = frozenset({"/cgi-bin/message/custom/send", "/cgi-bin/message/send"})
+#: The WeCom intelligent bot's response_url: authorised by its one-use response_code, no access token.
+AIBOT_RESPONSE_PATH = "/cgi-bin/aibot/response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class FakeWeChatApi:
         self._delays: dict[str, float] = {}
         self._valid_tokens: set[str] = set()
         self.tokens_issued = 0
+        #: Bodies POSTed to intelligent-bot response_urls, with their response_code, in order.
+        self.aibot_responses: list[dict[str, Any]] = []
+        self.used_response_codes: set[str] = set()
         self.tags: dict[int, str] = {}
         self.tag_members: dict[int, set[str]] = defaultdict(set)
         self._runner: web.AppRunner | None = None
@@ -168,6 +173,8 @@ class FakeWeChatApi:
             return _json(scripted)
         if path in TOKEN_PATHS:
             return _json(self._issue_token(request, path))
+        if path == AIBOT_RESPONSE_PATH:
+            return _json(self._aibot_response(request, body))
         token = request.query.get("access_token")
         if not token:
             return _json(_err(41001, "access_token missing"))
@@ -180,6 +187,16 @@ class FakeWeChatApi:
         if path in MESSAGE_PATHS and isinstance(body, dict):
             self._delivered.append(body)
         return _json(answer)
+
+    def _aibot_response(self, request: web.Request, body: Any) -> dict[str, Any]:
+        code = request.query.get("response_code", "")
+        if not code:
+            return _err(40001, "response_code missing")
+        if code in self.used_response_codes:
+            return _err(40002, "response_code already used")  # one use, as WeCom documents
+        self.used_response_codes.add(code)
+        self.aibot_responses.append({"response_code": code, "body": body})
+        return _ok()
 
     def _issue_token(self, request: web.Request, path: str) -> dict[str, Any]:
         query = request.query
