@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.chatops.parsing import CommandNames, split_command
 from bot.chatops.roles import Role
 from bot.chatops.specs import COMMANDS
@@ -32,3 +34,32 @@ def test_aliases_do_not_collide_and_full_width_prefixes_parse() -> None:
         line = split_command(typed)
         assert line is not None and names.resolve(line.word) == "lookup" and line.arguments == "abc", typed
     assert split_command("查 abc") is None and split_command("/") is None
+
+
+async def test_the_staff_file_is_reloaded_on_save_like_the_persona(tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.chatops.roles import StaffDirectory
+    from bot.events import Channel, Event, EventKind
+
+    path = tmp_path / "staff.yaml"
+    path.write_text("staff:\n  zhangsan: agent\n", encoding="utf-8")
+    directory = StaffDirectory([path])
+    event = Event(channel=Channel.WECOM, account="corp", sender="zhangsan", kind=EventKind.MESSAGE, type="text")
+    assert directory.role_of(event) is Role.AGENT
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(directory.watch(stop))
+    try:
+        await asyncio.sleep(0.5)  # let the watcher arm
+        path.write_text("staff:\n  zhangsan: admin\n", encoding="utf-8")
+        for _ in range(100):
+            if directory.role_of(event) is Role.ADMIN:
+                break
+            await asyncio.sleep(0.1)
+        assert directory.role_of(event) is Role.ADMIN
+        path.write_text("staff: [not, a, mapping]\n", encoding="utf-8")  # a broken save keeps the list
+        await asyncio.sleep(1.5)
+        assert directory.role_of(event) is Role.ADMIN
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
