@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_faq_eval)
 
     chatops_cli.register(commands)
+    from bot.wecom.cli import register as register_wecom  # channel ..., stats channels (keep last: joins `stats`)
+
+    register_wecom(commands)
     return parser
 
 

@@ -70,6 +70,7 @@ class AppContext:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
+    _wecom_upkeep: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -129,7 +130,7 @@ class AppContext:
         senders: dict[Channel, Sender] = {
             Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
         }
-        wecom_api, wecom_services = open_wecom(settings, store=store, http=http, metrics=metrics, senders=senders)
+        wecom_api, wecom_services = open_wecom(settings, store=store, sessions=services.sessions, engine=engine, http=http, metrics=metrics, senders=senders)
         group_rules = open_group_rules(settings, store=store, http=http, metrics=metrics, senders=senders)
         services = Services(
             store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops, group_rules=group_rules
@@ -162,6 +163,8 @@ class AppContext:
             dispatcher=dispatcher,
             wecom_api=wecom_api,
         )
+        if wecom_services is not None:
+            context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
             context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
@@ -173,6 +176,10 @@ class AppContext:
 
     async def close(self) -> None:
         self._stop.set()
+        if self._wecom_upkeep is not None:
+            self._wecom_upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wecom_upkeep
         for watcher in (self._watcher, self._staff_watcher):
             if watcher is not None:
                 watcher.cancel()

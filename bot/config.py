@@ -50,6 +50,11 @@ class Settings(BaseModel):
     wecom_secret: str = Field("", alias="WECOM_SECRET")
     wecom_agent_id: int | None = Field(None, alias="WECOM_AGENT_ID")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com", alias="WECOM_API_BASE")
+    #: Coupon batch / group pool of the WeCom welcome when the customer came through no channel of ours.
+    wecom_welcome_coupon: str = Field("", alias="WECOM_WELCOME_COUPON")
+    wecom_welcome_pool: str = Field("", alias="WECOM_WELCOME_POOL")
+    #: Corp tag group our own tags are created under on WeCom.
+    wecom_tag_group: str = Field("思语", alias="WECOM_TAG_GROUP")
 
     #: WeCom intelligent bot (智能机器人, API mode) at /wechat/aibot: its callback Token and EncodingAESKey.
     wecom_aibot_token: str = Field("", alias="WECOM_AIBOT_TOKEN")

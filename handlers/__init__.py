@@ -3,6 +3,7 @@
     (middleware) group_rules: quiet hours and the per-group reply rate limit on what handlers decided
     200  commands: staff commands (/帮助 …) and 确认/取消; customers' command attempts refused
     190  commands: a taken-over customer's message goes to the staff member, the bot stays quiet
+    110  wecom_lifecycle: WeCom customer-contact events (welcome, deletions, groups, tags)
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import commands, fallback, faq, greeting, group_rules, handoff, tagging, unsubscribe
+from handlers import commands, fallback, faq, greeting, group_rules, handoff, tagging, unsubscribe, wecom_lifecycle
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
+    root.include(wecom_lifecycle.router)
     root.include(group_rules.router, commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 

@@ -28,6 +28,8 @@ FIRST_TAG_ID = 100
 
 #: A scripted answer: a JSON body (usually {"errcode": ..., "errmsg": ...}) or a bare HTTP status.
 ScriptedResponse = dict[str, Any] | int
+#: The 8-byte PNG signature and an empty IHDR-less body: enough for "an image was written".
+FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"fake-qr"
 MESSAGE_PATHS = frozenset({"/cgi-bin/message/custom/send", "/cgi-bin/message/send"})
 #: The WeCom intelligent bot's response_url: authorised by its one-use response_code, no access token.
 AIBOT_RESPONSE_PATH = "/cgi-bin/aibot/response"
@@ -140,6 +142,8 @@ class FakeWeChatApi:
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/_fake/stats", self._stats)
+        app.router.add_route("*", "/_fake/calls", self._calls)
+        app.router.add_route("GET", "/_fake/qr/{name}", self._qr_image)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -151,6 +155,7 @@ class FakeWeChatApi:
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
+        self.wecom.base_url = self.base_url
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -262,6 +267,15 @@ class FakeWeChatApi:
             members.difference_update(body["openid_list"])
         return _ok()
 
+    async def _qr_image(self, request: web.Request) -> web.Response:
+        """Stands in for WeCom's CDN (wework.qpic.cn) serving a contact way's QR image."""
+        return web.Response(body=FAKE_PNG, content_type="image/png")
+
+    async def _calls(self, request: web.Request) -> web.Response:
+        """Recorded calls to ?path= (body and monotonic arrival time), for benchmarks in another process."""
+        path = request.query.get("path")
+        return _json({"calls": [{"json": c.json, "at": c.at} for c in self.calls(path)]})
+
     async def _stats(self, request: web.Request) -> web.Response:
         """Counters for benchmarks driving the fake from another process."""
         return _json({"calls_by_path": dict(self._counts), "tokens_issued": self.tokens_issued})
@@ -291,6 +305,7 @@ class FakeWeCom:
         #: config_id → join way (chat_id_list, state, ...)
         self.join_ways: dict[str, dict[str, Any]] = {}
         self._serial = 0
+        self.base_url = ""
 
     def routes(self) -> dict[str, Callable[[web.Request, Any], Awaitable[dict[str, Any]]]]:
         return {
@@ -332,7 +347,9 @@ class FakeWeCom:
         customer = self.customers.get(external)
         if customer is None:
             return _err(84061, "not external contact")
-        follow = [{"userid": u, "tags": [{"tag_id": t} for t in sorted(tags)]}
+        names = {tid: (g["group_name"], name) for g in self.tag_groups.values() for tid, name in g["tags"].items()}
+        follow = [{"userid": u, "tags": [{"tag_id": t, "group_name": names.get(t, ("", ""))[0],
+                                          "tag_name": names.get(t, ("", t))[1], "type": 1} for t in sorted(tags)]}
                   for (u, e), tags in self.marked.items() if e == external]
         return {"external_contact": {"external_userid": external, "name": customer.get("name", ""), "type": 1},
                 "follow_user": customer.get("follow_user") or follow}
@@ -344,7 +361,7 @@ class FakeWeCom:
             return _err(40058, "state too long")
         config_id = self._next("cw")
         self.contact_ways[config_id] = dict(body)
-        return {"config_id": config_id, "qr_code": f"https://wework.qpic.cn/fake/{config_id}.png"}
+        return {"config_id": config_id, "qr_code": f"{self.base_url}/_fake/qr/{config_id}.png"}
 
     async def _update_contact_way(self, request: web.Request, body: Any) -> dict[str, Any]:
         way = self.contact_ways.get(body.get("config_id") if isinstance(body, dict) else None)

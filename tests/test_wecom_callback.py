@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.storage.models import Contact, MessageLog
-from tests.conftest import context_of
+from tests.conftest import REDIS_URL, context_of
 from tests.wecom_peer import (
     WECOM_CORP_ID,
     WeComPeer,
     add_contact_xml,
     app_text_xml,
     event_xml,
+    forget_wecom_token,
     wecom_settings,
 )
 
@@ -83,7 +84,9 @@ async def logged(client: Any, *, external_id: str | None = None, type_: str | No
 
 
 @pytest.fixture
-def wecom(make_settings: Any, fake_wechat_api: Any) -> Any:
+async def wecom(make_settings: Any, fake_wechat_api: Any) -> Any:
+    await forget_wecom_token(REDIS_URL)
+
     def build(**extra: Any) -> Any:
         return make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url, **extra))
 

@@ -35,6 +35,17 @@ def wecom_settings(**extra: str) -> dict[str, str]:
     }
 
 
+async def forget_wecom_token(redis_url: str) -> None:
+    """Each test's fake API issues its own tokens: drop one a previous test's fake issued."""
+    from bot.kv import RedisStore
+
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.delete(f"wechat:token:wecom:{WECOM_CORP_ID}")
+    finally:
+        await store.close()
+
+
 def _fields(fields: dict[str, str | list[str]]) -> str:
     parts = []
     for name, value in fields.items():

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
-from wechatpy.enterprise.crypto import PrpCrypto
-from wechatpy.enterprise.exceptions import InvalidCorpIdException
+from wechatpy.crypto.base import BasePrpCrypto
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
@@ -57,6 +56,22 @@ CHAT_CHANGES = frozenset({"create", "update", "dismiss"})
 TAG_CHANGES = frozenset({"create", "update", "delete", "shuffle"})
 #: Nested fields WeCom sends as repeated <Item> children (chat member changes).
 _LIST_FIELDS = frozenset({"MemChangeList"})
+
+
+class InvalidCorpIdException(Exception):
+    """The decrypted message's receive id is not our corp id."""
+
+
+class PrpCrypto(BasePrpCrypto):
+    """wechatpy.enterprise.crypto.PrpCrypto, without importing `wechatpy.enterprise`: its package
+    __init__ pulls in the synchronous API client (requests, urllib3), which the server never runs
+    (bot/deferred_imports.py keeps those off the start)."""
+
+    def encrypt(self, text: str, corp_id: str) -> bytes:
+        return self._encrypt(text, corp_id)
+
+    def decrypt(self, text: str, corp_id: str) -> bytes:
+        return self._decrypt(text, corp_id, InvalidCorpIdException)
 
 
 def wecom_type(event_name: str, change_type: str) -> str:

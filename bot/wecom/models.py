@@ -47,6 +47,8 @@ class AcquisitionChannel(Base):
     qr_url: Mapped[str] = mapped_column(Text, default="")
     #: Comma-separated staff userids of the contact way (all of them, capped or not).
     staff: Mapped[str] = mapped_column(Text, default="")
+    #: The users the contact way holds right now (staff minus those at today's cap).
+    current_staff: Mapped[str] = mapped_column(Text, default="")
     daily_cap: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)

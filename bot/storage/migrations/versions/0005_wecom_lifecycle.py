@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("config_id", sa.String(128), nullable=True),
         sa.Column("qr_url", sa.Text(), nullable=False),
         sa.Column("staff", sa.Text(), nullable=False),
+        sa.Column("current_staff", sa.Text(), nullable=False),
         sa.Column("daily_cap", sa.Integer(), nullable=True),
         sa.Column("tag", sa.String(64), nullable=True),
         sa.Column("pool", sa.String(64), nullable=True),

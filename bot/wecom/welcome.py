@@ -1,0 +1,271 @@
+"""The welcome (欢迎语) inside WeCom's 20-second window.
+
+On add_external_contact with a WelcomeCode, `send_welcome_msg` is the first outbound thing
+done. Before it, only what its text needs and can be had at once: the coupon (issued under
+the event's dedupe key, a database transaction), the group invite, and the customer's name
+from `externalcontact/get` — asked in parallel and waited for only up to `name_budget`
+after the callback arrived; past that the greeting goes without the name.
+
+The window is measured from the callback's CreateTime (or our receipt, if earlier): a
+transient failure (busy, rate limit, 5xx, network) is retried only while it is open;
+41051 (the customer already started chatting) and other final codes end it. Without a
+WelcomeCode (the staff member's own welcome is configured in WeCom) nothing is sent, but
+the coupon is still issued and recorded.
+
+Exactly once: the Redis claim keeps a retried callback from running this twice; a row per
+occurrence (`wecom_welcomes.cause_key` unique) is the database's guarantee behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.events import Event
+from bot.funnel.steps import record_step as record_funnel_step
+from bot.offers.contact import ContactRef
+from bot.offers.service import CouponOutcome, GroupInvite, invite_for, issue_coupon
+from bot.storage.contacts import set_following_by_id, touch_contact
+from bot.storage.db import insert_ignoring_conflicts
+from bot.wechat_api import WeChatApiError
+from bot.wechat_api.transport import transient
+from bot.wecom import channels
+from bot.wecom.api import WeComApi
+from bot.wecom.channels import ChannelView
+from bot.wecom.clock import Clock, utc
+from bot.wecom.errors import ALREADY_CHATTING, WELCOME_FINAL_ERRCODES
+from bot.wecom.models import WelcomeRecord
+
+if TYPE_CHECKING:
+    from bot.persona import LoadedPersona
+
+log = logging.getLogger("siyu.wecom.welcome")
+
+Sessions = async_sessionmaker[AsyncSession]
+
+#: WeCom's welcome code is valid this long after the add.
+WELCOME_WINDOW_SECONDS = 20.0
+#: The customer's name is worth this much waiting, from the callback's arrival; never more.
+NAME_BUDGET_SECONDS = 0.25
+RETRY_PAUSE_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeResult:
+    #: sent | already_chatting | expired | failed | no_code | no_api | duplicate
+    status: str
+    channel: ChannelView | None = None
+    source: str | None = None
+    coupon: CouponOutcome | None = None
+    invite: GroupInvite | None = None
+    attempts: int = 0
+
+
+class WelcomeService:
+    def __init__(
+        self,
+        *,
+        api: WeComApi | None,
+        sessions: Sessions,
+        engine: AsyncEngine,
+        clock: Clock,
+        default_coupon: str = "",
+        default_pool: str = "",
+        window: float = WELCOME_WINDOW_SECONDS,
+        name_budget: float = NAME_BUDGET_SECONDS,
+    ) -> None:
+        self.api = api
+        self.sessions = sessions
+        self.engine = engine
+        self.clock = clock
+        self.default_coupon = default_coupon
+        self.default_pool = default_pool
+        self.window = window
+        self.name_budget = name_budget
+
+    async def on_add(self, event: Event, persona: LoadedPersona, *, received_at: float | None = None) -> WelcomeResult:
+        received = self.clock() if received_at is None else received_at
+        staff = str(event.raw.get("UserID") or "")
+        customer = event.sender
+        contact = ContactRef.of(event)
+        # The name is asked first, so it runs while the database work below does.
+        name_task = self._start_name_fetch(customer, event.key)
+        try:
+            first, channel = await self._claim(event, staff, received)
+            if not first:
+                return WelcomeResult("duplicate", channel)
+            source = channel.name if channel is not None else event.source
+            coupon, invite = await asyncio.gather(
+                self._coupon(channel, contact, event.dedupe_key, source),
+                self._invite(channel, contact, event.dedupe_key, source),
+            )
+            if not event.key:
+                await self._finish(event, "no_code", coupon=coupon)
+                return WelcomeResult("no_code", channel, source, coupon, invite)
+            if self.api is None:
+                log.warning("welcome not sent: WECOM_CORP_ID/WECOM_SECRET not configured")
+                await self._finish(event, "no_api", coupon=coupon)
+                return WelcomeResult("no_api", channel, source, coupon, invite)
+            name = await _within(name_task, received + self.name_budget - self.clock())
+            text = self._text(persona, source, name, coupon, invite)
+            status, attempts, errcode = await self._send(
+                event.key, text, _attachments(persona, invite), deadline=self._deadline(event, received)
+            )
+        finally:
+            if not name_task.done():
+                name_task.cancel()
+        await self._finish(event, status, coupon=coupon, attempts=attempts, errcode=errcode, source=source,
+                           staff=staff)
+        return WelcomeResult(status, channel, source, coupon, invite, attempts)
+
+    def _deadline(self, event: Event, received: float) -> float:
+        created = float(event.created_at) if event.created_at else received
+        return min(created, received) + self.window
+
+    def _start_name_fetch(self, customer: str, welcome_code: str | None) -> asyncio.Task[str | None]:
+        async def fetch() -> str | None:
+            if self.api is None or not welcome_code:
+                return None
+            try:
+                payload = await self.api.get_external_contact(customer, max_retries=0)
+            except WeChatApiError:
+                return None
+            name = payload["external_contact"].get("name")
+            return name if isinstance(name, str) and name else None
+
+        return asyncio.get_running_loop().create_task(fetch(), name=f"wecom-name:{customer}")
+
+    async def _claim(self, event: Event, staff: str, now: float) -> tuple[bool, ChannelView | None]:
+        """Insert this occurrence's welcome row, attribute the contact, count the add — one transaction.
+
+        Core statements on a bare connection: this is on the welcome's path, and an ORM
+        session costs several times more CPU for the same few statements.
+        """
+        async with self.engine.begin() as connection:
+            inserted = await connection.execute(
+                insert_ignoring_conflicts(connection, WelcomeRecord.__table__).values(
+                    cause_key=event.dedupe_key[:200], staff_userid=staff, external_userid=event.sender,
+                    channel=event.source, status="pending", attempts=0, created_at=utc(now),
+                )
+            )
+            channel = await channels.by_state(connection, event.source) if event.source else None
+            if not inserted.rowcount:
+                await connection.rollback()
+                return False, channel
+            source = channel.name if channel is not None else event.source
+            contact_id = await touch_contact(connection, str(event.channel), event.account, event.sender, utc(now))
+            await set_following_by_id(connection, contact_id, True, source, utc(now))
+            if source:
+                await channels.record_step(connection, step=channels.ADD, cause_key=event.dedupe_key, channel=source,
+                                           staff=staff, external=event.sender, now=now)
+            await record_funnel_step(connection, step="followed", contact=ContactRef.of(event),
+                                     cause_key=event.dedupe_key, source=source)
+        return True, channel
+
+    async def _coupon(
+        self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
+    ) -> CouponOutcome | None:
+        batch = (channel.coupon_batch if channel else None) or self.default_coupon
+        if not batch:
+            return None
+        try:
+            return await issue_coupon(self.sessions, batch=batch, contact=contact, cause_key=cause_key, source=source)
+        except Exception:  # noqa: BLE001 - the welcome goes out without a coupon rather than not at all
+            log.exception("coupon for the welcome failed", extra={"dedupe_key": cause_key, "batch": batch})
+            return None
+
+    async def _invite(
+        self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
+    ) -> GroupInvite | None:
+        pool = (channel.pool if channel else None) or self.default_pool
+        if not pool:
+            return None
+        try:
+            return await invite_for(self.sessions, pool=pool, contact=contact, cause_key=cause_key, source=source)
+        except Exception:  # noqa: BLE001
+            log.exception("group invite for the welcome failed", extra={"dedupe_key": cause_key, "pool": pool})
+            return None
+
+    def _text(
+        self, persona: LoadedPersona, source: str | None, name: str | None, coupon: CouponOutcome | None,
+        invite: GroupInvite | None,
+    ) -> str:
+        parts = [persona.greeting("wecom", source, contact={"name": name} if name else None)]
+        if coupon is not None and coupon.ok:
+            parts.append(persona.say("coupon"))
+        if invite is not None and not invite.join_link:
+            parts.append(persona.say("group_invite"))
+        return "\n".join(part for part in parts if part)
+
+    async def _send(
+        self, code: str, text: str, attachments: list[dict[str, Any]], *, deadline: float
+    ) -> tuple[str, int, int | None]:
+        """(status, attempts, last errcode): one try at a time, retried only inside the window."""
+        assert self.api is not None
+        attempts, errcode, pause = 0, None, RETRY_PAUSE_SECONDS
+        while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return "expired", attempts, errcode
+            attempts += 1
+            try:
+                async with asyncio.timeout(remaining):
+                    await self.api.send_welcome_msg(code, text, attachments, max_retries=0)
+                return "sent", attempts, None
+            except TimeoutError:
+                return "expired", attempts, errcode
+            except WeChatApiError as error:
+                errcode = error.errcode
+                if error.errcode == ALREADY_CHATTING:
+                    return "already_chatting", attempts, errcode
+                if error.errcode in WELCOME_FINAL_ERRCODES or not transient(error):
+                    return "failed", attempts, errcode
+            wait = min(pause * random.uniform(1.0, 1.25), max(deadline - self.clock(), 0))
+            await asyncio.sleep(wait)
+            pause *= 2
+
+    async def _finish(
+        self, event: Event, status: str, *, coupon: CouponOutcome | None, attempts: int = 0,
+        errcode: int | None = None, source: str | None = None, staff: str = "",
+    ) -> None:
+        """The welcome's outcome, and when it went out the `welcomed` steps — one transaction."""
+        now = self.clock()
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(WelcomeRecord.__table__)
+                .where(WelcomeRecord.__table__.c.cause_key == event.dedupe_key[:200])
+                .values(
+                    status=status, attempts=attempts, errcode=errcode, finished_at=utc(now),
+                    coupon_status=coupon.status if coupon else None, coupon_code=coupon.code if coupon else None,
+                )
+            )
+            if status == "sent":
+                await record_funnel_step(connection, step="welcomed", contact=ContactRef.of(event),
+                                         cause_key=event.dedupe_key, source=source)
+                if source:
+                    await channels.record_step(connection, step=channels.WELCOME, cause_key=event.dedupe_key,
+                                               channel=source, staff=staff, external=event.sender, now=now)
+        log.info("welcome %s", status, extra={"dedupe_key": event.dedupe_key, "attempts": attempts, "errcode": errcode})
+
+
+def _attachments(persona: LoadedPersona, invite: GroupInvite | None) -> list[dict[str, Any]]:
+    """The group invite as a link attachment (media are never uploaded on this path)."""
+    if invite is None or not invite.join_link:
+        return []
+    return [{"msgtype": "link", "link": {"title": invite.group_name, "url": invite.join_link,
+                                         "desc": persona.say("group_invite")[:512]}}]
+
+
+async def _within(task: asyncio.Task[str | None], seconds: float) -> str | None:
+    """The task's answer if it is there within `seconds` (≤ 0: only if already done); never cancels it here."""
+    if not task.done() and seconds > 0:
+        await asyncio.wait({task}, timeout=seconds)
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return task.result()
+    return None

@@ -1,0 +1,217 @@
+"""The welcome inside WeCom's 20-second window, over HTTP against the fake WeCom API."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.funnel.models import FunnelEvent
+from bot.offers import repository as offers_repo
+from bot.offers.models import CouponCode
+from bot.wecom.models import WelcomeRecord
+from tests.conftest import REDIS_URL, context_of
+from tests.fake_wechat_api import FakeWeChatApi
+from tests.wecom_peer import WeComPeer, add_contact_xml, forget_wecom_token, wecom_settings
+
+WELCOME = "/cgi-bin/externalcontact/send_welcome_msg"
+GET = "/cgi-bin/externalcontact/get"
+
+
+def external() -> str:
+    return "wm" + secrets.token_hex(12)
+
+
+@pytest.fixture
+def offers() -> dict[str, str]:
+    suffix = secrets.token_hex(4)
+    return {"batch": f"new-{suffix}", "pool": f"moms-{suffix}"}
+
+
+@pytest.fixture
+async def wecom(make_settings: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]) -> Any:
+    await forget_wecom_token(REDIS_URL)
+
+    def build(**extra: Any) -> Any:
+        return make_settings(**wecom_settings(
+            WECOM_API_BASE=fake_wechat_api.base_url, WECOM_WELCOME_COUPON=offers["batch"],
+            WECOM_WELCOME_POOL=offers["pool"], **extra,
+        ))
+
+    return build
+
+
+async def seed_offers(client: Any, offers: dict[str, str]) -> None:
+    async with context_of(client).services.sessions() as session:
+        await offers_repo.create_batch(session, name=offers["batch"], title="满99减20", stock=100, valid_days=30)
+        pool = await offers_repo.create_pool(session, name=offers["pool"], title="宝妈福利群")
+        await offers_repo.add_group(session, pool, name="宝妈福利1群", join_link="https://work.weixin.qq.com/gm/abc")
+        await session.commit()
+
+
+async def post(client: Any, xml: str) -> int:
+    query, body = WeComPeer().encrypted(xml)
+    response = await client.post("/wechat/work", params=query, data=body)
+    assert await response.text() == "success"
+    return response.status
+
+
+async def settle(*clients: Any) -> None:
+    await asyncio.sleep(0.05)
+    for client in clients:
+        await context_of(client).background.drain()
+
+
+async def welcome_row(client: Any, customer: str) -> WelcomeRecord:
+    async with context_of(client).services.sessions() as session:
+        return (await session.execute(select(WelcomeRecord).where(WelcomeRecord.external_userid == customer))).scalar_one()
+
+
+async def count(client: Any, model: Any, *where: Any) -> int:
+    async with context_of(client).services.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one())
+
+
+async def test_welcome_carries_name_coupon_and_group_link(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    fake_wechat_api.wecom.customers[customer] = {"name": "王小丫"}
+    assert await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC-" + customer)) == 200
+    (call,) = await fake_wechat_api.wait_for(WELCOME)
+    await settle(client)
+    persona = context_of(client).personas.for_channel("wecom")
+    body = call.json
+    assert body["welcome_code"] == "WC-" + customer
+    text = body["text"]["content"]
+    assert text.startswith(persona.greeting("wecom", None, contact={"name": "王小丫"}))
+    assert "王小丫你好" in text and persona.say("coupon") in text
+    assert body["attachments"][0]["link"]["url"] == "https://work.weixin.qq.com/gm/abc"
+    row = await welcome_row(client, customer)
+    assert (row.status, row.coupon_status, row.attempts) == ("sent", "issued", 1)
+    steps = await funnel_steps(client, customer)
+    assert {"followed", "welcomed", "coupon_issued", "invited"} <= steps
+
+
+async def test_three_deliveries_on_two_instances_welcome_once(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    first, second = await start_bot(wecom()), await start_bot(wecom())
+    await seed_offers(first, offers)
+    customer = external()
+    xml = add_contact_xml("zhangsan", customer, welcome_code="WC-" + customer, created=int(time.time()))
+    await asyncio.gather(post(first, xml), post(second, xml), post(first, xml))
+    await fake_wechat_api.wait_for(WELCOME)
+    await settle(first, second)
+    assert len([c for c in fake_wechat_api.calls(WELCOME) if c.json["welcome_code"] == "WC-" + customer]) == 1
+    assert await count(first, CouponCode, CouponCode.external_id == customer) == 1
+    assert await count(first, FunnelEvent, FunnelEvent.external_id == customer, FunnelEvent.step == "welcomed") == 1
+    assert await count(first, WelcomeRecord, WelcomeRecord.external_userid == customer) == 1
+
+
+async def test_already_chatting_is_final(wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    fake_wechat_api.inject(WELCOME, {"errcode": 41051, "errmsg": "externaluser has started chatting"})
+    await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC-" + customer))
+    await fake_wechat_api.wait_for(WELCOME)
+    await settle(client)
+    row = await welcome_row(client, customer)
+    assert (row.status, row.errcode, row.attempts) == ("already_chatting", 41051, 1)
+    assert len(fake_wechat_api.calls(WELCOME)) == 1
+    assert row.coupon_status == "issued"  # the coupon is the customer's either way
+
+
+async def test_transient_errors_are_retried_inside_the_window(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    fake_wechat_api.inject(WELCOME, {"errcode": -1, "errmsg": "system busy"}, 503)
+    await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC-" + customer))
+    await fake_wechat_api.wait_for(WELCOME, 3)
+    await settle(client)
+    row = await welcome_row(client, customer)
+    assert (row.status, row.attempts) == ("sent", 3)
+    assert len(fake_wechat_api.wecom.welcomes) == 1
+
+
+async def test_transient_errors_stop_when_the_window_closes(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    fake_wechat_api.inject(WELCOME, *([{"errcode": -1, "errmsg": "system busy"}] * 50))
+    # Added 19 s ago (CreateTime): about one second of the window is left.
+    await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC1" + customer, created=int(time.time()) - 19))
+    await fake_wechat_api.wait_for(WELCOME)
+    await asyncio.sleep(1.5)
+    await settle(client)
+    row = await welcome_row(client, customer)
+    assert row.status == "expired" and 1 <= row.attempts < 10
+    tried = len(fake_wechat_api.calls(WELCOME))
+    await asyncio.sleep(0.5)
+    assert len(fake_wechat_api.calls(WELCOME)) == tried  # nothing after the window
+    assert fake_wechat_api.wecom.welcomes == []
+
+
+async def test_past_the_window_nothing_is_sent(wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC2" + customer, created=int(time.time()) - 25))
+    await settle(client)
+    row = await welcome_row(client, customer)
+    assert (row.status, row.attempts, row.coupon_status) == ("expired", 0, "issued")
+    assert fake_wechat_api.calls(WELCOME) == []
+
+
+@pytest.mark.parametrize("trouble", ["slow", "failing"])
+async def test_name_lookup_trouble_never_holds_the_welcome(
+    trouble: str, wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    fake_wechat_api.wecom.customers[customer] = {"name": "王小丫"}
+    if trouble == "slow":
+        fake_wechat_api.set_delay(GET, 5)
+    else:
+        fake_wechat_api.inject(GET, 500, 500, 500, 500)
+    await post(client, add_contact_xml("zhangsan", customer, welcome_code="WC-" + customer))
+    # The contract: within 2 s of the callback even when externalcontact/get is slow or failing.
+    (call,) = await fake_wechat_api.wait_for(WELCOME, timeout=2.0)
+    persona = context_of(client).personas.for_channel("wecom")
+    assert call.json["text"]["content"].startswith(persona.greeting("wecom", None))
+    assert "王小丫" not in call.json["text"]["content"]
+    assert len(fake_wechat_api.calls(GET)) == 1  # asked once, not retried on the welcome's path
+    fake_wechat_api.set_delay(GET, 0)
+
+
+async def test_without_welcome_code_the_coupon_is_still_issued(
+    wecom: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi, offers: dict[str, str]
+) -> None:
+    client = await start_bot(wecom())
+    await seed_offers(client, offers)
+    customer = external()
+    await post(client, add_contact_xml("zhangsan", customer))
+    await settle(client)
+    row = await welcome_row(client, customer)
+    assert (row.status, row.coupon_status) == ("no_code", "issued")
+    assert await count(client, CouponCode, CouponCode.external_id == customer) == 1
+    assert "coupon_issued" in await funnel_steps(client, customer)
+    assert fake_wechat_api.calls(WELCOME) == []
+
+
+async def funnel_steps(client: Any, customer: str) -> set[str]:
+    async with context_of(client).services.sessions() as session:
+        return set((await session.execute(select(FunnelEvent.step).where(FunnelEvent.external_id == customer))).scalars())
