@@ -34,6 +34,7 @@ def test_aliases_do_not_collide_and_full_width_prefixes_parse() -> None:
         line = split_command(typed)
         assert line is not None and names.resolve(line.word) == "lookup" and line.arguments == "abc", typed
     assert split_command("查 abc") is None and split_command("/") is None
+    assert split_command("/::)") is None and split_command("/:rose") is None  # WeChat emoticon codes
 
 
 async def test_the_staff_file_is_reloaded_on_save_like_the_persona(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def split_command(text: str) -> CommandLine | None:
         return None
     parts = re.split(r"\s+", folded[1:], maxsplit=1)
     word = parts[0].casefold()
-    if not word:
+    # A word, not punctuation: WeChat sends its built-in emoticons as text like "/::)" or "/:rose".
+    if not word or not word[0].isalnum():
         return None
     return CommandLine(word=word, arguments=parts[1].strip() if len(parts) > 1 else "")
 
