@@ -350,3 +350,21 @@ async def test_staff_command_through_the_wecom_app(make_settings: Any, start_bot
     assert peer.read_reply(await response.text())["Content"] == TEXTS.say(
         "not_allowed", role="agent", usage=TEXTS.usage("stats")
     )
+
+
+async def test_a_broadcast_typed_to_the_intelligent_bot_keeps_its_chinese_punctuation(
+    aibot: Any, staff_file: Any, fake_wechat_api: Any
+) -> None:
+    path, roles = staff_file
+    client = await aibot(STAFF_FILE=str(path), WECHAT_OA_AES_KEY=TEST_AES_KEY)
+    oa = WeChatPeer(aes_key=TEST_AES_KEY)
+    customer = "oCust" + secrets.token_hex(6)
+    query, body = oa.encrypted(event_xml(customer, "subscribe"))
+    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    tag = "群发" + secrets.token_hex(2)
+    assert (await reply_of(client, text(roles["admin"], f"/标签 {customer} {tag}")))  # tag the customer
+    proposal = stream_text(await reply_of(client, text(roles["admin"], f"/群发 {tag} 周三晚8点秒杀，记得来哦！")))
+    assert "共 1 位顾客" in proposal and "周三晚8点秒杀，记得来哦！" in proposal
+    await reply_of(client, text(roles["admin"], "确认"))
+    sent = await fake_wechat_api.wait_for_sent(customer, count=2)
+    assert "周三晚8点秒杀，记得来哦！" in [message["text"]["content"] for message in sent]

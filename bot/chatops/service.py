@@ -483,13 +483,23 @@ async def _find_contact(session: AsyncSession, external_id: str) -> Contact | No
 
 def _with_original_arguments(event: Event, line: CommandLine) -> CommandLine:
     """The arguments as typed, before the channel's NFKC folding, when the payload still has them:
-    a broadcast keeps its full-width Chinese punctuation (，。！) instead of ASCII look-alikes."""
-    original = event.raw.get("Content") if event.raw else None
-    if not isinstance(original, str) or fold(original) != event.text:
-        return line
-    parts = original.strip()[1:].split(maxsplit=1)
-    typed = parts[1].strip() if len(parts) > 1 else ""
-    return line if fold(typed) != line.arguments else CommandLine(word=line.word, arguments=typed)
+    a broadcast keeps its full-width Chinese punctuation (，。！) instead of ASCII look-alikes.
+
+    The payload's text is the OA/WeCom `Content` or the intelligent bot's `text.content` (which may
+    start with an @-mention); the command starts where the folded rest equals the event's text.
+    """
+    raw = event.raw or {}
+    body = raw.get("text")
+    for original in (raw.get("Content"), body.get("content") if isinstance(body, dict) else None):
+        if not isinstance(original, str):
+            continue
+        for start in (index for index, char in enumerate(original[:200]) if char in "/#／＃"):
+            if fold(original[start:]) == event.text:
+                parts = original[start:].strip()[1:].split(maxsplit=1)
+                typed = parts[1].strip() if len(parts) > 1 else ""
+                if fold(typed) == line.arguments:
+                    return CommandLine(word=line.word, arguments=typed)
+    return line
 
 
 def _replies_text(actions: list[Action]) -> str:
