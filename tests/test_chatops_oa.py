@@ -14,8 +14,8 @@ from sqlalchemy import select
 from bot.chatops.models import CommandAudit
 from bot.chatops.texts import ChatopsTexts
 from bot.storage import tags as tag_repo
-from bot.storage.models import Contact, ContactTag
-from tests.conftest import REDIS_URL, context_of
+from bot.storage.models import Contact
+from tests.conftest import context_of
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
 
 TEXTS = ChatopsTexts.load()
@@ -388,8 +388,6 @@ def _event_of(sender: str) -> Any:
 
     return Event(channel=Channel.WECHAT_OA, account="gh_siyu_demo", sender=sender, kind=EventKind.MESSAGE, type="text")
 
-
-__all__ = ["REDIS_URL", "ContactTag"]
 
 
 # --- coupons and pools (bot/offers) -------------------------------------------------------------
