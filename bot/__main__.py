@@ -8,6 +8,7 @@ persona versions [PATH]      list kept versions of a persona
 persona rollback [PATH] [--to VERSION]   restore a kept version (default: the previous one)
 faq eval --kb FILE --questions FILE      measure FAQ matching on a labelled TSV
 worker                       run the arq worker (background jobs; needs REDIS_URL)
+audit [--since WHEN] [--who ID]          list chat-ops command attempts
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from sqlalchemy.exc import ArgumentError  # noqa: E402
 
+from bot.chatops import cli as chatops_cli  # noqa: E402
 from bot.config import Settings  # noqa: E402
 
 
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.funnel.cli import register as register_funnel  # stats funnel
 
     register_funnel(commands)
+    chatops_cli.register(commands)
     from bot.wecom.cli import register as register_wecom  # channel ..., stats channels (keep last: joins `stats`)
 
     register_wecom(commands)

@@ -163,10 +163,20 @@ class ActionExecutor:
             )
         )
 
-    def log_outbound(self, event: Event, text: str, *, to: str | None = None, chat: str | None = None) -> None:
+    def log_outbound(
+        self,
+        event: Event,
+        text: str,
+        *,
+        to: str | None = None,
+        chat: str | None = None,
+        channel: Channel | None = None,
+        account: str | None = None,
+    ) -> None:
         self._writer.record_message(
             self._outbound_message(event, text, to=to or event.sender, chat=chat if chat is not None else event.chat,
-                                   key_suffix=_short_hash(to or event.sender, text))
+                                   key_suffix=_short_hash(to or event.sender, text),
+                                   channel=_optional_str(channel), account=account)
         )
 
     @staticmethod

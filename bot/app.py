@@ -20,7 +20,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.actions import ActionExecutor, tag_marker_key
+from bot.aibot.app import aibot_endpoint, open_group_rules
 from bot.background import BackgroundTasks
+from bot.chatops.wiring import build_chatops
 from bot.channels.wechat_oa import OfficialAccountAdapter, OfficialAccountConfig
 from bot.channels.replay import NonceReplayCache
 from bot.config import Settings, UnsafeConfiguration
@@ -43,6 +45,7 @@ from bot.storage.migrate import ensure_migrated
 from bot.web import callback, coupon_api, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
 from bot.web.wecom import WeComEndpoint
+from bot.web.wecom_aibot import AiBotEndpoint
 from bot.wecom.app import open_wecom, wecom_endpoint
 from bot.wecom.api import WeComApi
 from bot.wechat_api import WeChatApiClient
@@ -53,6 +56,7 @@ log = logging.getLogger("siyu.app")
 APP_CONTEXT = web.AppKey("siyu_context", "AppContext")
 OA_ENDPOINT = web.AppKey("siyu_oa_endpoint", OfficialAccountEndpoint)
 WECOM_ENDPOINT = web.AppKey("siyu_wecom_endpoint", WeComEndpoint)
+AIBOT_ENDPOINT = web.AppKey("siyu_aibot_endpoint", AiBotEndpoint)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class AppContext:
     #: Group pools running low → log + metric (bot/offers/watch.py).
     pool_watch: PoolWatch | None = None
     _pool_task: asyncio.Task[None] | None = None
+    _staff_watcher: asyncio.Task[None] | None = None
     _wecom_upkeep: asyncio.Task[None] | None = None
 
     @classmethod
@@ -120,18 +125,23 @@ class AppContext:
             log.warning("REDIS_URL is not set: using the in-process store; run a single process only")
         # Handlers and the dispatcher see the store through a guard: a Redis outage degrades, never drops.
         store = GuardedStore(raw_store, on_error=metrics.store_errors.inc)
-        services = Services(store=store, sessions=session_factory(engine))
+        sessions = session_factory(engine)
+        writer = BatchedWriter(sessions, on_set_aside=metrics.log_rows_set_aside.inc)
+        chatops = await build_chatops(settings, personas, sessions, store, writer, metrics)
+        services = Services(store=store, sessions=sessions, chatops=chatops)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         oa_api = build_oa_api(settings, store, http, on_error=metrics.count_api_error)
         background = BackgroundTasks()
-        writer = BatchedWriter(services.sessions, on_set_aside=metrics.log_rows_set_aside.inc)
         writer.start()
         senders: dict[Channel, Sender] = build_senders(oa_api, extra_senders)
         wecom_api, wecom_services = open_wecom(
             settings, store=store, sessions=services.sessions, engine=engine, background=background, http=http,
             metrics=metrics, senders=senders,
         )
-        services = Services(store=store, sessions=services.sessions, wecom=wecom_services)
+        group_rules = open_group_rules(settings, store=store, http=http, metrics=metrics, senders=senders)
+        services = Services(
+            store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops, group_rules=group_rules
+        )
         senders.update(extra_senders or {})  # a test's or the console's own senders win
         runtime = JobRuntime(
             settings=settings, engine=engine, sessions=services.sessions, store=store, http=http,
@@ -172,6 +182,7 @@ class AppContext:
             context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+            context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
         context.pool_watch = PoolWatch(services.sessions, metrics.registry)
         context._pool_task = asyncio.create_task(context.pool_watch.run(context._stop), name="pool-watch")
         if oa_api is not None:
@@ -181,6 +192,7 @@ class AppContext:
 
     async def reload_personas(self) -> None:
         await asyncio.to_thread(self.personas.reload)
+        await asyncio.to_thread(self.services.chatops.staff.reload)
 
     async def close(self) -> None:
         """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
@@ -192,10 +204,11 @@ class AppContext:
                 # (cancelling it mid-query would leave its connection half-closed).
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, timeout=2.0)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._staff_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         await self.jobs.close(timeout=SHUTDOWN_DRAIN_SECONDS)
         await self.background.drain(timeout=0.3)
         try:
@@ -226,6 +239,8 @@ def create_app(
         app[OA_ENDPOINT] = _oa_endpoint(context)
         if (endpoint := wecom_endpoint(context)) is not None:
             app[WECOM_ENDPOINT] = endpoint
+        if (aibot := aibot_endpoint(context)) is not None:
+            app[AIBOT_ENDPOINT] = aibot
         _install_sighup(context)
         ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
         await ops_runner.setup()
@@ -242,6 +257,7 @@ def create_app(
     # the app-scoped objects the lifespan created when a request comes in.
     callback.mount(app, "/wechat/oa", OA_ENDPOINT)
     callback.mount(app, "/wechat/work", WECOM_ENDPOINT)
+    callback.mount(app, "/wechat/aibot", AIBOT_ENDPOINT)
     app.router.add_get("/healthz", ops.healthz)
     # /readyz and /metrics: on the internal ops port only (BOT_OPS_PORT, started in the lifespan).
     app.on_response_prepare.append(ops.plain_server_header)

@@ -74,6 +74,18 @@ class Settings(BaseModel):
     #: Corp tag group our own tags are created under on WeCom.
     wecom_tag_group: str = Field("思语", alias="WECOM_TAG_GROUP")
 
+    #: WeCom intelligent bot (智能机器人, API mode) at /wechat/aibot: its callback Token and EncodingAESKey.
+    wecom_aibot_token: str = Field("", alias="WECOM_AIBOT_TOKEN")
+    wecom_aibot_aes_key: str = Field("", alias="WECOM_AIBOT_AES_KEY")
+    #: The bot's display name in groups ("@<name>" addresses it); empty: a leading @-mention does.
+    wecom_aibot_name: str = Field("", alias="WECOM_AIBOT_NAME")
+    #: Later replies go to the message's response_url, only when it starts with this.
+    wecom_aibot_response_base: str = Field("https://qyapi.weixin.qq.com/", alias="WECOM_AIBOT_RESPONSE_BASE")
+    #: Group chats: at most this many bot replies per group per minute; the excess is dropped and counted.
+    group_replies_per_minute: int = Field(20, ge=1, alias="GROUP_REPLIES_PER_MINUTE")
+    #: Group chats: no bot replies in these hours (China time), e.g. "23:00-07:00"; empty: none.
+    group_quiet_hours: str = Field("", alias="GROUP_QUIET_HOURS")
+
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
     #: Accepted clock skew for callback timestamps.
@@ -84,6 +96,10 @@ class Settings(BaseModel):
     staff_openids: str = Field("", alias="STAFF_OPENIDS")
     #: Shared with the shop for /api/coupons (HMAC-SHA256); unset → those endpoints answer 503.
     shop_webhook_secret: str | None = Field(None, alias="SHOP_WEBHOOK_SECRET")
+    #: Staff roles file; unset → persona/<p>/staff.yaml, else a top-level staff.yaml (bot/chatops/roles.py).
+    staff_file: Path | None = Field(None, alias="STAFF_FILE")
+    #: How long a bulk command's proposal waits for 确认 / 取消.
+    chatops_proposal_ttl_seconds: float = Field(300.0, gt=0, alias="CHATOPS_PROPOSAL_TTL_SECONDS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     #: "json" (default) or "text".
     log_format: str = Field("json", alias="LOG_FORMAT")
@@ -154,6 +170,10 @@ class Settings(BaseModel):
     @property
     def wecom_api_configured(self) -> bool:
         return bool(self.wecom_corp_id and self.wecom_secret)
+
+    @property
+    def wecom_aibot_configured(self) -> bool:
+        return bool(self.wecom_aibot_token and self.wecom_aibot_aes_key)
 
     def staff(self) -> frozenset[str]:
         return frozenset(filter(None, (part.strip() for part in self.staff_openids.split(","))))

@@ -6,6 +6,7 @@ bot's replies print as they would arrive. Commands start with a slash:
 /group TEXT       say TEXT in a group chat
 /tags             show your tags
 /help, /quit
+As staff (`--as staff:ID`), /help and every other command go to the chat-ops command layer.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ConsoleChat:
         command, _, argument = line.strip().partition(" ")
         if command in {"/quit", "/exit"}:
             return False
-        if command == "/help":
+        if command == "/help" and not self.staff:
+            # Staff get the command layer's /help (what their role may run) instead.
             self._print(HELP)
         elif command == "/tags":
             await self._show_tags()

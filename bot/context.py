@@ -21,6 +21,10 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     #: The WeCom customer lifecycle (bot/wecom/), None when WeCom is not configured.
     wecom: WeComServices | None = None
+    #: The staff command layer (bot.chatops.service.ChatOps); None where no app built one.
+    chatops: Any = None
+    #: Quiet hours and reply rate limit in group chats (bot.aibot.rules.GroupRules); None: no limits.
+    group_rules: Any = None
 
 
 @dataclass(slots=True)

@@ -16,6 +16,8 @@ from typing import Any
 class Channel(StrEnum):
     WECHAT_OA = "wechat_oa"
     WECOM = "wecom"
+    #: WeCom intelligent bot (智能机器人, API mode): 1:1 chats and @-mentions in groups.
+    WECOM_AIBOT = "wecom_aibot"
     CONSOLE = "console"
 
 
@@ -27,6 +29,8 @@ class EventKind(StrEnum):
     MENU = "menu"  # menu CLICK / VIEW
     LOCATION_REPORT = "location_report"
     NOTICE = "notice"  # platform bookkeeping: template/mass send job finished, ...
+    #: A group message not addressed to the bot (no @-mention): logged, never answered.
+    OVERHEARD = "overheard"
     UNKNOWN = "unknown"
 
 
@@ -78,6 +82,10 @@ class SendText:
     to: str
     text: str
     chat: str | None = None
+    #: Another channel than the event's (a customer's message forwarded to staff on WeCom).
+    channel: Channel | None = None
+    #: That channel's account, for the message log (defaults to the event's).
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
+    (middleware) group_rules: quiet hours and the per-group reply rate limit on what handlers decided
+    200  commands: staff commands (/帮助 …) and 确认/取消; customers' command attempts refused
+    190  commands: a taken-over customer's message goes to the staff member, the bot stays quiet
     110  wecom_lifecycle: WeCom customer-contact events (welcome, deletions, groups, tags)
     100  greeting (FOLLOW: greeting, then survey, offers, an OA channel QR's tag/coupon/invite), unsubscribe (UNFOLLOW)
      95  handoff: the customer asks for a human (转人工)
@@ -19,7 +22,9 @@ from typing import TYPE_CHECKING
 from bot.events import Event, EventKind
 from bot.router import Router
 from bot.text_budget import cap_customer_text
-from handlers import fallback, faq, greeting, handoff, offers, tagging, unsubscribe, wecom_lifecycle
+from handlers import (
+    commands, fallback, faq, greeting, group_rules, handoff, offers, tagging, unsubscribe, wecom_lifecycle,
+)
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -30,7 +35,8 @@ def build_router() -> Router:
     root.middleware(cap_customer_text)  # before anything reads the text (bot/text_budget.py)
     root.include(wecom_lifecycle.router)
     root.include(
-        greeting.router, unsubscribe.router, handoff.router, tagging.router, offers.router, faq.router, fallback.router
+        group_rules.router, commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router,
+        offers.router, faq.router, fallback.router,
     )
     return root
 
@@ -41,4 +47,8 @@ def conversation_keys(event: Event, persona: LoadedPersona) -> list[str]:
     trip, and hands them over in `Context.state`; only text messages read any."""
     if event.kind is not EventKind.MESSAGE or not event.text:
         return []
-    return [*tagging.conversation_keys(event, persona), *faq.conversation_keys(event)]
+    return [
+        *tagging.conversation_keys(event, persona),
+        *faq.conversation_keys(event),
+        *commands.conversation_keys(event),
+    ]

@@ -31,6 +31,8 @@ ScriptedResponse = dict[str, Any] | int
 #: The 8-byte PNG signature and an empty IHDR-less body: enough for "an image was written".
 FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"fake-qr"
 MESSAGE_PATHS = frozenset({"/cgi-bin/message/custom/send", "/cgi-bin/message/send"})
+#: The WeCom intelligent bot's response_url: authorised by its one-use response_code, no access token.
+AIBOT_RESPONSE_PATH = "/cgi-bin/aibot/response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,9 @@ class FakeWeChatApi:
         self._delays: dict[str, float] = {}
         self._valid_tokens: set[str] = set()
         self.tokens_issued = 0
+        #: Bodies POSTed to intelligent-bot response_urls, with their response_code, in order.
+        self.aibot_responses: list[dict[str, Any]] = []
+        self.used_response_codes: set[str] = set()
         self.tags: dict[int, str] = {}
         self.tag_members: dict[int, set[str]] = defaultdict(set)
         self._runner: web.AppRunner | None = None
@@ -176,6 +181,8 @@ class FakeWeChatApi:
             return _json(scripted)
         if path in TOKEN_PATHS:
             return _json(self._issue_token(request, path))
+        if path == AIBOT_RESPONSE_PATH:
+            return _json(self._aibot_response(request, body))
         token = request.query.get("access_token")
         if not token:
             return _json(_err(41001, "access_token missing"))
@@ -188,6 +195,16 @@ class FakeWeChatApi:
         if path in MESSAGE_PATHS and isinstance(body, dict):
             self._delivered.append(body)
         return _json(answer)
+
+    def _aibot_response(self, request: web.Request, body: Any) -> dict[str, Any]:
+        code = request.query.get("response_code", "")
+        if not code:
+            return _err(40001, "response_code missing")
+        if code in self.used_response_codes:
+            return _err(40002, "response_code already used")  # one use, as WeCom documents
+        self.used_response_codes.add(code)
+        self.aibot_responses.append({"response_code": code, "body": body})
+        return _ok()
 
     def _issue_token(self, request: web.Request, path: str) -> dict[str, Any]:
         query = request.query
