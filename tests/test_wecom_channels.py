@@ -122,7 +122,8 @@ async def test_oa_channel_is_a_permanent_parametric_qr_and_attributes_follows(
     assert response.status == 200
     greeting = peer.read_reply(await response.text())["Content"]
     assert greeting == context_of(client).personas.for_channel("wechat_oa").greeting("wechat_oa", name)
-    pushed = [m["text"]["content"] for m in await fake_wechat_api.wait_for_sent(user, 2)]
+    # After the greeting: the survey question, then the channel's coupon and group invite, in that order.
+    pushed = [m["text"]["content"] for m in await fake_wechat_api.wait_for_sent(user, 3) if m["msgtype"] == "text"]
     await context_of(client).background.drain()
     await context_of(client).writer.flush()
     async with context_of(client).services.sessions() as session:

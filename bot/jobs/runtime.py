@@ -62,7 +62,7 @@ class JobRuntime:
             store=store,
             http=http,
             oa_api=oa_api,
-            senders=build_senders(oa_api),
+            senders={**build_senders(oa_api), **channel_senders(settings, store, http)},
             _owns=True,
         )
 
@@ -97,3 +97,24 @@ def build_senders(oa_api: WeChatApiClient | None, extra: Mapping[Channel, Sender
     }
     senders.update(extra or {})
     return senders
+
+
+def channel_senders(settings: Settings, store: KeyValueStore, http: aiohttp.ClientSession) -> dict[Channel, Sender]:
+    """The other channels' push senders, for a worker process: WeCom app messages and the AI bot's
+    response_url (the web process builds the same ones in bot.wecom.app and bot.aibot.app)."""
+    from bot.aibot.sender import AiBotSender  # noqa: PLC0415 - channel modules load only where used
+    from bot.wecom.api import WeComApi  # noqa: PLC0415
+    from bot.wecom.sender import WeComAppSender  # noqa: PLC0415
+
+    wecom: Sender = UnconfiguredSender("WECOM_CORP_ID/WECOM_SECRET")
+    if settings.wecom_api_configured:
+        wecom = WeComAppSender(
+            WeComApi(
+                base_url=settings.wecom_api_base, corp_id=settings.wecom_corp_id, secret=settings.wecom_secret,
+                store=store, session=http, agent_id=settings.wecom_agent_id,
+            )
+        )
+    return {
+        Channel.WECOM: wecom,
+        Channel.WECOM_AIBOT: AiBotSender(store=store, http=http, allowed_base=settings.wecom_aibot_response_base),
+    }
