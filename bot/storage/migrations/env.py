@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from bot.storage.db import create_engine
 from bot.storage.models import Base
+import bot.campaigns.models  # noqa: F401,E402  (announcement tables join Base.metadata)
 
 target_metadata = Base.metadata
 
