@@ -1,6 +1,7 @@
 """Handlers, one file per behaviour. The order they run in is set by their priorities:
 
     100  greeting (FOLLOW), unsubscribe (UNFOLLOW)
+     96  optout: 退订 / TD stops announcements, 订阅 restores them
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
      85  faq: the answer to "which one did you mean?" ("1" / "2")
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
+from handlers import fallback, faq, greeting, handoff, optout, tagging, unsubscribe
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
-    root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
+    root.include(greeting.router, unsubscribe.router, optout.router, handoff.router, tagging.router, faq.router, fallback.router)
     return root
 
 

@@ -90,7 +90,7 @@ def build_persona(
     texts: dict[str, Template] = {}
     if definition is not None:
         doc = docs[PERSONA_FILE]
-        for key, text in definition.lines.model_dump().items():
+        for key, text in definition.lines.model_dump(exclude_none=True).items():
             allowed = BASE_VARIABLES | _LINE_VARIABLES.get(key, frozenset())
             lines[key] = _template(env, doc, ("lines", key), text, allowed, samples, issues)
         for (channel, source), loc, text in _greeting_sources(definition):

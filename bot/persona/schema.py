@@ -50,11 +50,15 @@ class Lines(_Strict):
     coupon: str
     #: After a survey answer; gets `tag`.
     survey_thanks: str
+    #: Announcements (bot/campaigns): the customer replied 退订 / TD; say how to opt back in (订阅).
+    announce_optout: str | None = None
+    #: …and replied 订阅 to get them again.
+    announce_optin: str | None = None
 
     @field_validator("*")
     @classmethod
-    def _lines_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
+    def _lines_not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else _not_blank(value)
 
 
 class PersonaDefinition(_Strict):

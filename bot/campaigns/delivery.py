@@ -1,0 +1,133 @@
+"""Fan-out of one shard of a run: claim, render, rate-limit, send, record.
+
+Never twice: a delivery is claimed (pending → sending) in the database before its API
+call and recorded right after the batch. If the worker dies in between, the retried job
+finds those rows still `sending` and closes them as failed with an unknown outcome
+instead of sending again (WeChat has no idempotency key to ask). Everything else resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.sandbox import SecurityError
+
+from bot.campaigns import runs
+from bot.campaigns.audience import OA_WINDOW, OUTSIDE_WINDOW
+from bot.campaigns.library import LiveLibrary
+from bot.campaigns.models import FAILED, PENDING, SENT, SKIPPED
+from bot.campaigns.ratelimit import SendLimiter
+from bot.campaigns.runs import Claimed, Outcome, Sessions
+from bot.wechat_api import WeChatApiClient
+from bot.wechat_api.errors import HTTP_ERROR, RATE_LIMIT_ERRCODES, TRANSPORT_ERROR, WeChatApiError
+
+log = logging.getLogger("siyu.campaigns")
+
+#: WeChat answers meaning "this customer can't get a customer-service message now".
+_SKIP_ERRCODES = {
+    45015: OUTSIDE_WINDOW,
+    45047: "customer-service message quota for this customer is used up",
+    43004: "customer no longer follows the account",
+    43019: "customer has blocked the account",
+}
+
+
+@dataclass
+class DeliveryRuntime:
+    """What fan-out jobs need, built once per worker."""
+
+    sessions: Sessions
+    library: LiveLibrary
+    limiter: SendLimiter
+    oa_api: WeChatApiClient | None
+    concurrency: int = 50
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+
+
+async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int) -> dict[str, int]:
+    """Send every pending delivery of the run with id in [lo, hi]; returns counts by outcome."""
+    run = await runs.get_run(runtime.sessions, run_id)
+    if run is None:
+        return {}
+    interrupted = await runs.mark_interrupted(runtime.sessions, run_id, lo, hi)
+    if interrupted:
+        log.warning("campaigns.interrupted run=%s shard=%s-%s deliveries=%d", run_id, lo, hi, interrupted)
+    library = runtime.library.current()
+    campaign = library.campaign(run.campaign)
+    slot = campaign.slot(run.slot)
+    script = library.scripts[slot.script]
+    now = datetime.now(UTC)
+    shared = {
+        "sale": library.sale_of(campaign).variables(now),
+        "campaign": {"name": campaign.name, "title": campaign.title},
+        "slot": slot.name,
+    }
+    counts: dict[str, int] = {}
+    while True:
+        batch = await runs.claim(runtime.sessions, run_id, lo, hi, runtime.concurrency)
+        if not batch:
+            break
+        outcomes = await asyncio.gather(
+            *(_deliver_one(runtime, item, script, campaign.channel, shared, run.dry_run) for item in batch)
+        )
+        await runs.record(runtime.sessions, outcomes)
+        for outcome in outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    return counts
+
+
+async def _deliver_one(
+    runtime: DeliveryRuntime, item: Claimed, script: Any, channel: str, shared: dict[str, Any], dry_run: bool
+) -> Outcome:
+    attempts = item.attempts + 1
+    if item.opted_out:
+        return Outcome(item.id, SKIPPED, "opted out of announcements", item.attempts)
+    if not item.following:
+        return Outcome(item.id, SKIPPED, "customer no longer follows the account", item.attempts)
+    now = datetime.now(UTC)
+    if channel == "wechat_oa" and (item.last_inbound_at is None or _aware(item.last_inbound_at) < now - OA_WINDOW):
+        return Outcome(item.id, SKIPPED, OUTSIDE_WINDOW, item.attempts)
+    recipient = {"name": "", "tags": list(item.tags), "source_channel": item.source_channel or "",
+                 "segment": item.segment, "coupons": []}
+    try:
+        text = script.render(item.segment, channel, {**shared, "recipient": recipient})
+    except (TemplateError, SecurityError, LookupError) as exc:
+        return Outcome(item.id, FAILED, f"script did not render: {exc}", attempts)
+    if not text:
+        return Outcome(item.id, SKIPPED, "script rendered nothing for this recipient", item.attempts)
+    if dry_run:
+        return Outcome(item.id, SKIPPED, "dry run: rendered, not sent", item.attempts)
+    if channel != "wechat_oa":
+        return Outcome(item.id, FAILED, f"sending on {channel} is not implemented yet", attempts)
+    if runtime.oa_api is None:
+        return Outcome(item.id, FAILED, "WECHAT_OA_APPID/SECRET are not configured", attempts)
+    await runtime.limiter.acquire()
+    try:
+        await runtime.oa_api.send_text(item.external_id, text)
+    except WeChatApiError as exc:
+        if exc.errcode in _SKIP_ERRCODES:
+            return Outcome(item.id, SKIPPED, _SKIP_ERRCODES[exc.errcode], attempts)
+        if _retryable(exc):
+            # Shared back-off: every worker pauses, doubling with this delivery's tries.
+            await runtime.limiter.pause(runtime.backoff_seconds * 2 ** (attempts - 1))
+            if attempts < runtime.max_attempts:
+                return Outcome(item.id, PENDING, f"will retry: errcode {exc.errcode} {exc.errmsg}", attempts)
+        return Outcome(item.id, FAILED, f"errcode {exc.errcode}: {exc.errmsg}", attempts)
+    return Outcome(item.id, SENT, None, attempts)
+
+
+def _retryable(exc: WeChatApiError) -> bool:
+    if exc.errcode in RATE_LIMIT_ERRCODES or exc.errcode == TRANSPORT_ERROR:
+        return True
+    return exc.errcode == HTTP_ERROR and (exc.http_status or 0) >= 500
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored as UTC).
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
