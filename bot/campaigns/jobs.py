@@ -11,6 +11,7 @@ Job ids are derived from the run (and shard), so enqueueing twice is harmless.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,15 +88,17 @@ async def _finish(runtime: CampaignRuntime, run_id: int) -> None:
     await runtime.tell_starter(finished, report)
 
 
-def _functions(settings_timeout: int) -> list[Any]:
+def _functions(timeout: int) -> list[Any]:
+    # One timeout for all: arq leases a running job for (the longest timeout + 10 s), and that
+    # lease is how long a killed worker's shard waits before another worker resumes it.
     return [
-        func(announce_plan, name="announce_plan", timeout=120, keep_result=0),
-        func(announce_deliver, name="announce_deliver", timeout=settings_timeout, keep_result=0),
-        func(announce_tick, name="announce_tick", timeout=60, keep_result=0),
+        func(announce_plan, name="announce_plan", timeout=timeout, keep_result=0),
+        func(announce_deliver, name="announce_deliver", timeout=timeout, keep_result=0),
     ]
 
 
-FUNCTIONS = _functions(int(__import__("os").environ.get("ANNOUNCE_JOB_TIMEOUT_SECONDS", "300")))
-CRON_JOBS = [cron(announce_tick, name="cron:announce_tick", second=0, timeout=60, keep_result=0, unique=True)]
+_TIMEOUT = int(os.environ.get("ANNOUNCE_JOB_TIMEOUT_SECONDS", "300"))
+FUNCTIONS = _functions(_TIMEOUT)
+CRON_JOBS = [cron(announce_tick, name="cron:announce_tick", second=0, timeout=min(_TIMEOUT, 60), keep_result=0, unique=True)]
 
 __all__ = ["CRON_JOBS", "FUNCTIONS", "DeliveryRuntime", "announce_deliver", "announce_plan", "announce_tick"]
