@@ -186,3 +186,23 @@ async def test_staff_who_started_a_run_get_its_summary_in_chat(
         await pool.aclose()
     summary = await fake_wechat_api.wait_for_sent("staff_alice")
     assert f"run {run_id}" in summary[0]["text"]["content"] and "sent 4" in summary[0]["text"]["content"]
+
+
+async def test_metrics_show_delivery_counts_by_state(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi, make_settings, start_bot
+) -> None:
+    scenario = make_scripts(tmp_path)
+    await seed_contacts(postgres_url, scenario.source, 6)
+    await seed_contacts(postgres_url, scenario.source, 2, inbound_hours_ago=72)
+    pool = await arq_pool()
+    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
+    try:
+        await start_run(runtime, scenario.campaign)
+        await in_process_worker(runtime, pool).async_run()
+    finally:
+        await runtime.close()
+        await pool.aclose()
+    client = await start_bot(make_settings())
+    body = await (await client.get("/metrics")).text()
+    assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="sent"}} 6.0' in body
+    assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="skipped"}} 2.0' in body
