@@ -1,9 +1,10 @@
 """Fan-out of one shard of a run: claim, render, rate-limit, send, record.
 
-Never twice: a delivery is claimed (pending → sending) in the database before its API
-call and recorded right after the batch. If the worker dies in between, the retried job
-finds those rows still `sending` and closes them as failed with an unknown outcome
-instead of sending again (WeChat has no idempotency key to ask). Everything else resumes.
+Never twice: a delivery is claimed (pending → sending) in the database, marked in Redis as
+"about to go out" right before its API call (ratelimit.py, same round trip as the rate
+limit), and its outcome recorded soon after. If the worker dies, the retried job sends again
+the claimed deliveries that never got to the mark, and closes those that did as failed with
+an unknown outcome (WeChat has no idempotency key to ask whether it arrived). The rest resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bot.campaigns.models import FAILED, PENDING, SENT, SKIPPED
 from bot.campaigns.ratelimit import SendLimiter
 from bot.campaigns.runs import Claimed, Outcome, Sessions
 from bot.wechat_api import WeChatApiClient
-from bot.wechat_api.errors import HTTP_ERROR, RATE_LIMIT_ERRCODES, TRANSPORT_ERROR, WeChatApiError
+from bot.wechat_api.errors import HTTP_ERROR, LOCK_TIMEOUT, RATE_LIMIT_ERRCODES, TRANSPORT_ERROR, WeChatApiError
 
 log = logging.getLogger("siyu.campaigns")
 
@@ -55,7 +56,10 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
     run = await runs.get_run(runtime.sessions, run_id)
     if run is None:
         return {}
-    interrupted = await runs.mark_interrupted(runtime.sessions, run_id, lo, hi)
+    attempts_key = f"announce:attempted:{run_id}:{lo}"
+    interrupted = await runs.mark_interrupted(
+        runtime.sessions, run_id, lo, hi, await runtime.limiter.attempted(attempts_key)
+    )
     if interrupted:
         log.warning("campaigns.interrupted run=%s shard=%s-%s deliveries=%d", run_id, lo, hi, interrupted)
     library = runtime.library.current()
@@ -69,21 +73,52 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
         "slot": slot.name,
     }
     counts: dict[str, int] = {}
-    while True:
-        batch = await runs.claim(runtime.sessions, run_id, lo, hi, runtime.concurrency)
-        if not batch:
-            break
-        outcomes = await asyncio.gather(
-            *(_deliver_one(runtime, item, script, campaign.channel, shared, run.dry_run) for item in batch)
-        )
-        await runs.record(runtime.sessions, outcomes)
-        for outcome in outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    # A sliding window, not batch after batch: more is claimed while half the window is still
+    # sending, so the API (and the shared rate limit) never waits on our database round trips.
+    window = runtime.concurrency
+    in_flight: set[asyncio.Task[Outcome]] = set()
+    finished: list[Outcome] = []
+    exhausted = False
+    try:
+        while True:
+            if not exhausted and len(in_flight) <= window // 2:
+                batch = await runs.claim(runtime.sessions, run_id, lo, hi, window - len(in_flight))
+                exhausted = not batch
+                in_flight.update(
+                    asyncio.ensure_future(
+                        _deliver_one(runtime, item, script, campaign.channel, shared, run.dry_run, attempts_key)
+                    )
+                    for item in batch
+                )
+            if not in_flight:
+                if finished:
+                    await _record(runtime, finished, counts)
+                    finished = []
+                    exhausted = False  # retries went back to pending: look again
+                    continue
+                break
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            finished += [task.result() for task in done]
+            if len(finished) >= window // 2 or (exhausted and not in_flight):
+                await _record(runtime, finished, counts)
+                if any(outcome.status == PENDING for outcome in finished):
+                    exhausted = False
+                finished = []
+    finally:
+        for task in in_flight:
+            task.cancel()
     return counts
 
 
+async def _record(runtime: DeliveryRuntime, outcomes: list[Outcome], counts: dict[str, int]) -> None:
+    await runs.record(runtime.sessions, outcomes)
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+
+
 async def _deliver_one(
-    runtime: DeliveryRuntime, item: Claimed, script: Any, channel: str, shared: dict[str, Any], dry_run: bool
+    runtime: DeliveryRuntime, item: Claimed, script: Any, channel: str, shared: dict[str, Any], dry_run: bool,
+    attempts_key: str,
 ) -> Outcome:
     attempts = item.attempts + 1
     if item.opted_out:
@@ -107,7 +142,7 @@ async def _deliver_one(
         return Outcome(item.id, FAILED, f"sending on {channel} is not implemented yet", attempts)
     if runtime.oa_api is None:
         return Outcome(item.id, FAILED, "WECHAT_OA_APPID/SECRET are not configured", attempts)
-    await runtime.limiter.acquire()
+    await runtime.limiter.acquire(attempts_key, item.id)
     try:
         await runtime.oa_api.send_text(item.external_id, text)
     except WeChatApiError as exc:
@@ -123,7 +158,7 @@ async def _deliver_one(
 
 
 def _retryable(exc: WeChatApiError) -> bool:
-    if exc.errcode in RATE_LIMIT_ERRCODES or exc.errcode == TRANSPORT_ERROR:
+    if exc.errcode in RATE_LIMIT_ERRCODES or exc.errcode in (TRANSPORT_ERROR, LOCK_TIMEOUT):
         return True
     return exc.errcode == HTTP_ERROR and (exc.http_status or 0) >= 500
 

@@ -5,6 +5,10 @@ round trip per send; the usual Python limiters (aiolimiter, limits' moving windo
 per-process or cost several commands. GCRA keeps a single "theoretical arrival time":
 each caller reserves the next slot and sleeps until it, so the achieved rate is the
 configured one without bursts. A pause key (set after 45009) holds everyone back.
+
+The same round trip records which delivery is about to go out (a set per shard): when a
+killed worker's shard resumes, a claimed delivery that never got this far is sent again,
+and only one that did (sent or not, nobody can tell) is closed as interrupted.
 """
 
 from __future__ import annotations
@@ -31,9 +35,28 @@ return math.floor(wait * 1000)
 """
 
 
+# Unlimited: only the pause holds senders back. KEYS[1] = pause flag, KEYS[2] = attempted set;
+# ARGV[1] = delivery id. Returns -ms to wait, or 0 having recorded the attempt.
+_PAUSE_THEN_MARK = """
+local pause = redis.call('PTTL', KEYS[1])
+if pause > 0 then return -pause end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 0
+"""
+
+#: How long the record of attempted sends is kept (resume reads it; a run is long over by then).
+ATTEMPTS_TTL_MS = 2 * 24 * 3600 * 1000
+
+
 class SendLimiter(Protocol):
-    async def acquire(self) -> None: ...
+    async def acquire(self, attempts_key: str, delivery_id: int) -> None:
+        """Wait for a send slot, then record that `delivery_id` is about to go out."""
+
     async def pause(self, seconds: float) -> None: ...
+
+    async def attempted(self, attempts_key: str) -> set[int]:
+        """Deliveries recorded as about to go out (read when a dead worker's shard resumes)."""
 
 
 class RedisSendLimiter:
@@ -42,14 +65,15 @@ class RedisSendLimiter:
         self._keys = [f"announce:rate:{name}", f"announce:pause:{name}"]
         self._interval_ms = 1000.0 / rate_per_second if rate_per_second > 0 else 0.0
         self._script = redis.register_script(_GCRA)
+        self._mark = redis.register_script(_PAUSE_THEN_MARK)
 
-    async def acquire(self) -> None:
+    async def acquire(self, attempts_key: str, delivery_id: int) -> None:
         while True:
             if self._interval_ms == 0:
-                # No limit, but a 45009 pause still holds everyone back.
-                remaining = await self._redis.pttl(self._keys[1])
-                if remaining > 0:
-                    await asyncio.sleep(remaining / 1000)
+                # No limit, but a 45009 pause still holds everyone back; one round trip either way.
+                answer = int(await self._mark(keys=[self._keys[1], attempts_key], args=[delivery_id, ATTEMPTS_TTL_MS]))
+                if answer < 0:
+                    await asyncio.sleep(-answer / 1000)
                     continue
                 return
             answer = int(await self._script(keys=self._keys, args=[self._interval_ms]))
@@ -58,7 +82,15 @@ class RedisSendLimiter:
                 continue
             if answer:
                 await asyncio.sleep(answer / 1_000_000)
+            # Recorded after the wait, not at reservation: a worker killed while waiting never sent.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(attempts_key, delivery_id)
+                pipe.pexpire(attempts_key, ATTEMPTS_TTL_MS)
+                await pipe.execute()
             return
+
+    async def attempted(self, attempts_key: str) -> set[int]:
+        return {int(member) for member in await self._redis.smembers(attempts_key)}
 
     async def pause(self, seconds: float) -> None:
         """Hold every worker back for `seconds` (extends, never shortens, a pause in force)."""
@@ -75,8 +107,12 @@ class LocalSendLimiter:
         self._interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
         self._next = 0.0
         self._paused_until = 0.0
+        self._attempted: dict[str, set[int]] = {}
 
-    async def acquire(self) -> None:
+    async def attempted(self, attempts_key: str) -> set[int]:
+        return set(self._attempted.get(attempts_key, ()))
+
+    async def acquire(self, attempts_key: str, delivery_id: int) -> None:
         now = time.monotonic()
         if self._paused_until > now:
             await asyncio.sleep(self._paused_until - now)
@@ -85,6 +121,7 @@ class LocalSendLimiter:
         self._next = slot + self._interval
         if slot > now:
             await asyncio.sleep(slot - now)
+        self._attempted.setdefault(attempts_key, set()).add(delivery_id)
 
     async def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)

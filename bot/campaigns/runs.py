@@ -102,15 +102,21 @@ async def shards(sessions: Sessions, run_id: int, size: int) -> list[tuple[int, 
     return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 
-async def mark_interrupted(sessions: Sessions, run_id: int, lo: int, hi: int) -> int:
-    """Deliveries a dead worker had claimed: final, as failed with an unknown outcome (never resent)."""
+async def mark_interrupted(sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int]) -> int:
+    """Deliveries a dead worker had claimed: those it had started to send are final (failed, outcome
+    unknown, never resent); the others go back to pending. Returns how many were closed."""
+    claimed = _deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == SENDING
     async with sessions.begin() as session:
-        result = await session.execute(
-            update(_deliveries)
-            .where(_deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == SENDING)
-            .values(status=FAILED, reason=INTERRUPTED, updated_at=utcnow())
-        )
-        return int(result.rowcount or 0)
+        stale = (await session.execute(select(_deliveries.c.id).where(*claimed))).scalars().all()
+        started = [delivery for delivery in stale if delivery in attempted]
+        if started:
+            await session.execute(
+                update(_deliveries).where(_deliveries.c.id.in_(started))
+                .values(status=FAILED, reason=INTERRUPTED, updated_at=utcnow())
+            )
+        if len(started) < len(stale):
+            await session.execute(update(_deliveries).where(*claimed).values(status=PENDING))
+        return len(started)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ bot/jobs/registry.py lists bot.campaigns.jobs; this stays for running them on th
 
 from __future__ import annotations
 
+import uvloop
+
 from bot.campaigns import jobs
 from bot.campaigns.runtime import redis_settings, shutdown, startup
 
@@ -19,3 +21,7 @@ class WorkerSettings:
     max_jobs = 4
     #: announce_deliver's own timeout (ANNOUNCE_JOB_TIMEOUT_SECONDS) sets how soon a killed
     #: worker's shard is picked up again (+10 s, arq's in-progress lease).
+
+
+# arq's CLI runs the worker on the default event loop policy; the bot runs on uvloop (bot/server.py).
+uvloop.install()
