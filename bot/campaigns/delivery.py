@@ -71,6 +71,7 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
         "sale": library.sale_of(campaign).variables(now),
         "campaign": {"name": campaign.name, "title": campaign.title},
         "slot": slot.name,
+        "_rendered": {},
     }
     counts: dict[str, int] = {}
     # A sliding window, not batch after batch: more is claimed while half the window is still
@@ -128,12 +129,20 @@ async def _deliver_one(
     now = datetime.now(UTC)
     if channel == "wechat_oa" and (item.last_inbound_at is None or _aware(item.last_inbound_at) < now - OA_WINDOW):
         return Outcome(item.id, SKIPPED, OUTSIDE_WINDOW, item.attempts)
-    recipient = {"name": "", "tags": list(item.tags), "source_channel": item.source_channel or "",
-                 "segment": item.segment, "coupons": []}
-    try:
-        text = script.render(item.segment, channel, {**shared, "recipient": recipient})
-    except (TemplateError, SecurityError, LookupError) as exc:
-        return Outcome(item.id, FAILED, f"script did not render: {exc}", attempts)
+    # Recipients with the same segment, tags and source read the same text: render it once.
+    # (Names and coupons are not known to the planner yet; they'd join this key.)
+    key = (item.segment, item.tags, item.source_channel or "")
+    text = shared["_rendered"].get(key)
+    if text is None:
+        recipient = {"name": "", "tags": list(item.tags), "source_channel": item.source_channel or "",
+                     "segment": item.segment, "coupons": []}
+        variables = {name: value for name, value in shared.items() if not name.startswith("_")}
+        try:
+            text = script.render(item.segment, channel, {**variables, "recipient": recipient})
+        except (TemplateError, SecurityError, LookupError) as exc:
+            return Outcome(item.id, FAILED, f"script did not render: {exc}", attempts)
+        if len(shared["_rendered"]) < 10_000:
+            shared["_rendered"][key] = text
     if not text:
         return Outcome(item.id, SKIPPED, "script rendered nothing for this recipient", item.attempts)
     if dry_run:
