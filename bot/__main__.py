@@ -7,6 +7,7 @@ persona check [PATH]         validate a persona folder (exit 0 clean, 1 with mis
 persona versions [PATH]      list kept versions of a persona
 persona rollback [PATH] [--to VERSION]   restore a kept version (default: the previous one)
 faq eval --kb FILE --questions FILE      measure FAQ matching on a labelled TSV
+worker                       run the arq worker (background jobs; needs REDIS_URL)
 announce check|preview|run|report        flash-sale announcements (bot/campaigns/cli.py)
 """
 
@@ -84,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
     evaluate.set_defaults(run=_faq_eval)
+
+    from bot.jobs import cli as jobs_cli  # noqa: E402 - `python -m bot worker`
+
+    jobs_cli.register(commands)
 
     from bot.campaigns.cli import register as register_announce  # announce check|preview|run|report
 

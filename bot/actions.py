@@ -1,18 +1,22 @@
-"""Carry out what handlers decided: replies collected, pushes sent, tags and follows stored."""
+"""Carry out what handlers decided: replies collected, pushes queued, tags and follows stored."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.background import BackgroundTasks
 from bot.events import Action, AddTag, Channel, Event, Handoff, RemoveTag, Reply, SendText, SetFollowing
+from bot.jobs.pushes import QUEUED, SEND_PUSHES, Push
+from bot.jobs.queue import JobQueue
 from bot.kv import KeyValueStore
 from bot.senders import Sender
+from bot.storage import bounds
 from bot.storage import contacts as contact_repo
 from bot.storage import tags as tag_repo
 from bot.storage.batched_writer import BatchedWriter, LoggedMessage, TagWrite
@@ -21,6 +25,17 @@ log = logging.getLogger("siyu.actions")
 
 HANDOFF_TTL_SECONDS = 24 * 3600
 TAG_REFRESH_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message the handlers want sent, in the order they produced it: a Reply (`to` None:
+    the event's conversation; the first one may be the passive reply) or a SendText."""
+
+    text: str
+    to: str | None = None
+    chat: str | None = None
+    is_reply: bool = True
 
 
 class ActionExecutor:
@@ -32,71 +47,126 @@ class ActionExecutor:
         senders: Mapping[Channel, Sender],
         writer: BatchedWriter,
         background: BackgroundTasks,
+        jobs: JobQueue,
     ) -> None:
         self._engine = engine
         self._store = store
         self._senders = senders
         self._writer = writer
         self._background = background
+        self.jobs = jobs
 
     async def apply(
         self, event: Event, actions: Sequence[Action], state: Mapping[str, str | None] | None = None
     ) -> list[str]:
-        """Store state changes and start pushes; return the reply texts, in order.
+        """Store state changes and queue SendText pushes; return the reply texts, in order."""
+        outgoing = await self.apply_ordered(event, actions, state)
+        pushes = [item for item in outgoing if not item.is_reply]
+        if pushes:
+            await self.push_all(event, pushes, job_id=f"push:{event.dedupe_key}")
+        return [item.text for item in outgoing if item.is_reply]
+
+    async def apply_ordered(
+        self, event: Event, actions: Sequence[Action], state: Mapping[str, str | None] | None = None
+    ) -> list[Outgoing]:
+        """Store state changes; return what is to be sent (replies and pushes), in the handlers' order.
 
         `state`: what the dispatcher read with the dedupe claim (it includes `tag_marker_key`).
         """
-        replies = [action.text for action in actions if isinstance(action, Reply)]
+        outgoing: list[Outgoing] = []
         stateful = [action for action in actions if isinstance(action, (SetFollowing, AddTag, RemoveTag))]
         if stateful:
             await self._store_changes(event, stateful, state or {})
         for action in actions:
-            if isinstance(action, SendText):
-                self.push(event, action.to, action.text, action.chat)
+            if isinstance(action, Reply):
+                outgoing.append(Outgoing(action.text))
+            elif isinstance(action, SendText):
+                outgoing.append(Outgoing(action.text, to=action.to, chat=action.chat, is_reply=False))
             elif isinstance(action, Handoff):
                 await self._store.set(
                     f"handoff:{event.channel}:{event.account}:{event.sender}", action.reason, ttl=HANDOFF_TTL_SECONDS
                 )
                 log.info("handoff requested", extra={"sender": event.sender, "reason": action.reason})
-        return replies
+        return outgoing
 
     def push(self, event: Event, to: str, text: str, chat: str | None = None) -> None:
-        """Send through the channel's API in the background and log it as outbound."""
-        sender = self._senders.get(event.channel)
-        if sender is None:
-            log.warning("no sender for channel", extra={"channel": str(event.channel)})
-            return
-        self.log_outbound(event, text, to=to, chat=chat)
-        self._background.spawn(sender.send_text(to, text, chat), name=f"push:{event.dedupe_key}")
+        """Queue one push (unordered with others; `push_all` keeps an event's pushes in order)."""
+        self._background.spawn(
+            self.push_all(event, [Outgoing(text, to=to, chat=chat, is_reply=False)],
+                          job_id=f"push:{event.dedupe_key}:{_short_hash(to, text)}"),
+            name=f"push:{event.dedupe_key}",
+        )
+
+    async def push_all(self, event: Event, outgoing: Sequence[Outgoing], *, job_id: str) -> bool:
+        """Log each push as `queued` and hand them, in order, to one `send_pushes` job.
+
+        `job_id` comes from the delivery's dedupe key: a retry or a takeover that gets here
+        again queues nothing new.
+        """
+        if not outgoing:
+            return False
+        pushes: list[Push] = []
+        for index, item in enumerate(outgoing):
+            to = item.to or event.sender
+            chat = item.chat if item.to is not None else event.chat
+            message = self._outbound_message(
+                event, item.text, to=to, chat=chat, key_suffix=f"{index}:{_short_hash(to, item.text)}", status=QUEUED
+            )
+            self._writer.record_message(message)
+            pushes.append(
+                Push(
+                    log_key=message.dedupe_key,
+                    channel=message.channel,
+                    account=message.account,
+                    to=to,
+                    chat=chat,
+                    text=item.text,
+                )
+            )
+        return await self.jobs.enqueue(SEND_PUSHES, [push.as_args() for push in pushes], job_id=job_id)
 
     def log_inbound(self, event: Event) -> None:
+        text, length = bounds.clipped_text(event.text)
         self._writer.record_message(
             LoggedMessage(
-                dedupe_key=event.dedupe_key,
+                dedupe_key=bounds.bounded_key(event.dedupe_key, bounds.DEDUPE_KEY),
                 direction="in",
-                channel=str(event.channel),
-                account=event.account,
-                external_id=event.sender,
-                chat_id=event.chat,
-                type=event.type,
-                text=event.text,
-                created_at=_timestamp(event.created_at),
+                channel=bounds.bounded_key(str(event.channel), bounds.CHANNEL),
+                account=bounds.bounded_key(event.account, bounds.ACCOUNT),
+                external_id=bounds.bounded_key(event.sender, bounds.EXTERNAL_ID),
+                chat_id=bounds.bounded_optional_key(event.chat, bounds.CHAT_ID),
+                type=bounds.clipped(event.type, bounds.TYPE),
+                text=text,
+                created_at=bounds.timestamp_or_now(event.created_at),
+                text_length=length,
             )
         )
 
     def log_outbound(self, event: Event, text: str, *, to: str | None = None, chat: str | None = None) -> None:
         self._writer.record_message(
-            LoggedMessage(
-                dedupe_key=f"{event.dedupe_key}:out:{_short_hash(to or event.sender, text)}",
-                direction="out",
-                channel=str(event.channel),
-                account=event.account,
-                external_id=to or event.sender,
-                chat_id=chat if chat is not None else event.chat,
-                type="text",
-                text=text,
-                created_at=datetime.now(UTC),
-            )
+            self._outbound_message(event, text, to=to or event.sender, chat=chat if chat is not None else event.chat,
+                                   key_suffix=_short_hash(to or event.sender, text))
+        )
+
+    @staticmethod
+    def _outbound_message(
+        event: Event, text: str, *, to: str, chat: str | None, key_suffix: str, status: str | None = None
+    ) -> LoggedMessage:
+        clipped, length = bounds.clipped_text(text)
+        # The suffix stays whole (it tells one outbound message from another); the event's key gives way.
+        suffix = f":out:{key_suffix}"
+        return LoggedMessage(
+            dedupe_key=bounds.bounded_key(event.dedupe_key, bounds.DEDUPE_KEY - len(suffix)) + suffix,
+            direction="out",
+            channel=bounds.bounded_key(str(event.channel), bounds.CHANNEL),
+            account=bounds.bounded_key(event.account, bounds.ACCOUNT),
+            external_id=bounds.bounded_key(to, bounds.EXTERNAL_ID),
+            chat_id=bounds.bounded_optional_key(chat, bounds.CHAT_ID),
+            type="text",
+            text=clipped,
+            created_at=datetime.now(UTC),
+            status=status,
+            text_length=length,
         )
 
     async def _store_changes(
@@ -127,11 +197,11 @@ class ActionExecutor:
             expires = now + timedelta(days=action.expires_in_days) if action.expires_in_days else None
             self._writer.record_tag(
                 TagWrite(
-                    channel=str(event.channel),
-                    account=event.account,
-                    external_id=event.sender,
-                    tag=action.tag,
-                    source=action.source,
+                    channel=bounds.bounded_key(str(event.channel), bounds.CHANNEL),
+                    account=bounds.bounded_key(event.account, bounds.ACCOUNT),
+                    external_id=bounds.bounded_key(event.sender, bounds.EXTERNAL_ID),
+                    tag=bounds.clipped(action.tag, bounds.TAG),
+                    source=bounds.clipped(action.source, bounds.TAG_SOURCE),
                     tagged_at=now,
                     expires_at=expires,
                 )
@@ -150,21 +220,22 @@ class ActionExecutor:
         # A bare connection, not an ORM session: cheaper for two small statements.
         async with self._engine.begin() as connection:
             contact_id = await contact_repo.touch_contact(
-                connection, str(event.channel), event.account, event.sender, now
+                connection,
+                bounds.bounded_key(str(event.channel), bounds.CHANNEL),
+                bounds.bounded_key(event.account, bounds.ACCOUNT),
+                bounds.bounded_key(event.sender, bounds.EXTERNAL_ID),
+                now,
             )
             for follow in follows:
-                await contact_repo.set_following_by_id(connection, contact_id, follow.following, follow.source, now)
+                source = bounds.clipped(follow.source, bounds.SOURCE_CHANNEL) if follow.source else None
+                await contact_repo.set_following_by_id(connection, contact_id, follow.following, source, now)
             for removal in removals:
-                await tag_repo.remove_tag(connection, contact_id, removal.tag)
+                await tag_repo.remove_tag(connection, contact_id, bounds.clipped(removal.tag, bounds.TAG))
 
 
 def tag_marker_key(event: Event) -> str:
     """Store key naming the tags written for this contact lately (read with the dedupe claim)."""
     return f"tagged:{event.channel}:{event.account}:{event.sender}"
-
-
-def _timestamp(created_at: int) -> datetime:
-    return datetime.fromtimestamp(created_at, UTC) if created_at > 0 else datetime.now(UTC)
 
 
 def _short_hash(*parts: str) -> str:

@@ -27,10 +27,13 @@ from bot.context import Services
 from bot.dispatch import Dispatcher
 from bot.events import Channel
 from bot.faq.analyzer import TextAnalyzer
+from bot.jobs.queue import JobQueue, open_job_queue
+from bot.jobs.runtime import JobRuntime, build_oa_api, build_senders
 from bot.kv import KeyValueStore, open_store
+from bot.kv.guarded import GuardedStore
 from bot.metrics import Metrics
 from bot.persona import PersonaRegistry
-from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
+from bot.senders import Sender
 from bot.storage.db import create_engine, session_factory
 from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
@@ -58,6 +61,7 @@ class AppContext:
     oa_api: WeChatApiClient | None
     executor: ActionExecutor
     dispatcher: Dispatcher
+    jobs: JobQueue
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
 
@@ -94,32 +98,25 @@ class AppContext:
             await asyncio.gather(migrated, return_exceptions=True)
             await engine.dispose()
             raise
-        store: KeyValueStore = open_store(settings.redis_url)
-        if not store.shared:
+        raw_store: KeyValueStore = open_store(settings.redis_url)
+        if not raw_store.shared:
             log.warning("REDIS_URL is not set: using the in-process store; run a single process only")
+        # Handlers and the dispatcher see the store through a guard: a Redis outage degrades, never drops.
+        store = GuardedStore(raw_store, on_error=metrics.store_errors.inc)
         services = Services(store=store, sessions=session_factory(engine))
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        oa_api = (
-            WeChatApiClient(
-                base_url=settings.wechat_api_base,
-                appid=settings.wechat_oa_appid,
-                secret=settings.wechat_oa_secret,
-                store=store,
-                session=http,
-                on_error=metrics.count_api_error,
-            )
-            if settings.wechat_oa_appid and settings.wechat_oa_secret
-            else None
-        )
+        oa_api = build_oa_api(settings, store, http, on_error=metrics.count_api_error)
         background = BackgroundTasks()
         writer = BatchedWriter(services.sessions)
         writer.start()
-        senders: dict[Channel, Sender] = {
-            Channel.WECHAT_OA: OfficialAccountSender(oa_api) if oa_api else UnconfiguredSender("WECHAT_OA_APPID/SECRET")
-        }
-        senders.update(extra_senders or {})
+        senders: dict[Channel, Sender] = build_senders(oa_api, extra_senders)
+        runtime = JobRuntime(
+            settings=settings, engine=engine, sessions=services.sessions, store=store, http=http,
+            oa_api=oa_api, senders=senders,
+        )
+        jobs = open_job_queue(settings.redis_url, runtime, background)
         executor = ActionExecutor(
-            engine=engine, store=store, senders=senders, writer=writer, background=background
+            engine=engine, store=store, senders=senders, writer=writer, background=background, jobs=jobs
         )
         dispatcher = Dispatcher(
             call=build_router().compile(observe=metrics.observe_handler),
@@ -130,6 +127,7 @@ class AppContext:
             metrics=metrics,
             deadline=settings.reply_deadline_seconds,
             conversation_keys=lambda event, persona: [*conversation_keys(event, persona), tag_marker_key(event)],
+            writer=writer,
         )
         context = cls(
             settings=settings,
@@ -143,6 +141,7 @@ class AppContext:
             oa_api=oa_api,
             executor=executor,
             dispatcher=dispatcher,
+            jobs=jobs,
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
@@ -152,16 +151,28 @@ class AppContext:
         await asyncio.to_thread(self.personas.reload)
 
     async def close(self) -> None:
+        """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
+        pushes and late answers get 1.5 s, the log's last rows 1 s, the store 1 s."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.background.drain()
-        await self.writer.close()
+        await self.jobs.close(timeout=SHUTDOWN_DRAIN_SECONDS)
+        await self.background.drain(timeout=0.3)
+        try:
+            async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
+                await self.writer.close()
+        except TimeoutError:
+            log.error("shutdown: %d log rows not written (database too slow)", self.writer.pending)
         await self.http.close()
         await self.services.store.close()
         await self.engine.dispose()
+
+
+#: Shutdown budget (the whole of it stays under 5 s; see AppContext.close).
+SHUTDOWN_DRAIN_SECONDS = 1.5
+SHUTDOWN_FLUSH_SECONDS = 1.0
 
 
 def create_app(

@@ -1,44 +1,60 @@
-"""From one normalized event to its answer: dedupe, route under a deadline, act.
+"""From one normalized event to its answer: claim, route under a deadline, log durably, act.
 
-WeChat waits 5 s for a passive reply and retries a callback up to 3 times when it
-gets none. So every delivery is claimed once in the shared store (SET NX on its
-dedupe key): the first delivery runs the handlers; a retry, in this process or
-another, never runs them again and gets the first one's reply (waiting for it while
-it is still being worked out). When the handlers need longer than the deadline, the
-caller gets None now ("success" on the wire) and the answer is pushed later through
-the channel's send API.
+WeChat waits 5 s for a passive reply and retries a callback (about every 5 s, up to 3
+times) when it gets none. So every delivery is claimed in the shared store with a
+*lease*: `pending:<owner>` that expires after `LEASE_SECONDS` (shorter than WeChat's
+retry interval) and is renewed by its owner while the handlers run. A retry, in this
+process or another, never runs the handlers while the lease is alive: it gets the
+first delivery's reply (waiting for it while it is being worked out). If the owner
+died, its lease runs out and the retry takes the delivery over and answers it; side
+effects are keyed by the delivery's dedupe key in the database (message log rows,
+push job ids, upserted contacts and tags), so a takeover does not do them twice.
+
+A callback is answered only once its inbound row and its passive reply row are
+committed (group commit in `BatchedWriter.durable`): an answered message survives a
+SIGKILL. Pushes that follow an event (replies past the first, SendText, a late answer)
+go out as one ordered job (bot/jobs/pushes.py).
+
+When the handlers need longer than the deadline, the caller gets None now ("success"
+on the wire) and the answer is pushed when ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bot.background import BackgroundTasks
 from bot.context import Context, Services
-from bot.events import Action, Event
+from bot.events import Action, Event, EventKind
+from bot.log_limits import RateLimitedLog
 from bot.router import CallNext
 
 if TYPE_CHECKING:
-    from bot.actions import ActionExecutor
+    from bot.actions import ActionExecutor, Outgoing
     from bot.metrics import Metrics
     from bot.persona import LoadedPersona
+    from bot.storage.batched_writer import BatchedWriter
 
 log = logging.getLogger("siyu.dispatch")
 
 PENDING = "pending"
 DONE = "done:"  # followed by the passive reply text (may be empty)
 LATE = "late"
-#: WeChat retries within ~15 s; a day is plenty and bounds the store's size.
-DEDUPE_TTL_SECONDS = 24 * 3600
-#: A claim left "pending" by a crashed process stops blocking after this long.
-PENDING_TTL_SECONDS = 60
+#: How long an answered delivery's mark lives: WeChat's retries come within ~15 s. The
+#: database's unique dedupe keys are the long-term guard; this only bounds Redis memory.
+DEDUPE_TTL_SECONDS = 120
+#: A claim's lease: shorter than WeChat's ~5 s between retries, so a retry after a crash
+#: finds it expired and takes over. Renewed every `LEASE_RENEW_SECONDS` while handlers run.
+LEASE_SECONDS = 3.0
+LEASE_RENEW_SECONDS = 1.0
 RETRY_POLL_SECONDS = 0.02
-#: A store that neither answers nor refuses (a network black hole) is given up on after
-#: this long, leaving the handlers most of WeChat's 5 s.
-CLAIM_TIMEOUT_SECONDS = 1.0
+#: Past this (from arrival), a callback is answered even if its log rows are not committed
+#: yet (the database is down): WeChat gives up at 5 s.
+ANSWER_BY_SECONDS = 4.6
 
 
 class Dispatcher:
@@ -53,6 +69,7 @@ class Dispatcher:
         metrics: Metrics,
         deadline: float,
         conversation_keys: Callable[[Event, LoadedPersona], Sequence[str]] = lambda event, persona: (),
+        writer: BatchedWriter | None = None,
     ) -> None:
         self._call = call
         self._persona_for = persona_for
@@ -62,37 +79,52 @@ class Dispatcher:
         self._metrics = metrics
         self.deadline = deadline
         self._conversation_keys = conversation_keys
+        self._writer = writer
+        #: This process's name on the leases it holds.
+        self.owner = uuid.uuid4().hex[:12]
+        self._lease_value = f"{PENDING}:{self.owner}"
+        self._errors = RateLimitedLog(log)
 
     async def handle(self, event: Event) -> str | None:
         """The passive reply for this delivery, or None to answer `success`."""
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         store = self._services.store
         key = f"dedupe:{event.dedupe_key}"
         persona = self._persona_for(str(event.channel))
         state_keys = self._conversation_keys(event, persona)
-        claimed, current, values, store_up = await self._claim(event, key, state_keys)
-        if not claimed:
+        while True:
+            claimed, current, values, store_up = await self._claim(event, key, state_keys)
+            if claimed:
+                break
             self._metrics.dedupe_hits.inc()
-            return await self._answer_of_earlier_delivery(key, current)
+            answer = await self._answer_of_earlier_delivery(key, current, arrived)
+            if answer is not _TAKE_OVER:
+                return answer  # type: ignore[return-value]
+            log.warning("lease of an earlier delivery expired; taking it over", extra={"dedupe_key": event.dedupe_key})
 
         self._executor.log_inbound(event)
-        work = asyncio.get_running_loop().create_task(
-            self._run(event, persona, dict(zip(state_keys, values, strict=True)))
-        )
-        if not await _finished_within(work, self.deadline):
-            if store_up:
-                store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+        work = loop.create_task(self._run(event, persona, dict(zip(state_keys, values, strict=True))))
+        renewing = self._renew_lease(key, work) if store_up else None
+        if not await _finished_within(work, self.deadline - (loop.time() - arrived)):
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
-            self._background.spawn(self._push_when_done(event, work), name=f"late:{event.dedupe_key}")
+            self._background.spawn(self._push_when_done(event, work, key, store_up), name=f"late:{event.dedupe_key}")
+            await self._durable(event, arrived)
             return None
-        replies = self._replies_of(work, event)
-        passive = replies[0] if replies else None
-        for extra in replies[1:]:
-            # One passive reply per callback; further lines go out as pushed messages.
-            self._executor.push(event, event.sender, extra, event.chat)
+        if renewing is not None:
+            renewing.cancel()
+        outgoing = self._outgoing_of(work, event)
+        passive = outgoing[0].text if outgoing and outgoing[0].is_reply else None
         if passive is not None:
             self._executor.log_outbound(event, passive)
+        pushes = outgoing[1:] if passive is not None else outgoing
+        if pushes:
+            # One job for all of them, in the handlers' order, queued before we answer.
+            await self._executor.push_all(event, pushes, job_id=f"push:{event.dedupe_key}")
+        await self._durable(event, arrived)
         if store_up:
+            # After the rows are committed: a retry that reads the mark finds the log complete.
             # Nobody waits on the mark: it leaves with the next round trip (a retry polls for it).
             store.set_soon(key, DONE + (passive or ""), DEDUPE_TTL_SECONDS)
         return passive
@@ -105,10 +137,7 @@ class Dispatcher:
         One round trip: the claim, plus the contact's conversation state the handlers will read.
         """
         try:
-            async with asyncio.timeout(CLAIM_TIMEOUT_SECONDS):
-                claimed, current, values = await self._services.store.claim(
-                    key, PENDING, PENDING_TTL_SECONDS, state_keys
-                )
+            claimed, current, values = await self._services.store.claim(key, self._lease_value, LEASE_SECONDS, state_keys)
             return claimed, current, values, True
         except Exception as error:  # noqa: BLE001 - whatever the store's client raises
             # The store is down. WeChat will not retry a callback we answer in time, so
@@ -116,42 +145,107 @@ class Dispatcher:
             # no conversation state (a pending survey or choice reads as none), rather than
             # lose it or answer 5xx.
             self._metrics.store_errors.inc()
-            log.error("store unavailable; answering without dedupe or conversation state: %s", error,
-                      extra={"dedupe_key": event.dedupe_key})
+            self._errors.error(
+                "claim", "store unavailable; answering without dedupe or conversation state: %r", error,
+                exc_info=error, extra={"dedupe_key": event.dedupe_key},
+            )
             return True, None, [None] * len(state_keys), False
 
-    async def _run(self, event: Event, persona: LoadedPersona, state: dict[str, str | None]) -> list[str]:
-        ctx = Context(persona=persona, services=self._services, state=state)
-        actions: list[Action] = await self._call(event, ctx)
-        return await self._executor.apply(event, actions, ctx.state)
+    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> asyncio.TimerHandle:
+        """Keep the lease alive while `work` runs (a timer: nothing runs for answers faster than a second)."""
+        loop = asyncio.get_running_loop()
+        handle: list[asyncio.TimerHandle] = []
 
-    def _replies_of(self, work: asyncio.Future[list[str]], event: Event) -> list[str]:
+        def renew() -> None:
+            if work.done():
+                return
+            self._background.spawn(
+                self._services.store.extend_if(key, self._lease_value, LEASE_SECONDS), name=f"lease:{key}"
+            )
+            handle[0] = loop.call_later(LEASE_RENEW_SECONDS, renew)
+
+        handle.append(loop.call_later(LEASE_RENEW_SECONDS, renew))
+
+        class _Cancel:
+            def cancel(self) -> None:
+                handle[0].cancel()
+
+        return _Cancel()  # type: ignore[return-value]
+
+    async def _durable(self, event: Event, arrived: float) -> None:
+        """Wait for this delivery's log rows to be committed (group commit), within the answer's time."""
+        if self._writer is None:
+            return
+        budget = max(0.05, ANSWER_BY_SECONDS - (asyncio.get_running_loop().time() - arrived))
+        if not await self._writer.durable(budget):
+            self._metrics.store_errors.inc()
+            self._errors.error(
+                "durable", "message log not committed within %.1f s; answering anyway (rows kept in memory)", budget,
+                extra={"dedupe_key": event.dedupe_key},
+            )
+
+    async def _run(self, event: Event, persona: LoadedPersona, state: dict[str, str | None]) -> list[Outgoing]:
+        ctx = Context(persona=persona, services=self._services, state=state)
+        try:
+            actions: list[Action] = await self._call(event, ctx)
+        except Exception:
+            log.exception("handling failed; answering with the fallback line", extra={"dedupe_key": event.dedupe_key})
+            return _fallback(event, persona)
+        return await self._executor.apply_ordered(event, actions, ctx.state)
+
+    def _outgoing_of(self, work: asyncio.Future[list[Outgoing]], event: Event) -> list[Outgoing]:
         error = work.exception()
         if error is not None:
-            log.error("handling failed", exc_info=error, extra={"dedupe_key": event.dedupe_key})
-            return []
+            log.error("acting on the handlers' answer failed", exc_info=error, extra={"dedupe_key": event.dedupe_key})
+            return _fallback(event, self._persona_for(str(event.channel)))
         return work.result()
 
-    async def _push_when_done(self, event: Event, work: asyncio.Future[list[str]]) -> None:
+    async def _push_when_done(
+        self, event: Event, work: asyncio.Future[list[Outgoing]], key: str, store_up: bool
+    ) -> None:
         await asyncio.wait({work})
-        for text in self._replies_of(work, event):
-            self._executor.push(event, event.sender, text, event.chat)
+        outgoing = self._outgoing_of(work, event)
+        if outgoing:
+            await self._executor.push_all(event, outgoing, job_id=f"late:{event.dedupe_key}")
+        if store_up:
+            self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
 
-    async def _answer_of_earlier_delivery(self, key: str, state: str | None) -> str | None:
-        """Given the claim's value as the claim found it; polled while it is still pending."""
+    async def _answer_of_earlier_delivery(self, key: str, state: str | None, arrived: float) -> object:
+        """Given the claim's value as the claim found it; polled while it is still pending.
+
+        `_TAKE_OVER` when the earlier claim's lease ran out (its owner died): the caller claims it.
+        """
         store = self._services.store
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.deadline
+        give_up = arrived + self.deadline
         while True:
-            if state is not None and state.startswith(DONE):
+            if state is None:
+                return _TAKE_OVER
+            if state.startswith(DONE):
                 return state[len(DONE) :] or None
-            if state != PENDING or loop.time() >= give_up:
+            if not state.startswith(PENDING) or loop.time() >= give_up:
                 return None  # answered late (pushed), or still at work: `success`
             await asyncio.sleep(RETRY_POLL_SECONDS)
             state = await store.get(key)
 
 
-async def _finished_within(work: asyncio.Future[list[str]], seconds: float) -> bool:
+_TAKE_OVER = object()
+
+
+def _fallback(event: Event, persona: LoadedPersona) -> list[Outgoing]:
+    """What a customer gets when handling failed: the persona's fallback line, in 1:1 messages."""
+    from bot.actions import Outgoing
+
+    if event.kind is not EventKind.MESSAGE or event.in_group:
+        return []
+    try:
+        return [Outgoing(persona.say("fallback"))]
+    except Exception:  # noqa: BLE001 - a broken persona line must not turn into a 5xx
+        log.exception("fallback line failed")
+        return []
+
+
+async def _finished_within(work: asyncio.Future[object], seconds: float) -> bool:
     """Wait for `work` up to `seconds`, never cancelling it: True when it finished.
 
     What `asyncio.wait({work}, timeout=...)` does, for one future: about half its cost
@@ -164,7 +258,7 @@ async def _finished_within(work: asyncio.Future[list[str]], seconds: float) -> b
         if not woken.done():
             woken.set_result(None)
 
-    timer = loop.call_later(seconds, wake)
+    timer = loop.call_later(max(0.0, seconds), wake)
     work.add_done_callback(wake)
     try:
         await woken

@@ -12,6 +12,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("siyu.senders")
 
 
+class PushSkipped(Exception):
+    """A push that was not attempted, and why (recorded on its message-log row)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Sender(Protocol):
     async def send_text(self, to: str, text: str, chat: str | None = None) -> None: ...
 
@@ -44,3 +52,4 @@ class UnconfiguredSender:
 
     async def send_text(self, to: str, text: str, chat: str | None = None) -> None:
         log.warning("cannot push a message: %s not configured", self.missing, extra={"to": to})
+        raise PushSkipped(f"{self.missing} not configured")

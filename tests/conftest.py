@@ -107,17 +107,46 @@ BotFactory = Callable[..., Awaitable[TestClient]]
 async def start_bot(analyzer: TextAnalyzer) -> AsyncIterator[BotFactory]:
     """Start a bot app (as its own "process": own store client, engine, HTTP session)."""
     clients: list[TestClient] = []
+    workers: list[Any] = []
 
-    async def start(settings: Settings) -> TestClient:
+    async def start(settings: Settings, *, worker: bool = True) -> TestClient:
         app = create_app(settings, analyzer=analyzer, watch_personas=False)
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
+        if worker and settings.redis_url:
+            # With Redis, pushes are arq jobs: each bot "process" comes with a real arq worker beside it.
+            workers.append(await start_arq_worker(settings))
         return client
 
     yield start
     for client in clients:
         await client.close()
+    for running in workers:
+        await stop_arq_worker(running)
+
+
+async def start_arq_worker(settings: Settings, **overrides: Any) -> Any:
+    """A real arq worker (what `python -m bot worker` runs), in this event loop."""
+    from arq.worker import Worker
+
+    from bot.jobs.worker import worker_options
+
+    worker = Worker(**worker_options(settings, handle_signals=False, **overrides))
+    worker.siyu_task = asyncio.ensure_future(worker.async_run())  # type: ignore[attr-defined]
+    return worker
+
+
+async def stop_arq_worker(worker: Any) -> None:
+    """Stop it as SIGTERM would (arq's own `close()` re-raises the cancellation of a running job)."""
+    import signal
+
+    worker.handle_sig(signal.SIGTERM)
+    await asyncio.gather(worker.siyu_task, *worker.tasks.values(), return_exceptions=True)
+    if worker.on_shutdown and "app" in worker.ctx:
+        await worker.on_shutdown(worker.ctx)
+    if worker._pool is not None:
+        await worker._pool.aclose()
 
 
 def context_of(client: TestClient) -> AppContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,10 +50,19 @@ class DeliveryRuntime:
     concurrency: int = 50
     max_attempts: int = 5
     backoff_seconds: float = 1.0
+    #: The shared limit (0 = none): sizes the window of sends in flight.
+    rate_per_second: float = 0.0
 
 
-async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int) -> dict[str, int]:
-    """Send every pending delivery of the run with id in [lo, hi]; returns counts by outcome."""
+async def deliver_shard(
+    runtime: DeliveryRuntime, run_id: int, lo: int, hi: int, budget_seconds: float | None = None
+) -> dict[str, int]:
+    """Send the pending deliveries of the run with id in [lo, hi]; returns counts by outcome.
+
+    With `budget_seconds`, stops claiming once that much time has passed and returns after
+    the sends in flight are recorded (the job then continues in a new job: arq's job
+    timeout, and so its resume lease, stays short)."""
+    deadline = time.monotonic() + budget_seconds if budget_seconds else None
     run = await runs.get_run(runtime.sessions, run_id)
     if run is None:
         return {}
@@ -76,12 +86,15 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
     counts: dict[str, int] = {}
     # A sliding window, not batch after batch: more is claimed while half the window is still
     # sending, so the API (and the shared rate limit) never waits on our database round trips.
-    window = runtime.concurrency
+    # At low rates a wide window would only hold claimed deliveries waiting for their slot.
+    window = runtime.concurrency if not runtime.rate_per_second else max(1, min(runtime.concurrency, int(runtime.rate_per_second * 2)))
     in_flight: set[asyncio.Task[Outcome]] = set()
     finished: list[Outcome] = []
     exhausted = False
     try:
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                exhausted = True  # out of time: finish what is in flight, leave the rest pending
             if not exhausted and len(in_flight) <= window // 2:
                 batch = await runs.claim(runtime.sessions, run_id, lo, hi, window - len(in_flight))
                 exhausted = not batch
@@ -95,7 +108,7 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
                 if finished:
                     await _record(runtime, finished, counts)
                     finished = []
-                    exhausted = False  # retries went back to pending: look again
+                    exhausted = deadline is not None and time.monotonic() > deadline  # retries: look again
                     continue
                 break
             done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -103,7 +116,7 @@ async def deliver_shard(runtime: DeliveryRuntime, run_id: int, lo: int, hi: int)
             if len(finished) >= window // 2 or (exhausted and not in_flight):
                 await _record(runtime, finished, counts)
                 if any(outcome.status == PENDING for outcome in finished):
-                    exhausted = False
+                    exhausted = deadline is not None and time.monotonic() > deadline
                 finished = []
     finally:
         for task in in_flight:

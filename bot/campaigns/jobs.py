@@ -35,8 +35,8 @@ def plan_job_id(run_id: int) -> str:
     return f"announce:plan:{run_id}"
 
 
-def deliver_job_id(run_id: int, lo: int) -> str:
-    return f"announce:deliver:{run_id}:{lo}"
+def deliver_job_id(run_id: int, lo: int, part: int = 0) -> str:
+    return f"announce:deliver:{run_id}:{lo}" + (f":{part}" if part else "")
 
 
 async def announce_tick(ctx: dict[str, Any], now: datetime | None = None) -> list[int]:
@@ -72,9 +72,13 @@ async def announce_plan(ctx: dict[str, Any], run_id: int) -> int:
     return total
 
 
-async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int) -> dict[str, int]:
+async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int, part: int = 0) -> dict[str, int]:
     runtime = runtime_of(ctx)
-    counts = await deliver_shard(runtime.delivery, run_id, lo, hi)
+    budget = runtime.settings.announce_job_timeout_seconds / 2
+    counts = await deliver_shard(runtime.delivery, run_id, lo, hi, budget)
+    if await runs.unfinished(runtime.sessions, run_id, lo, hi):
+        await runtime.enqueue("announce_deliver", run_id, lo, hi, part + 1, job_id=deliver_job_id(run_id, lo, part + 1))
+        return counts
     await _finish(runtime, run_id)
     return counts
 
@@ -97,7 +101,7 @@ def _functions(timeout: int) -> list[Any]:
     ]
 
 
-_TIMEOUT = int(os.environ.get("ANNOUNCE_JOB_TIMEOUT_SECONDS", "300"))
+_TIMEOUT = int(os.environ.get("ANNOUNCE_JOB_TIMEOUT_SECONDS", "60"))
 FUNCTIONS = _functions(_TIMEOUT)
 CRON_JOBS = [cron(announce_tick, name="cron:announce_tick", second=0, timeout=min(_TIMEOUT, 60), keep_result=0, unique=True)]
 

@@ -209,10 +209,12 @@ async def record(sessions: Sessions, outcomes: Sequence[Outcome]) -> None:
         )
 
 
-async def unfinished(sessions: Sessions, run_id: int) -> int:
+async def unfinished(sessions: Sessions, run_id: int, lo: int, hi: int) -> int:
+    """Deliveries of the shard still pending (or claimed)."""
     async with sessions() as session:
         return int((await session.execute(
-            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_((PENDING, SENDING)))
+            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi),
+                                       _deliveries.c.status.in_((PENDING, SENDING)))
         )).scalar_one())
 
 

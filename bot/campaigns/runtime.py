@@ -45,14 +45,29 @@ class CampaignRuntime:
     delivery: DeliveryRuntime
     #: enqueue(function_name, *args, job_id=...): arq on Redis, or run inline without it.
     enqueue: Enqueue = field(default=None)  # type: ignore[assignment]
+    #: False when engine, store and HTTP session are the shared worker's (bot.jobs.runtime.JobRuntime).
+    owns: bool = True
 
     @classmethod
     async def open(cls, settings: CampaignSettings, redis: ArqRedis | None = None) -> CampaignRuntime:
         engine = create_engine(settings.database_url)
-        sessions = session_factory(engine)
         store = open_store(settings.redis_url)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
                                      connector=aiohttp.TCPConnector(limit=max(100, settings.announce_concurrency)))
+        return cls.build(settings, engine, store, http, redis, owns=True)
+
+    @classmethod
+    def borrow(cls, app: Any, redis: ArqRedis | None) -> CampaignRuntime:
+        """On the shared worker's JobRuntime (`ctx["app"]`): its engine, store and HTTP session."""
+        settings = CampaignSettings(**app.settings.model_dump(by_alias=True))
+        return cls.build(settings, app.engine, app.store, app.http, redis, owns=False)
+
+    @classmethod
+    def build(
+        cls, settings: CampaignSettings, engine: AsyncEngine, store: KeyValueStore, http: aiohttp.ClientSession,
+        redis: ArqRedis | None, *, owns: bool,
+    ) -> CampaignRuntime:
+        sessions = session_factory(engine)
         oa_api = None
         if settings.wechat_oa_appid and settings.wechat_oa_secret:
             # No client-side retries: back-off on 45009/5xx is shared by all workers (delivery.py).
@@ -69,9 +84,9 @@ class CampaignRuntime:
         delivery = DeliveryRuntime(
             sessions=sessions, library=library, limiter=limiter, oa_api=oa_api,
             concurrency=settings.announce_concurrency, max_attempts=settings.announce_max_attempts,
-            backoff_seconds=settings.announce_backoff_seconds,
+            backoff_seconds=settings.announce_backoff_seconds, rate_per_second=settings.announce_rate_per_second,
         )
-        runtime = cls(settings, engine, sessions, store, http, oa_api, library, delivery)
+        runtime = cls(settings, engine, sessions, store, http, oa_api, library, delivery, owns=owns)
         runtime.enqueue = _arq_enqueue(redis) if redis is not None else runtime._inline_enqueue
         return runtime
 
@@ -91,6 +106,8 @@ class CampaignRuntime:
             log.warning("campaigns.summary_not_sent run=%s to=%s", run.id, who, exc_info=True)
 
     async def close(self) -> None:
+        if not self.owns:
+            return
         await self.http.close()
         await self.store.close()
         await self.engine.dispose()
@@ -104,9 +121,21 @@ def _arq_enqueue(redis: ArqRedis) -> Enqueue:
 
 
 def runtime_of(ctx: dict[str, Any]) -> CampaignRuntime:
+    """This domain's runtime: ctx["campaigns"] (own worker, tests), or one built once on the
+    shared worker's `ctx["app"]` (`python -m bot worker`, or in-process jobs of the web app)."""
     runtime = ctx.get("campaigns")
+    if runtime is not None:
+        return runtime
+    app = ctx.get("app")
+    if app is None:
+        raise RuntimeError("announcement jobs need ctx['campaigns'] or the shared worker's ctx['app']")
+    # Kept on the JobRuntime (one per worker / per web app), not per job: the scripts, the
+    # rate limiter and the render cache live as long as the worker does.
+    runtime = getattr(app, "campaigns_runtime", None)
     if runtime is None:
-        raise RuntimeError("announcement jobs need ctx['campaigns']: start the worker with bot.campaigns.runtime.startup")
+        runtime = CampaignRuntime.borrow(app, ctx.get("redis"))
+        app.campaigns_runtime = runtime
+    ctx["campaigns"] = runtime
     return runtime
 
 

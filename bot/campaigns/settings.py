@@ -22,5 +22,6 @@ class CampaignSettings(Settings):
     announce_max_attempts: int = Field(5, alias="ANNOUNCE_MAX_ATTEMPTS", ge=1)
     #: First pause after a rate-limit answer, doubled each time (shared by all workers).
     announce_backoff_seconds: float = Field(1.0, alias="ANNOUNCE_BACKOFF_SECONDS", ge=0)
-    #: arq timeout of one delivery job; a killed worker's job is retried after this + 10 s.
-    announce_job_timeout_seconds: int = Field(300, alias="ANNOUNCE_JOB_TIMEOUT_SECONDS", ge=1)
+    #: arq timeout of one delivery job; a killed worker's job is retried after this + 10 s. A shard
+    #: stops claiming at half of it and goes on in a new job, so shards of any size fit.
+    announce_job_timeout_seconds: int = Field(60, alias="ANNOUNCE_JOB_TIMEOUT_SECONDS", ge=1)

@@ -64,6 +64,10 @@ class KeyValueStore(Protocol):
         """
         ...
 
+    async def extend_if(self, key: str, value: str, ttl: float) -> bool:
+        """Give `key` a new `ttl` if it still holds `value` (a lease renewed by its owner only)."""
+        ...
+
     async def ping(self) -> bool: ...
 
     async def settle(self) -> None:

@@ -86,6 +86,12 @@ class MemoryStore:
         finally:
             lock.release()
 
+    async def extend_if(self, key: str, value: str, ttl: float) -> bool:
+        if self._live(key) != value:
+            return False
+        self._values[key] = (value, self._expiry(ttl))
+        return True
+
     async def ping(self) -> bool:
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -38,6 +39,12 @@ for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) end
 return out
 """
 
+
+# Renew a lease only while it is still ours: KEYS[1] the lease, ARGV[1] its value, ARGV[2] TTL in ms.
+_EXTEND_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 class RedisStore:
@@ -103,9 +110,16 @@ class RedisStore:
     async def settle(self) -> None:
         await self._round_trips.drain()
 
+    async def extend_if(self, key: str, value: str, ttl: float) -> bool:
+        return bool(await self._round_trips.call("EVAL", _EXTEND_IF, 1, key, value, _ms(ttl)))
+
     async def close(self) -> None:
         await self._round_trips.close()
-        await self.client.aclose()
+        try:
+            async with asyncio.timeout(0.5):  # a silent Redis must not hold a shutdown
+                await self.client.aclose()
+        except Exception:  # noqa: BLE001 - closing a connection to a dead Redis
+            pass
 
 
 def _ms(ttl: float) -> int:

@@ -31,6 +31,8 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from bot.log_limits import RateLimitedLog
+
 log = logging.getLogger("siyu.kv")
 
 Command = tuple[Any, ...]
@@ -82,6 +84,7 @@ class RoundTrips(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         #: Writes so far (one per loop turn with commands): what the coalescing saves is visible here.
         self.pipelines_sent = 0
+        self._failures = RateLimitedLog(log)
 
     # --- callers ----------------------------------------------------------------
 
@@ -98,12 +101,21 @@ class RoundTrips(asyncio.Protocol):
 
     def send(self, *command: Any) -> None:
         """Queue a command nobody waits on; a failure is logged, not raised."""
-        self._queue(command).add_done_callback(_log_failure)
+        self._queue(command).add_done_callback(self._log_failure)
         if not self._write_scheduled and self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._write)
 
-    async def drain(self) -> None:
-        """Return once every command queued so far has been answered (or failed)."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Return once every command queued so far has been answered (or failed), or after `timeout`
+        (a Redis that accepts and never answers would otherwise hold a shutdown forever)."""
+        if timeout is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.drain()
+            except TimeoutError:
+                log.warning("redis did not answer %d commands within %.1f s; giving up on them",
+                            len(self._in_flight) + len(self._outgoing), timeout)
+            return
         while True:
             if self._outgoing:
                 self._write()  # no lingering: someone is waiting now
@@ -112,14 +124,18 @@ class RoundTrips(asyncio.Protocol):
                 return
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def _log_failure(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._failures.error("unawaited", "unawaited redis command failed: %r", future.exception())
+
     def _queue(self, command: Command) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outgoing.append(hiredis.pack_command(command))
         self._outgoing_waiters.append(future)
         return future
 
-    async def close(self) -> None:
-        await self.drain()
+    async def close(self, timeout: float = 0.5) -> None:
+        await self.drain(timeout)
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -162,11 +178,13 @@ class RoundTrips(asyncio.Protocol):
             self._connecting = None
             if self._transport is not None:
                 self._transport.close()
-            failure = RedisConnectionError(f"cannot reach redis at {_where(address)}: {error}")
+            reason = f"cannot reach redis at {_where(address)}: {error!r}"
             waiters, self._outgoing, self._outgoing_waiters = self._outgoing_waiters, [], []
             for waiter in waiters:
                 if not waiter.done():
-                    waiter.set_exception(failure)
+                    # One exception object per caller: a shared one would carry every caller's
+                    # traceback frames into the others' logs.
+                    waiter.set_exception(_connection_error(reason, error))
             return
         self._connecting = None
         self._ready = True
@@ -197,11 +215,11 @@ class RoundTrips(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._ready = False
-        failure = RedisConnectionError(f"connection to redis at {_where(self._address)} lost: {exc or 'closed'}")
+        reason = f"connection to redis at {_where(self._address)} lost: {exc!r}" if exc else "connection closed"
         while self._in_flight:
             waiter = self._in_flight.popleft()
             if not waiter.done():
-                waiter.set_exception(failure)
+                waiter.set_exception(_connection_error(reason, exc))
 
 
 def _setup_commands(address: RedisAddress) -> list[Command]:
@@ -217,6 +235,10 @@ def _where(address: RedisAddress) -> str:
     return address.path or f"{address.host}:{address.port}"
 
 
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("unawaited redis command failed: %s", future.exception())
+def _connection_error(reason: str, cause: BaseException | None) -> RedisConnectionError:
+    error = RedisConnectionError(reason)
+    error.__cause__ = cause
+    return error
+
+
+

@@ -9,22 +9,36 @@ in one transaction:
 - tags upserted (one row per contact and tag; re-tagging refreshes time, source
   and expiry), the contact found by its channel identity inside the statement.
 Every statement is built once and run as an executemany, which SQLAlchemy
-compiles once. A failed flush keeps the rows for the next try; `close()` flushes
-what is left. Readers that need what was just recorded call `flush()` first.
+compiles once. `close()` flushes what is left. Readers that need what was just
+recorded call `flush()` first.
+
+Group commit: a callback is answered only once its rows are committed (`durable()`),
+so an answered message survives a SIGKILL. Each request waits for the batch that
+carries its rows; a batch is written as soon as someone waits and the previous one is
+done, so under load many requests share one transaction.
+
+Failures: when the database cannot be reached the rows stay for the next try (with a
+growing pause). When it refuses a batch (a value it will not take), the batch is split
+until the refused row is alone; that row is set aside and counted, never retried, so
+one bad row cannot stop the log. Values are bounded before they get here
+(bot/storage/bounds.py); this is the last guard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import TextClause, bindparam, literal, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.batching import FlushLoop
+from bot.log_limits import RateLimitedLog
 from bot.storage.db import dialect_name, insert_ignoring_conflicts, upsert
 from bot.storage.models import Contact, ContactTag, MessageLog
 from bot.storage.tags import refreshing_on_conflict
@@ -43,12 +57,17 @@ class LoggedMessage:
     type: str
     text: str
     created_at: datetime
+    #: Pushes: queued | sent | failed | skipped; None for what is not pushed.
+    status: str | None = None
+    status_detail: str | None = None
+    #: Set when `text` was clipped: the original length.
+    text_length: int | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
         """Values in `_MESSAGE_COLUMNS` order."""
         return (
             self.dedupe_key, self.direction, self.channel, self.account, self.external_id,
-            self.chat_id, self.type, self.text, self.created_at,
+            self.chat_id, self.type, self.text, self.created_at, self.status, self.status_detail, self.text_length,
         )
 
     def as_row(self) -> dict[str, Any]:
@@ -88,13 +107,17 @@ _PG_CONTACTS: TextClause = text(
     "CAST(:seen AS timestamptz[])) AS batch(channel, account, external_id, seen) "
     "ON CONFLICT (channel, account, external_id) DO UPDATE SET last_seen = excluded.last_seen"
 )
-_MESSAGE_COLUMNS = ("dedupe_key", "direction", "channel", "account", "external_id", "chat_id", "type", "text", "created_at")
+_MESSAGE_COLUMNS = (
+    "dedupe_key", "direction", "channel", "account", "external_id", "chat_id", "type", "text", "created_at",
+    "status", "status_detail", "text_length",
+)
 _PG_MESSAGES: TextClause = text(
     f"INSERT INTO message_log ({', '.join(_MESSAGE_COLUMNS)}) "
     "SELECT * FROM unnest("
     "CAST(:dedupe_key AS varchar[]), CAST(:direction AS varchar[]), CAST(:channel AS varchar[]), "
     "CAST(:account AS varchar[]), CAST(:external_id AS varchar[]), CAST(:chat_id AS varchar[]), "
-    "CAST(:type AS varchar[]), CAST(:text AS text[]), CAST(:created_at AS timestamptz[])) "
+    "CAST(:type AS varchar[]), CAST(:text AS text[]), CAST(:created_at AS timestamptz[]), "
+    "CAST(:status AS varchar[]), CAST(:status_detail AS varchar[]), CAST(:text_length AS integer[])) "
     "ON CONFLICT (dedupe_key) DO NOTHING"
 )
 
@@ -108,8 +131,8 @@ class BatchedWriter(FlushLoop):
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
-        # Short enough that one batch is a small burst of CPU (tail latency at ~1,000 msgs/s),
-        # and that a crash loses at most this much of the log.
+        # Rows nobody waits on (tags) are written at least this often; rows a request waits
+        # on (`durable()`) are written at once, in the batch after the one being written.
         interval: float = 0.05,
         batch_size: int = 500,
         max_buffered: int = 200_000,
@@ -121,6 +144,15 @@ class BatchedWriter(FlushLoop):
         self._buffer: list[Record] = []
         self._flushing = asyncio.Lock()
         self._statements: tuple[Any, Any, Any] | None = None
+        #: Records ever appended; those not in the buffer any more are written (or set aside).
+        self._appended = 0
+        #: Requests waiting for their rows: (records appended when they asked, future), in order.
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._errors = RateLimitedLog(log)
+        self._pause = 0.0
+        #: Rows the database refused, kept for inspection (bounded), and how many there were.
+        self.set_aside: deque[Record] = deque(maxlen=1000)
+        self.set_aside_count = 0
 
     def record_message(self, message: LoggedMessage) -> None:
         self._append(message)
@@ -131,15 +163,50 @@ class BatchedWriter(FlushLoop):
     def _append(self, record: Record) -> None:
         if len(self._buffer) >= self._max_buffered:
             # The database has been down long enough to fill memory: say so loudly.
-            log.error("write buffer full; dropping the oldest record", extra={"record": repr(self._buffer[0])})
+            self._errors.error("buffer_full", "write buffer full; dropping the oldest record")
             self._buffer.pop(0)
+            self._release()
         self._buffer.append(record)
+        self._appended += 1
         if len(self._buffer) >= self._batch_size:
             self._wake()
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+    async def durable(self, timeout: float) -> bool:
+        """Wait until every record appended so far is committed; False if `timeout` passed first."""
+        target = self._appended
+        if self._appended - len(self._buffer) >= target:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        self._wake()
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        return True
+
+    def _release(self) -> None:
+        done = self._appended - len(self._buffer)
+        while self._waiters and self._waiters[0][0] <= done:
+            _, future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._idle)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()
+            if self._pause:
+                await asyncio.sleep(self._pause)  # the database is unreachable: don't spin
 
     async def flush(self) -> None:
         """Write what is buffered now; records that arrive meanwhile wait for the next flush
@@ -149,12 +216,38 @@ class BatchedWriter(FlushLoop):
             while remaining > 0:
                 batch = self._buffer[: min(self._batch_size, remaining)]
                 try:
-                    await self._write(batch)
-                except Exception:
-                    log.exception("batched write failed; will retry", extra={"rows": len(batch)})
+                    await self._write_or_split(batch)
+                except Exception as error:
+                    # Unreachable (not refused): keep the rows and try again, a little later each time.
+                    self._pause = min(1.0, max(0.05, self._pause * 2))
+                    self._errors.error(
+                        "write", "batched write failed (%r); %d rows kept for the next try", error, len(batch),
+                        exc_info=error,
+                    )
                     return
+                self._pause = 0.0
                 del self._buffer[: len(batch)]
                 remaining -= len(batch)
+                self._release()
+
+    async def _write_or_split(self, batch: list[Record]) -> None:
+        """Write `batch`; if the database refuses it, write its halves, setting aside the refused rows."""
+        try:
+            await self._write(batch)
+        except Exception as error:
+            if _unreachable(error):
+                raise
+            if len(batch) == 1:
+                self.set_aside.append(batch[0])
+                self.set_aside_count += 1
+                self._errors.error(
+                    "refused", "database refused a row; set aside (%d so far): %r", self.set_aside_count, error,
+                    exc_info=error, extra={"dedupe_key": getattr(batch[0], "dedupe_key", None)},
+                )
+                return
+            middle = len(batch) // 2
+            await self._write_or_split(batch[:middle])
+            await self._write_or_split(batch[middle:])
 
     async def _write(self, batch: list[Record]) -> None:
         messages = [record for record in batch if isinstance(record, LoggedMessage)]
@@ -220,3 +313,10 @@ class BatchedWriter(FlushLoop):
             tag_upsert = refreshing_on_conflict(tags)
             self._statements = (contact_upsert, message_insert, tag_upsert)
         return self._statements
+
+
+def _unreachable(error: BaseException) -> bool:
+    """The database could not be reached (retry later), as opposed to refusing what was sent."""
+    if isinstance(error, (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(url: str) -> AsyncEngine:
-    options: dict[str, Any] = {}
+    # Errors must not dump SQL parameters (customer texts, openids) into the log.
+    options: dict[str, Any] = {"hide_parameters": True}
     if url.startswith("sqlite"):
         # One file, many coroutines: wait on the write lock instead of failing fast.
         options["connect_args"] = {"timeout": 30}

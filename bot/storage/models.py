@@ -50,6 +50,12 @@ class MessageLog(Base):
     type: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Pushed messages only: queued | sent | failed | skipped (bot/jobs/pushes.py); None otherwise.
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Why a push failed (the API error) or was skipped.
+    status_detail: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    #: The text's length when it was clipped to fit the log (bot/storage/bounds.py), else None.
+    text_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ContactTag(Base):

@@ -46,9 +46,13 @@ async def claim_survey_ask(store: KeyValueStore, event: Event, rule_id: str) -> 
     """True for the one caller that may ask now; False if it was asked within `RESURVEY_AFTER`.
 
     Atomic (SET NX), so a follow delivered three times at once, or a re-follow next
-    week, asks once.
+    week, asks once. The mark holds the delivery's dedupe key: the same delivery taken
+    over after its first handler died (bot.dispatch leases) may still ask.
     """
-    return await store.set_nx(survey_asked_key(event, rule_id), "1", ttl=RESURVEY_AFTER)
+    key = survey_asked_key(event, rule_id)
+    if await store.set_nx(key, event.dedupe_key, ttl=RESURVEY_AFTER):
+        return True
+    return bool(event.dedupe_key) and await store.get(key) == event.dedupe_key
 
 
 async def count_and_read(
