@@ -142,3 +142,16 @@ async def runs_of(database_url: str, campaign: str) -> list[AnnouncementRun]:
             return list((await connection.execute(select(AnnouncementRun.__table__).where(AnnouncementRun.campaign == campaign))).all())
     finally:
         await engine.dispose()
+
+
+async def wait_done(runtime: CampaignRuntime, run_id: int, timeout: float = 30.0) -> None:
+    """Until the run is done (another worker may hold one of its jobs when a burst worker stops)."""
+    import asyncio
+    import time
+
+    from bot.campaigns import runs
+
+    deadline = time.monotonic() + timeout
+    while (run := await runs.get_run(runtime.sessions, run_id)) is None or run.status != "done":
+        assert time.monotonic() < deadline, f"run {run_id} not done: {run.status if run else None}"
+        await asyncio.sleep(0.05)

@@ -206,3 +206,38 @@ async def test_metrics_show_delivery_counts_by_state(
     body = await (await client.get("/metrics")).text()
     assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="sent"}} 6.0' in body
     assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="skipped"}} 2.0' in body
+
+
+async def test_the_shared_worker_runs_announcements_from_the_registry(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi, make_settings, monkeypatch
+) -> None:
+    """`python -m bot worker` (bot/jobs) runs these jobs on its own JobRuntime: same result."""
+    from arq.worker import Worker
+
+    from bot.jobs.worker import worker_options
+
+    scenario = make_scripts(tmp_path)
+    openids = await seed_contacts(postgres_url, scenario.source, 30)
+    # The shared worker's Settings don't carry announcement fields: they come from its environment.
+    monkeypatch.setenv("SCRIPTS_DIR", str(scenario.scripts))
+    monkeypatch.setenv("ANNOUNCE_RATE_PER_SECOND", "0")
+    settings = make_settings(WECHAT_API_BASE=fake_wechat_api.base_url)
+    pool = await arq_pool()
+    try:
+        run_id = await runs.create_run(_sessions_for(postgres_url), campaign=scenario.campaign, slot="launch",
+                                       scheduled_for=datetime.now(UTC))
+        await pool.enqueue_job("announce_plan", run_id, _job_id=jobs.plan_job_id(run_id))
+        worker = Worker(**worker_options(settings, burst=True, handle_signals=False, poll_delay=0.05, cron_jobs=None))
+        await worker.async_run()
+        await worker.close()
+    finally:
+        await pool.aclose()
+    received = Counter(message["touser"] for message in fake_wechat_api.sent_messages())
+    assert set(received) == set(openids) and max(received.values()) == 1
+    assert (await _report(postgres_url, run_id)).run.status == "done"
+
+
+def _sessions_for(postgres_url: str):
+    from bot.storage.db import create_engine, session_factory
+
+    return session_factory(create_engine(postgres_url))

@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.campaigns import jobs, runs
-from tests.announce_helpers import arq_pool, deliveries, in_process_worker, make_scripts, open_runtime, settings_for
+from tests.announce_helpers import arq_pool, deliveries, in_process_worker, make_scripts, open_runtime, settings_for, wait_done
 from tests.conftest import REDIS_URL, context_of
 from tests.fake_wechat_api import FakeWeChatApi
 from tests.wechat_peer import WeChatPeer, event_xml, text_xml
@@ -33,12 +33,17 @@ async def follow(client: Any, user: str, source: str) -> None:
 
 
 async def test_opt_out_and_back_in_over_the_webhook_decides_who_the_campaign_reaches(
-    tmp_path: Path, postgres_url: str, make_settings: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi
+    tmp_path: Path, postgres_url: str, make_settings: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi,
+    monkeypatch: Any,
 ) -> None:
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()
     scenario = make_scripts(tmp_path)
+    # The bot comes with the shared arq worker beside it (python -m bot worker): it takes
+    # announcement jobs too, and reads the scripts folder from its environment.
+    monkeypatch.setenv("SCRIPTS_DIR", str(scenario.scripts))
+    monkeypatch.setenv("ANNOUNCE_RATE_PER_SECOND", "0")
     client = await start_bot(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url))
     leaving, staying = "o" + secrets.token_hex(10), "o" + secrets.token_hex(10)
     for user in (leaving, staying):
@@ -72,6 +77,7 @@ async def test_opt_out_and_back_in_over_the_webhook_decides_who_the_campaign_rea
         await say(client, leaving, "td")
         await runtime.enqueue("announce_plan", run_id, job_id=jobs.plan_job_id(run_id))
         await in_process_worker(runtime, pool).async_run()
+        await wait_done(runtime, run_id)
     finally:
         await runtime.close()
         await pool.aclose()
