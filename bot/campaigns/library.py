@@ -106,6 +106,10 @@ def load_library(
                     issues.append(Issue(campaigns_file, line, f"campaign '{campaign.name}' appears twice"))
                     continue
                 campaigns[campaign.name] = campaign
+                if campaign.channel != "wechat_oa":
+                    issues.append(Issue(campaigns_file, document.line_of([index, "channel"]),
+                                        f"channel '{campaign.channel}': only wechat_oa announcements are sent so far "
+                                        "(WeCom add_msg_template and AI-bot groups are not built yet)"))
                 if campaign.sale not in sales:
                     sale, problems = load_sale(root / campaign.sale, now, refuse_past_start=refuse_past_start)
                     issues += problems
