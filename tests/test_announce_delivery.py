@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,3 +242,31 @@ def _sessions_for(postgres_url: str):
     from bot.storage.db import create_engine, session_factory
 
     return session_factory(create_engine(postgres_url))
+
+
+async def test_two_jobs_on_the_same_shard_with_two_workers_still_send_each_message_once(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi
+) -> None:
+    """A re-planned run, or a re-enqueued shard, may put two jobs on one shard: claims keep them apart."""
+    scenario = make_scripts(tmp_path)
+    openids = await seed_contacts(postgres_url, scenario.source, 120)
+    fake_wechat_api.set_delay(SEND, 0.01)
+    pools = [await arq_pool(), await arq_pool()]
+    settings = settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts, ANNOUNCE_SHARD_SIZE="1000")
+    runtimes = [await open_runtime(settings, pool) for pool in pools]
+    try:
+        run_id = await runs.create_run(runtimes[0].sessions, campaign=scenario.campaign, slot="launch",
+                                       scheduled_for=datetime.now(UTC))
+        campaign = runtimes[0].library.current().campaign(scenario.campaign)
+        await runs.plan_run(runtimes[0].sessions, run_id, campaign)
+        (lo, hi), = await runs.shards(runtimes[0].sessions, run_id, 1000)
+        for copy in ("a", "b", "c"):
+            await pools[0].enqueue_job("announce_deliver", run_id, lo, hi, _job_id=f"dup:{copy}")
+        await asyncio.gather(*(in_process_worker(rt, pool).async_run() for rt, pool in zip(runtimes, pools)))
+    finally:
+        for runtime, pool in zip(runtimes, pools):
+            await runtime.close()
+            await pool.aclose()
+    received = Counter(message["touser"] for message in fake_wechat_api.sent_messages())
+    assert set(received) == set(openids) and max(received.values()) == 1
+    assert {status for _, _, status, _ in await deliveries(postgres_url, run_id)} == {"sent"}

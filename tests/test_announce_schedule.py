@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from bot.campaigns.campaign import Slot, next_time, slot_times
 from bot.campaigns.jobs import announce_tick
 from bot.campaigns.sale import Sale, SaleDefinition
-from tests.announce_helpers import arq_pool, make_scripts, open_runtime, runs_of, settings_for
+from tests.announce_helpers import arq_pool, in_process_worker, make_scripts, open_runtime, runs_of, settings_for
 from tests.conftest import REDIS_URL
 from tests.fake_wechat_api import FakeWeChatApi
 
@@ -93,3 +93,28 @@ async def test_two_schedulers_firing_the_same_minute_make_one_run(
     runs = await runs_of(postgres_url, scenario.campaign)
     assert [(r.slot, r.scheduled_for.astimezone(SH)) for r in runs] == [("launch", datetime(2026, 12, 9, 20, 0, tzinfo=SH))]
     assert [job.function for job in queued] == ["announce_plan"]
+
+
+async def test_a_run_created_but_never_planned_is_planned_by_the_next_tick(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi
+) -> None:
+    from bot.campaigns import runs
+
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+    scenario = make_scripts(tmp_path)
+    pool = await arq_pool()
+    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
+    try:
+        # The replica that created it died before enqueueing the plan job.
+        run_id = await runs.create_run(runtime.sessions, campaign=scenario.campaign, slot="teaser",
+                                       scheduled_for=datetime(2026, 12, 8, 20, 0, tzinfo=SH),
+                                       now=datetime.now(UTC) - timedelta(minutes=3))
+        assert await announce_tick({"campaigns": runtime}, now=datetime.now(UTC)) == []  # due: nothing new
+        await in_process_worker(runtime, pool).async_run()
+        run = await runs.get_run(runtime.sessions, run_id)
+    finally:
+        await runtime.close()
+        await pool.aclose()
+    assert run is not None and run.status == "done"  # planned (an empty audience) and finished

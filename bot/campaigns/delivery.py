@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jinja2 import TemplateError
@@ -52,6 +52,8 @@ class DeliveryRuntime:
     backoff_seconds: float = 1.0
     #: The shared limit (0 = none): sizes the window of sends in flight.
     rate_per_second: float = 0.0
+    #: A claim older than this belongs to a dead job (the job timeout: arq cancels jobs past it).
+    claim_lease_seconds: float = 60.0
 
 
 async def deliver_shard(
@@ -68,7 +70,8 @@ async def deliver_shard(
         return {}
     attempts_key = f"announce:attempted:{run_id}:{lo}"
     interrupted = await runs.mark_interrupted(
-        runtime.sessions, run_id, lo, hi, await runtime.limiter.attempted(attempts_key)
+        runtime.sessions, run_id, lo, hi, await runtime.limiter.attempted(attempts_key),
+        claimed_before=datetime.now(UTC) - timedelta(seconds=runtime.claim_lease_seconds),
     )
     if interrupted:
         log.warning("campaigns.interrupted run=%s shard=%s-%s deliveries=%d", run_id, lo, hi, interrupted)

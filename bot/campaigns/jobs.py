@@ -56,6 +56,9 @@ async def announce_tick(ctx: dict[str, Any], now: datetime | None = None) -> lis
                 created.append(run_id)
                 log.info("campaigns.run_created run=%s campaign=%s slot=%s at=%s", run_id, campaign.name, slot.name, moment)
                 await runtime.enqueue("announce_plan", run_id, job_id=plan_job_id(run_id))
+    # A run created but never planned (its creator died before enqueueing): plan it now.
+    for run_id in await runs.stuck_in_planning(runtime.sessions, older_than=now - timedelta(minutes=1)):
+        await runtime.enqueue("announce_plan", run_id, job_id=plan_job_id(run_id))
     return created
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, select, true, update
@@ -51,6 +51,14 @@ async def create_run(
         return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def stuck_in_planning(sessions: Sessions, older_than: datetime) -> list[int]:
+    async with sessions() as session:
+        return list((await session.execute(
+            select(_runs.c.id).where(_runs.c.status == "planning", _runs.c.created_at < older_than,
+                                     _runs.c.created_at > older_than - timedelta(days=1))
+        )).scalars())
+
+
 async def get_run(sessions: Sessions, run_id: int) -> AnnouncementRun | None:
     async with sessions() as session:
         return await session.get(AnnouncementRun, run_id)
@@ -91,21 +99,37 @@ async def plan_run(sessions: Sessions, run_id: int, campaign: Campaign, now: dat
 
 
 async def shards(sessions: Sessions, run_id: int, size: int) -> list[tuple[int, int]]:
-    """Id ranges of the run's unfinished deliveries, about `size` each."""
+    """Id ranges of the run's deliveries, about `size` each, that still have work.
+
+    Boundaries come from all the run's deliveries, so planning again (a retried plan job)
+    yields the same ranges, hence the same job ids, which arq does not queue twice.
+    """
     async with sessions() as session:
-        ids = (
+        rows = (
             await session.execute(
-                select(_deliveries.c.id).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_((PENDING, SENDING)))
-                .order_by(_deliveries.c.id)
+                select(_deliveries.c.id, _deliveries.c.status.in_((PENDING, SENDING)))
+                .where(_deliveries.c.run_id == run_id).order_by(_deliveries.c.id)
             )
-        ).scalars().all()
-    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+        ).all()
+    ranges = []
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        if any(open_ for _, open_ in chunk):
+            ranges.append((chunk[0][0], chunk[-1][0]))
+    return ranges
 
 
-async def mark_interrupted(sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int]) -> int:
+async def mark_interrupted(
+    sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int], claimed_before: datetime
+) -> int:
     """Deliveries a dead worker had claimed: those it had started to send are final (failed, outcome
-    unknown, never resent); the others go back to pending. Returns how many were closed."""
-    claimed = _deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == SENDING
+    unknown, never resent); the others go back to pending. Returns how many were closed.
+
+    Only claims older than `claimed_before` (the job timeout ago): no live job holds a claim that
+    long (arq cancels it), so a second job on the same shard never touches the first one's sends.
+    """
+    claimed = (_deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == SENDING,
+               _deliveries.c.updated_at < claimed_before)
     async with sessions.begin() as session:
         stale = (await session.execute(select(_deliveries.c.id).where(*claimed))).scalars().all()
         started = [delivery for delivery in stale if delivery in attempted]

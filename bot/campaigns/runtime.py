@@ -85,6 +85,7 @@ class CampaignRuntime:
             sessions=sessions, library=library, limiter=limiter, oa_api=oa_api,
             concurrency=settings.announce_concurrency, max_attempts=settings.announce_max_attempts,
             backoff_seconds=settings.announce_backoff_seconds, rate_per_second=settings.announce_rate_per_second,
+            claim_lease_seconds=settings.announce_job_timeout_seconds,
         )
         runtime = cls(settings, engine, sessions, store, http, oa_api, library, delivery, owns=owns)
         runtime.enqueue = _arq_enqueue(redis) if redis is not None else runtime._inline_enqueue
