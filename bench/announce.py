@@ -217,9 +217,10 @@ async def main() -> None:
               f"(target ≥ 2,000/s); states {result['by_status']}", flush=True)
         for index, series in enumerate(result["memory"]):
             series = [m for m in series if m]
-            if series:
-                print(f"  worker {index + 1} RSS: start {series[0]:.0f} MB, peak {max(series):.0f} MB, end {series[-1]:.0f} MB "
-                      f"over {len(series)} samples", flush=True)
+            if len(series) >= 4:
+                quarter, half = series[len(series) // 4], series[len(series) // 2]
+                print(f"  worker {index + 1} RSS: at 1/4 of the run {quarter:.0f} MB, 1/2 {half:.0f} MB, end {series[-1]:.0f} MB, "
+                      f"peak {max(series):.0f} MB ({len(series)} samples, 0.5 s apart)", flush=True)
         stop(workers)
 
         # 3. With a limit set: achieved vs configured.
