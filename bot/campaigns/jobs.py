@@ -79,8 +79,13 @@ async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int, p
     runtime = runtime_of(ctx)
     budget = runtime.settings.announce_job_timeout_seconds / 2
     counts = await deliver_shard(runtime.delivery, run_id, lo, hi, budget)
-    if await runs.unfinished(runtime.sessions, run_id, lo, hi):
-        await runtime.enqueue("announce_deliver", run_id, lo, hi, part + 1, job_id=deliver_job_id(run_id, lo, part + 1))
+    pending, claimed = await runs.unfinished(runtime.sessions, run_id, lo, hi)
+    if pending or claimed:
+        # Only claims left (a job stopped mid-send, e.g. a worker shut down): they are settled once
+        # older than the lease, so come back then instead of spinning.
+        defer = 0.0 if pending else runtime.settings.announce_job_timeout_seconds + 1
+        await runtime.enqueue("announce_deliver", run_id, lo, hi, part + 1,
+                              job_id=deliver_job_id(run_id, lo, part + 1), defer=defer)
         return counts
     await _finish(runtime, run_id)
     return counts

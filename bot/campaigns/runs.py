@@ -233,13 +233,16 @@ async def record(sessions: Sessions, outcomes: Sequence[Outcome]) -> None:
         )
 
 
-async def unfinished(sessions: Sessions, run_id: int, lo: int, hi: int) -> int:
-    """Deliveries of the shard still pending (or claimed)."""
+async def unfinished(sessions: Sessions, run_id: int, lo: int, hi: int) -> tuple[int, int]:
+    """(pending, claimed) deliveries of the shard."""
     async with sessions() as session:
-        return int((await session.execute(
-            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi),
-                                       _deliveries.c.status.in_((PENDING, SENDING)))
-        )).scalar_one())
+        rows = dict((await session.execute(
+            select(_deliveries.c.status, func.count()).where(
+                _deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi),
+                _deliveries.c.status.in_((PENDING, SENDING)),
+            ).group_by(_deliveries.c.status)
+        )).all())
+    return int(rows.get(PENDING, 0)), int(rows.get(SENDING, 0))
 
 
 async def finish_if_done(sessions: Sessions, run_id: int) -> AnnouncementRun | None:

@@ -7,6 +7,7 @@ own CLI: `arq bot.campaigns.worker.WorkerSettings`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,9 +92,11 @@ class CampaignRuntime:
         runtime.enqueue = _arq_enqueue(redis) if redis is not None else runtime._inline_enqueue
         return runtime
 
-    async def _inline_enqueue(self, function: str, *args: Any, job_id: str | None = None) -> None:
+    async def _inline_enqueue(self, function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> None:
         from bot.campaigns import jobs
 
+        if defer:
+            await asyncio.sleep(defer)
         await getattr(jobs, function)({"campaigns": self}, *args)
 
     async def tell_starter(self, run: AnnouncementRun, report: RunReport | None) -> None:
@@ -115,8 +118,8 @@ class CampaignRuntime:
 
 
 def _arq_enqueue(redis: ArqRedis) -> Enqueue:
-    async def enqueue(function: str, *args: Any, job_id: str | None = None) -> Any:
-        return await redis.enqueue_job(function, *args, _job_id=job_id)
+    async def enqueue(function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> Any:
+        return await redis.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer or None)
 
     return enqueue
 
