@@ -64,6 +64,8 @@ class AppContext:
     jobs: JobQueue
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
+    _announcer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -145,6 +147,10 @@ class AppContext:
         )
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
+        if watch_personas and not settings.redis_url:
+            from bot.campaigns.scheduler import tick_every_minute
+
+            context._announcer = asyncio.create_task(tick_every_minute(runtime, context._stop), name="announce-tick")
         return context
 
     async def reload_personas(self) -> None:
@@ -158,6 +164,10 @@ class AppContext:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
         await self.jobs.close(timeout=SHUTDOWN_DRAIN_SECONDS)
         await self.background.drain(timeout=0.3)
         try:

@@ -46,3 +46,33 @@ def test_run_and_report_on_the_embedded_default_with_a_progress_bar(tmp_path: Pa
                              env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no campaign 'no_such_campaign'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+async def test_on_the_embedded_default_the_tick_plans_and_sends_in_process(
+    tmp_path: Path, sqlite_url: str, fake_wechat_api, monkeypatch
+) -> None:
+    """No Redis: the web process's own scheduler (bot/campaigns/scheduler.py) runs the tick on the app's
+    JobRuntime; the run is planned and sent right there."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from bot.campaigns.jobs import announce_tick
+    from bot.config import Settings
+    from bot.jobs.runtime import JobRuntime
+    from tests.announce_helpers import deliveries
+
+    scenario = make_scripts(tmp_path)
+    openids = await seed_contacts(sqlite_url, scenario.source, 3)
+    monkeypatch.setenv("SCRIPTS_DIR", str(scenario.scripts))
+    monkeypatch.setenv("ANNOUNCE_RATE_PER_SECOND", "0")
+    settings = Settings(DATABASE_URL=sqlite_url, WECHAT_OA_APPID="wx0000000000siyu", WECHAT_OA_SECRET="s",
+                        WECHAT_API_BASE=fake_wechat_api.base_url)
+    runtime = await JobRuntime.open(settings)
+    try:
+        tuesday_8pm = datetime(2026, 12, 8, 20, 0, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
+        created = await announce_tick({"app": runtime}, now=tuesday_8pm)
+    finally:
+        await runtime.close()
+    assert len(created) == 1
+    assert sorted((o, s) for o, _, s, _ in await deliveries(sqlite_url, created[0])) == [(o, "sent") for o in openids]
+    assert all("明晚" in m["text"]["content"] for m in fake_wechat_api.sent_messages())  # the teaser
