@@ -177,6 +177,9 @@ class Bench:
     plain_rate_seen: float = 0.0
     server_pid: int = 0
     wrk_runs: int = 0
+    #: Messages the bot scenarios sent (for Redis bytes per message).
+    bot_messages: int = 0
+    redis_footprint: str = ""
 
     # --- infrastructure ---------------------------------------------------------------------------
 
@@ -231,6 +234,34 @@ class Bench:
             with contextlib.suppress(Exception):
                 asyncio.run(_load.pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)'))
                 self.pg_database = None
+
+    def measure_redis(self) -> None:
+        """Bytes this run's keys hold in Redis once the load is over (MEMORY USAGE of each), per message
+        sent, split into what each message leaves (dedupe marks, which expire after DEDUPE_TTL_SECONDS)
+        and what each contact keeps (conversation state: grows with contacts, not with messages)."""
+        with contextlib.suppress(Exception):
+            import redis
+
+            from bot.dispatch import DEDUPE_TTL_SECONDS
+
+            client = redis.Redis.from_url(self.args.redis_url)
+            by_kind = {"dedupe": [0, 0], "contact": [0, 0]}
+            for pattern in (f"*o{self.run_tag}*", f"*:msg:{_load.msg_id_prefix(self.run_tag)}*"):
+                for key in client.scan_iter(match=pattern, count=5000):
+                    kind = by_kind["dedupe" if key.startswith(b"dedupe:") else "contact"]
+                    kind[0] += 1
+                    kind[1] += int(client.memory_usage(key, samples=0) or 0)
+            client.close()
+            if self.bot_messages:
+                marks, contacts = by_kind["dedupe"], by_kind["contact"]
+                per_message = (marks[1] + contacts[1]) / self.bot_messages
+                steady_mb = marks[1] / max(marks[0], 1) * 1000 * DEDUPE_TTL_SECONDS / 1e6
+                self.redis_footprint = (
+                    f"redis after the run: {per_message:.0f} B/message ({self.bot_messages} messages incl. warm-up "
+                    f"not counted; {marks[0]} dedupe marks {marks[1] / 1e6:.2f} MB, {contacts[0]} contact-state keys "
+                    f"{contacts[1] / 1e6:.2f} MB); marks live {DEDUPE_TTL_SECONDS} s, so at 1,000 msgs/s they hold "
+                    f"~{steady_mb:.0f} MB however many messages have passed"
+                )
 
     def clean_redis(self) -> None:
         """Delete this run's keys (senders and MsgIds carry the run tag), leaving everyone else's alone."""
@@ -435,6 +466,8 @@ class Bench:
                 return
 
     def record(self, scenario: str, result: dict, note: str = "") -> None:
+        if scenario.startswith("bot"):
+            self.bot_messages += int(result.get("requests") or 0)
         row = Row(scenario, result.get("generator", ""), result["rate"], result["p50_ms"], result["p99_ms"],
                   int(result["errors"]), result.get("cpu_us", float("nan")), result.get("cpu_share", float("nan")),
                   note)
@@ -557,6 +590,8 @@ class Bench:
               " generator capped.")
         for name, seconds in self.starts.items():
             print(f"start: {name:<22} {seconds:5.2f} s (spawn → /healthz 200)")
+        if self.redis_footprint:
+            print(self.redis_footprint)
         print(f"targets: ≥ {TARGET_PLAIN_RATE} plain msgs/s full pipeline on one core; p99 ≤ {TARGET_P99_MS} ms at "
               f"1,000 msgs/s; start ≤ {TARGET_START_S:g} s")
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
@@ -726,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop_all()
         bench.drop_database()
+        bench.measure_redis()
         bench.clean_redis()
         stack.close()
         if args.verbose:

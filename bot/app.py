@@ -109,7 +109,7 @@ class AppContext:
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         oa_api = build_oa_api(settings, store, http, on_error=metrics.count_api_error)
         background = BackgroundTasks()
-        writer = BatchedWriter(services.sessions)
+        writer = BatchedWriter(services.sessions, on_set_aside=metrics.log_rows_set_aside.inc)
         writer.start()
         senders: dict[Channel, Sender] = build_senders(oa_api, extra_senders)
         runtime = JobRuntime(
@@ -145,6 +145,7 @@ class AppContext:
             dispatcher=dispatcher,
             jobs=jobs,
         )
+        runtime.context = context  # in-process jobs that run handlers use this app
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
         if watch_personas and not settings.redis_url:

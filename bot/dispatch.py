@@ -25,7 +25,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.background import BackgroundTasks
 from bot.context import Context, Services
@@ -110,6 +110,9 @@ class Dispatcher:
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work, key, store_up), name=f"late:{event.dedupe_key}")
+            if self._executor.jobs.durable:
+                # Should this process die before the answer is pushed, a worker answers instead.
+                self._background.spawn(self._queue_recovery(event), name=f"recover:{event.dedupe_key}")
             await self._durable(event, arrived)
             return None
         if renewing is not None:
@@ -151,26 +154,8 @@ class Dispatcher:
             )
             return True, None, [None] * len(state_keys), False
 
-    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> asyncio.TimerHandle:
-        """Keep the lease alive while `work` runs (a timer: nothing runs for answers faster than a second)."""
-        loop = asyncio.get_running_loop()
-        handle: list[asyncio.TimerHandle] = []
-
-        def renew() -> None:
-            if work.done():
-                return
-            self._background.spawn(
-                self._services.store.extend_if(key, self._lease_value, LEASE_SECONDS), name=f"lease:{key}"
-            )
-            handle[0] = loop.call_later(LEASE_RENEW_SECONDS, renew)
-
-        handle.append(loop.call_later(LEASE_RENEW_SECONDS, renew))
-
-        class _Cancel:
-            def cancel(self) -> None:
-                handle[0].cancel()
-
-        return _Cancel()  # type: ignore[return-value]
+    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> _LeaseRenewal:
+        return _LeaseRenewal(self._services.store, self._background, key, self._lease_value, work)
 
     async def _durable(self, event: Event, arrived: float) -> None:
         """Wait for this delivery's log rows to be committed (group commit), within the answer's time."""
@@ -178,7 +163,7 @@ class Dispatcher:
             return
         budget = max(0.05, ANSWER_BY_SECONDS - (asyncio.get_running_loop().time() - arrived))
         if not await self._writer.durable(budget):
-            self._metrics.store_errors.inc()
+            self._metrics.unlogged_answers.inc()
             self._errors.error(
                 "durable", "message log not committed within %.1f s; answering anyway (rows kept in memory)", budget,
                 extra={"dedupe_key": event.dedupe_key},
@@ -188,8 +173,11 @@ class Dispatcher:
         ctx = Context(persona=persona, services=self._services, state=state)
         try:
             actions: list[Action] = await self._call(event, ctx)
-        except Exception:
-            log.exception("handling failed; answering with the fallback line", extra={"dedupe_key": event.dedupe_key})
+        except Exception as error:
+            self._errors.error(
+                "handler", "handling failed; answering with the fallback line: %r", error,
+                exc_info=error, extra={"dedupe_key": event.dedupe_key},
+            )
             return _fallback(event, persona)
         return await self._executor.apply_ordered(event, actions, ctx.state)
 
@@ -209,6 +197,36 @@ class Dispatcher:
             await self._executor.push_all(event, outgoing, job_id=f"late:{event.dedupe_key}")
         if store_up:
             self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+
+    async def _queue_recovery(self, event: Event) -> None:
+        from bot.jobs.late import RECOVER_AFTER_SECONDS, RECOVER_LATE_ANSWER
+
+        await self._executor.jobs.enqueue(
+            RECOVER_LATE_ANSWER, event, job_id=f"recover:{event.dedupe_key}", defer_by=RECOVER_AFTER_SECONDS
+        )
+
+    async def recover(self, event: Event) -> str:
+        """For `recover_late_answer` (a worker): answer a delivery whose owner died after the deadline.
+
+        "answered" when it was (or is no longer ours to answer), "in progress" while its owner's
+        lease is alive, "recovered" when this took it over and queued the answer's pushes.
+        """
+        key = f"dedupe:{event.dedupe_key}"
+        persona = self._persona_for(str(event.channel))
+        state_keys = self._conversation_keys(event, persona)
+        claimed, current, values, store_up = await self._claim(event, key, state_keys)
+        if not store_up:
+            raise ConnectionError("store unavailable: cannot tell whether the delivery was answered")
+        if not claimed:
+            return "in progress" if current is not None and current.startswith(PENDING) else "answered"
+        log.warning("late answer's process died; answering it here", extra={"dedupe_key": event.dedupe_key})
+        self._executor.log_inbound(event)
+        outgoing = await self._run(event, persona, dict(zip(state_keys, values, strict=True)))
+        if outgoing:
+            await self._executor.push_all(event, outgoing, job_id=f"late:{event.dedupe_key}")
+        await self._durable(event, asyncio.get_running_loop().time())
+        self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
+        return "recovered"
 
     async def _answer_of_earlier_delivery(self, key: str, state: str | None, arrived: float) -> object:
         """Given the claim's value as the claim found it; polled while it is still pending.
@@ -230,6 +248,29 @@ class Dispatcher:
 
 
 _TAKE_OVER = object()
+
+
+class _LeaseRenewal:
+    """Keeps a claim's lease alive while its work runs: a timer, so answers faster than
+    `LEASE_RENEW_SECONDS` (nearly all) cost one scheduled callback and no Redis command."""
+
+    def __init__(self, store: Any, background: BackgroundTasks, key: str, value: str, work: asyncio.Future[Any]) -> None:
+        self._store = store
+        self._background = background
+        self._key = key
+        self._value = value
+        self._work = work
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
+
+    def _renew(self) -> None:
+        if self._work.done():
+            return
+        self._background.spawn(self._store.extend_if(self._key, self._value, LEASE_SECONDS), name=f"lease:{self._key}")
+        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _fallback(event: Event, persona: LoadedPersona) -> list[Outgoing]:

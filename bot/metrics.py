@@ -32,6 +32,14 @@ class Metrics:
         self.late_replies = Counter(
             "siyu_late_replies", "Answers that missed the reply deadline and were pushed later", registry=self.registry
         )
+        self.log_rows_set_aside = Counter(
+            "siyu_log_rows_set_aside", "Rows the database refused, set aside instead of retried (bot/storage)",
+            registry=self.registry,
+        )
+        self.unlogged_answers = Counter(
+            "siyu_unlogged_answers", "Callbacks answered before their log rows were committed (database too slow)",
+            registry=self.registry,
+        )
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,

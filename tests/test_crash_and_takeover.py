@@ -142,3 +142,49 @@ async def test_a_killed_claimer_is_taken_over_and_each_follower_greeted_exactly_
         contacts = list((await session.execute(select(Contact).where(Contact.external_id.in_(users)))).scalars())
     assert sorted(contact.external_id for contact in contacts) == sorted(users)
     assert {contact.source_channel for contact in contacts} == {"jd_card"}
+
+
+async def test_a_late_answer_whose_process_died_is_pushed_by_a_worker(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: Any, make_settings: Any
+) -> None:
+    from tests.conftest import start_arq_worker, stop_arq_worker
+
+    server = await start_server(
+        tmp_path, DATABASE_URL=postgres_url, REDIS_URL=REDIS_URL, WECHAT_API_BASE=fake_wechat_api.base_url,
+        REPLY_DEADLINE_SECONDS="0.5",
+    )
+    peer = WeChatPeer()
+    user = openid()
+    redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    blocker = create_async_engine(postgres_url)
+    try:
+        async with blocker.connect() as lock:
+            await lock.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))  # the handlers outlive the deadline
+            query, body = peer.plain(event_xml(user, "subscribe", EventKey="qrscene_jd_card"))
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{server.base_url}/wechat/oa", params=query, data=body) as response:
+                    assert (response.status, await response.text()) == (200, "success")
+            for _ in range(100):
+                if await redis.keys(f"arq:job:recover:*{user}*"):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no recovery job queued at the deadline")
+            server.process.send_signal(signal.SIGKILL)  # dies before the answer is pushed
+            await server.process.wait()
+            await lock.rollback()
+    finally:
+        await blocker.dispose()
+        await redis.aclose()
+    assert fake_wechat_api.sent_messages() == []
+
+    worker = await start_arq_worker(make_settings(WECHAT_API_BASE=fake_wechat_api.base_url))
+    try:
+        sent = await fake_wechat_api.wait_for_sent(user, count=2, timeout=40)
+        await asyncio.sleep(0.5)
+    finally:
+        await stop_arq_worker(worker)
+    texts = [message["text"]["content"] for message in fake_wechat_api.sent_messages() if message["touser"] == user]
+    assert len(texts) == 2 and texts == [message["text"]["content"] for message in sent]
+    assert "京东" in texts[0]  # the jd_card greeting first, then the survey question
+    assert "宝宝" in texts[1]

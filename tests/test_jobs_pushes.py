@@ -159,4 +159,5 @@ async def test_python_m_bot_worker_runs_queued_pushes_and_stops_on_sigterm(
     finally:
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(worker.wait(), 10)
-    assert code == 0
+    assert worker.stderr is not None
+    assert code == 0, (await worker.stderr.read()).decode(errors="replace")[-3000:]

@@ -168,3 +168,19 @@ async def test_commands_queued_while_connecting_wait_for_the_database_to_be_sele
             await admin.delete(key)
         await admin.aclose()
         await store.close()
+
+
+async def test_each_caller_of_an_unreachable_redis_gets_its_own_error_with_the_real_reason() -> None:
+    """One shared exception object gave every caller the same (misleading) traceback, and a
+    timeout's empty message left the log saying "store unavailable: " with no reason."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bot.kv.round_trips import RedisAddress, RoundTrips
+
+    trips = RoundTrips(RedisAddress(port=1))  # nothing listens there
+    results = await asyncio.gather(trips.call("GET", "a"), trips.call("GET", "b"), return_exceptions=True)
+    assert all(isinstance(error, RedisConnectionError) for error in results)
+    assert results[0] is not results[1]
+    assert all("127.0.0.1:1" in str(error) and ("refused" in str(error) or "Connect" in str(error)) for error in results)
+    assert all(error.__cause__ is not None for error in results)
+    await trips.close()

@@ -61,10 +61,12 @@ async def logged_directions(client: Any, user: str) -> list[str]:
 
 
 async def test_every_handler_path_answers_in_time_with_redis_down(
-    broken_redis: str, make_settings: Any, start_bot: Any, caplog: Any
+    broken_redis: str, make_settings: Any, start_bot: Any, caplog: Any, fake_wechat_api: Any
 ) -> None:
     caplog.set_level("ERROR")
-    client = await start_bot(make_settings(REDIS_URL=broken_redis), worker=False)
+    client = await start_bot(
+        make_settings(REDIS_URL=broken_redis, WECHAT_API_BASE=fake_wechat_api.base_url), worker=False
+    )
     persona = context_of(client).personas.for_channel("wechat_oa")
     cases = {
         "handoff": ("转人工", lambda reply: reply == persona.say("handoff")),
@@ -87,6 +89,9 @@ async def test_every_handler_path_answers_in_time_with_redis_down(
     async with context_of(client).services.sessions() as session:
         contact = (await session.execute(select(Contact).where(Contact.external_id == user))).scalar_one()
     assert contact.source_channel == "jd_card"
+    # Its follow-up (the survey question) cannot be queued in Redis: it is sent from this process instead.
+    pushed = await fake_wechat_api.wait_for_sent(user, timeout=10)
+    assert len(pushed) == 1 and "宝宝" in pushed[0]["text"]["content"]
 
     assert (await client.get("/readyz")).status == 503
     # The real reason, not an empty one.

@@ -70,7 +70,10 @@ async def send_pushes(ctx: dict[str, Any], pushes: Sequence[dict[str, Any]]) -> 
 
 
 async def _send(runtime: JobRuntime, push: Push) -> tuple[str, str | None]:
-    sender = runtime.senders.get(Channel(push.channel)) if push.channel in Channel._value2member_map_ else None
+    try:
+        sender = runtime.senders.get(Channel(push.channel))
+    except ValueError:
+        sender = None
     if sender is None:
         return SKIPPED, f"no sender for channel {push.channel}"
     try:

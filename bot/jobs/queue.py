@@ -36,8 +36,11 @@ class JobQueue(Protocol):
     #: True when jobs survive a restart of this process (arq on Redis).
     durable: bool
 
-    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
-        """Queue `function(ctx, *args)`; False when a job with this id was queued already."""
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str | None = None, defer_by: float | None = None
+    ) -> bool:
+        """Queue `function(ctx, *args)` (to run `defer_by` seconds from now); False when a job with
+        this id was queued already."""
         ...
 
     async def close(self, timeout: float) -> None:
@@ -54,7 +57,9 @@ class InProcessJobQueue:
         self._functions = registry.by_name()
         self._seen: OrderedDict[str, None] = OrderedDict()
 
-    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str | None = None, defer_by: float | None = None
+    ) -> bool:
         coroutine_function = self._functions.get(function)
         if coroutine_function is None:
             raise LookupError(f"no job function {function!r} in bot.jobs.registry.JOB_MODULES")
@@ -65,7 +70,7 @@ class InProcessJobQueue:
             if len(self._seen) > REMEMBERED_JOB_IDS:
                 self._seen.popitem(last=False)
         ctx = {"app": self._runtime, "job_id": job_id, "job_try": 1}
-        self._background.spawn(coroutine_function(ctx, *args), name=f"job:{function}:{job_id}")
+        self._background.spawn(_run_later(defer_by, coroutine_function(ctx, *args)), name=f"job:{function}:{job_id}")
         return True
 
     async def close(self, timeout: float) -> None:
@@ -90,12 +95,14 @@ class ArqJobQueue:
         self._skip_redis_until = 0.0
         self._errors = RateLimitedLog(log)
 
-    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str | None = None, defer_by: float | None = None
+    ) -> bool:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._skip_redis_until:
             try:
                 async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
-                    job = await self._redis.enqueue_job(function, *args, _job_id=job_id)
+                    job = await self._redis.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer_by)
                 return job is not None
             except Exception as error:  # noqa: BLE001 - whatever redis-py raises, or our timeout
                 self._skip_redis_until = loop.time() + RETRY_REDIS_AFTER_SECONDS
@@ -104,7 +111,7 @@ class ArqJobQueue:
                     "job queue unavailable (%r); running %s in this process (it will not survive a restart)",
                     error, function, exc_info=error, extra={"job_id": job_id},
                 )
-        return await self._fallback.enqueue(function, *args, job_id=job_id)
+        return await self._fallback.enqueue(function, *args, job_id=job_id, defer_by=defer_by)
 
     async def close(self, timeout: float) -> None:
         await self._fallback.close(timeout)
@@ -116,6 +123,12 @@ class ArqJobQueue:
 
     def __len__(self) -> int:
         return len(self._fallback)
+
+
+async def _run_later(delay: float | None, job: Any) -> Any:
+    if delay:
+        await asyncio.sleep(delay)
+    return await job
 
 
 def open_job_queue(redis_url: str | None, runtime: JobRuntime, background: BackgroundTasks) -> JobQueue:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -18,6 +19,9 @@ from bot.kv import KeyValueStore, open_store
 from bot.senders import OfficialAccountSender, Sender, UnconfiguredSender
 from bot.storage.db import create_engine, session_factory
 from bot.wechat_api import WeChatApiClient
+
+if TYPE_CHECKING:
+    from bot.app import AppContext
 
 
 @dataclass
@@ -31,6 +35,18 @@ class JobRuntime:
     senders: Mapping[Channel, Sender]
     #: True when this runtime built (and so must close) its resources; False when it borrows the app's.
     _owns: bool = field(default=False, repr=False)
+    #: The whole bot (personas, handlers, dispatcher), for jobs that must run handlers (a late answer
+    #: whose process died): the app's own in the web process, opened on first use in a worker.
+    context: AppContext | None = field(default=None, repr=False)
+    _opened_context: bool = field(default=False, repr=False)
+
+    async def app_context(self) -> AppContext:
+        if self.context is None:
+            from bot.app import AppContext
+
+            self.context = await AppContext.open(self.settings, watch_personas=False)
+            self._opened_context = True
+        return self.context
 
     @classmethod
     async def open(cls, settings: Settings) -> JobRuntime:
@@ -51,6 +67,8 @@ class JobRuntime:
         )
 
     async def close(self) -> None:
+        if self._opened_context and self.context is not None:
+            await self.context.close()
         if not self._owns:
             return
         await self.http.close()

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from bot.kv.base import KeyValueStore
+from bot.kv.base import KeyValueStore, LockTimeout
 from bot.log_limits import RateLimitedLog
 
 log = logging.getLogger("siyu.kv")
@@ -114,8 +114,28 @@ class GuardedStore:
 
     @asynccontextmanager
     async def lock(self, name: str, timeout: float, wait: float) -> AsyncIterator[None]:
-        async with self.inner.lock(name, timeout, wait):
+        """The store's lock; with the store down, none (the caller's own process-local lock
+        still serializes this process: at worst two processes do the locked work at once)."""
+        manager = self.inner.lock(name, timeout, wait)
+        acquired = False
+        if self.available:
+            try:
+                async with asyncio.timeout(wait + OPERATION_TIMEOUT_SECONDS):
+                    await manager.__aenter__()
+                acquired = True
+            except LockTimeout:
+                raise
+            except Exception as error:  # noqa: BLE001 - the store failed, not the lock's holder
+                self._failed("LOCK", error)
+        try:
             yield
+        finally:
+            if acquired:
+                try:
+                    async with asyncio.timeout(OPERATION_TIMEOUT_SECONDS):
+                        await manager.__aexit__(None, None, None)
+                except Exception as error:  # noqa: BLE001 - it expires by itself
+                    self._failed("UNLOCK", error)
 
     async def ping(self) -> bool:
         return await self.inner.ping()
