@@ -9,6 +9,7 @@ persona rollback [PATH] [--to VERSION]   restore a kept version (default: the pr
 faq eval --kb FILE --questions FILE      measure FAQ matching on a labelled TSV
 worker                       run the arq worker (background jobs; needs REDIS_URL)
 audit [--since WHEN] [--who ID]          list chat-ops command attempts
+announce check|preview|run|report        flash-sale announcements (bot/campaigns/cli.py)
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     from bot.wecom.cli import register as register_wecom  # channel ..., stats channels (keep last: joins `stats`)
 
     register_wecom(commands)
+
+    from bot.campaigns.cli import register as register_announce  # announce check|preview|run|report
+
+    register_announce(commands)
     return parser
 
 

@@ -86,6 +86,8 @@ class AppContext:
     _pool_task: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
     _wecom_upkeep: asyncio.Task[None] | None = None
+    #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
+    _announcer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -188,6 +190,10 @@ class AppContext:
         if oa_api is not None:
             context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
             context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
+        if watch_personas and not settings.redis_url:
+            from bot.campaigns.scheduler import tick_every_minute
+
+            context._announcer = asyncio.create_task(tick_every_minute(runtime, context._stop), name="announce-tick")
         return context
 
     async def reload_personas(self) -> None:
@@ -204,7 +210,7 @@ class AppContext:
                 # (cancelling it mid-query would leave its connection half-closed).
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, timeout=2.0)
-        for watcher in (self._watcher, self._staff_watcher):
+        for watcher in (self._watcher, self._staff_watcher, self._announcer):
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -50,6 +50,10 @@ class Metrics:
         self.api_errors = Counter(
             "siyu_api_errors", "Outbound WeChat API errors by path and errcode", ["path", "errcode"],
             registry=self.registry,
+        )
+        self.announce_deliveries = Gauge(
+            "siyu_announce_deliveries", "Announcement deliveries of the last day's runs, by state (read at scrape)",
+            ["campaign", "slot", "status"], registry=self.registry,
         )
 
         # Bound children by label, looked up once: `labels()` costs ~20 µs a call on the hot path.

@@ -5,6 +5,7 @@
     190  commands: a taken-over customer's message goes to the staff member, the bot stays quiet
     110  wecom_lifecycle: WeCom customer-contact events (welcome, deletions, groups, tags)
     100  greeting (FOLLOW: greeting, then survey, offers, an OA channel QR's tag/coupon/invite), unsubscribe (UNFOLLOW)
+     96  optout: 退订 / TD stops announcements, 订阅 restores them
      95  handoff: the customer asks for a human (转人工)
      90  tagging: a pending survey's answer
      85  faq: the answer to "which one did you mean?" ("1" / "2")
@@ -23,7 +24,7 @@ from bot.events import Event, EventKind
 from bot.router import Router
 from bot.text_budget import cap_customer_text
 from handlers import (
-    commands, fallback, faq, greeting, group_rules, handoff, offers, tagging, unsubscribe, wecom_lifecycle,
+    commands, fallback, faq, greeting, group_rules, handoff, offers, optout, tagging, unsubscribe, wecom_lifecycle,
 )
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ def build_router() -> Router:
     root.middleware(cap_customer_text)  # before anything reads the text (bot/text_budget.py)
     root.include(wecom_lifecycle.router)
     root.include(
-        group_rules.router, commands.router, greeting.router, unsubscribe.router, handoff.router, tagging.router,
-        offers.router, faq.router, fallback.router,
+        group_rules.router, commands.router, greeting.router, unsubscribe.router, optout.router, handoff.router,
+        tagging.router, offers.router, faq.router, fallback.router,
     )
     return root
 

@@ -16,6 +16,7 @@ from arq.worker import Function
 JOB_MODULES: list[str] = [
     "bot.jobs.pushes",
     "bot.jobs.late",
+    "bot.campaigns.jobs",
 ]
 
 

@@ -64,6 +64,10 @@ class Lines(_Strict):
     #: 我的券: gets `coupons` (code, title, valid_to each).
     my_coupons: str | None = None
     my_coupons_none: str | None = None
+    #: Announcements (bot/campaigns): the customer replied 退订 / TD; say how to opt back in (订阅).
+    announce_optout: str | None = None
+    #: …and replied 订阅 to get them again.
+    announce_optin: str | None = None
 
     @field_validator("*")
     @classmethod

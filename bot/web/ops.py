@@ -91,6 +91,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     context = _context(request)
+    await _refresh_announcements(context)
     response = web.Response(body=context.metrics.render() + _environment_metric(context))
     response.headers["Content-Type"] = context.metrics.content_type
     return response
@@ -113,6 +114,14 @@ def _environment_metric(context: AppContext) -> bytes:
         "# TYPE siyu_environment gauge\n"
         f'siyu_environment{{environment="{environment}"}} 1.0\n'
     ).encode()
+async def _refresh_announcements(context: AppContext) -> None:
+    from bot.campaigns.metrics import refresh_delivery_counts
+
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await refresh_delivery_counts(context.metrics.announce_deliveries, context.services.sessions)
+    except Exception:  # the rest of /metrics is still worth serving
+        log.warning("metrics: announcement counts unavailable", exc_info=True)
 
 
 def _context(request: web.Request) -> AppContext:

@@ -1,0 +1,334 @@
+"""Runs and deliveries in the database: create (one per slot), plan, claim, record, report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, literal, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.campaigns.audience import OUTSIDE_WINDOW, audience_query, window_open
+from bot.campaigns.campaign import Campaign
+from bot.campaigns.models import (
+    FAILED,
+    PENDING,
+    SENDING,
+    SKIPPED,
+    AnnouncementDelivery,
+    AnnouncementOptOut,
+    AnnouncementRun,
+)
+from bot.storage.db import insert_ignoring_conflicts
+from bot.storage.models import Contact, ContactTag
+
+Sessions = async_sessionmaker[AsyncSession]
+_runs = AnnouncementRun.__table__
+_deliveries = AnnouncementDelivery.__table__
+
+INTERRUPTED = "interrupted mid-send (worker stopped): outcome unknown, not resent to avoid a duplicate"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def create_run(
+    sessions: Sessions, *, campaign: str, slot: str, scheduled_for: datetime, dry_run: bool = False,
+    started_by: str = "scheduler", now: datetime | None = None,
+) -> int | None:
+    """A new run's id; None when this (campaign, slot, time) already has one (another replica made it)."""
+    now = now or utcnow()
+    async with sessions.begin() as session:
+        statement = (
+            insert_ignoring_conflicts(session, _runs)
+            .values(campaign=campaign, slot=slot, scheduled_for=scheduled_for, status="planning", dry_run=dry_run,
+                    started_by=started_by, total=0, created_at=now)
+            .returning(_runs.c.id)
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def stuck_in_planning(sessions: Sessions, older_than: datetime) -> list[int]:
+    async with sessions() as session:
+        return list((await session.execute(
+            select(_runs.c.id).where(_runs.c.status == "planning", _runs.c.created_at < older_than,
+                                     _runs.c.created_at > older_than - timedelta(days=1))
+        )).scalars())
+
+
+async def get_run(sessions: Sessions, run_id: int) -> AnnouncementRun | None:
+    async with sessions() as session:
+        return await session.get(AnnouncementRun, run_id)
+
+
+async def plan_run(sessions: Sessions, run_id: int, campaign: Campaign, now: datetime | None = None) -> int:
+    """Write one delivery per recipient (INSERT ... SELECT, idempotent); returns how many the run has.
+
+    Recipients outside OA's 48-hour window are planned as skipped with that reason: they
+    never occupy the queue.
+    """
+    now = now or utcnow()
+    async with sessions.begin() as session:
+        run = (await session.execute(select(_runs.c.status).where(_runs.c.id == run_id).with_for_update())).scalar_one()
+        if run == "planning":
+            audience = audience_query(campaign, now).subquery("recipients")
+            open_window = window_open(audience.c.last_inbound_at, campaign.channel, now)
+            rows = select(
+                literal(run_id).label("run_id"),
+                audience.c.contact_id,
+                audience.c.segment,
+                case((open_window, literal(PENDING)), else_=literal(SKIPPED)).label("status"),
+                case((open_window, None), else_=literal(OUTSIDE_WINDOW)).label("reason"),
+                literal(0).label("attempts"),
+                audience.c.last_inbound_at,
+                case((open_window, None), else_=literal(now)).label("updated_at"),
+            ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+            columns = ["run_id", "contact_id", "segment", "status", "reason", "attempts", "last_inbound_at", "updated_at"]
+            await session.execute(
+                insert_ignoring_conflicts(session, _deliveries).from_select(columns, rows)
+            )
+            total = (await session.execute(select(func.count()).where(_deliveries.c.run_id == run_id))).scalar_one()
+            await session.execute(
+                update(_runs).where(_runs.c.id == run_id).values(status="running", planned_at=now, total=total)
+            )
+            return int(total)
+        return int((await session.execute(select(_runs.c.total).where(_runs.c.id == run_id))).scalar_one())
+
+
+async def shards(sessions: Sessions, run_id: int, size: int) -> list[tuple[int, int]]:
+    """Id ranges of the run's deliveries, about `size` each, that still have work.
+
+    Boundaries come from all the run's deliveries, so planning again (a retried plan job)
+    yields the same ranges, hence the same job ids, which arq does not queue twice.
+    """
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(_deliveries.c.id, _deliveries.c.status.in_((PENDING, SENDING)))
+                .where(_deliveries.c.run_id == run_id).order_by(_deliveries.c.id)
+            )
+        ).all()
+    ranges = []
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        if any(open_ for _, open_ in chunk):
+            ranges.append((chunk[0][0], chunk[-1][0]))
+    return ranges
+
+
+async def mark_interrupted(
+    sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int], claimed_before: datetime
+) -> int:
+    """Deliveries a dead worker had claimed: those it had started to send are final (failed, outcome
+    unknown, never resent); the others go back to pending. Returns how many were closed.
+
+    Only claims older than `claimed_before` (the job timeout ago): no live job holds a claim that
+    long (arq cancels it), so a second job on the same shard never touches the first one's sends.
+    """
+    claimed = (_deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == SENDING,
+               _deliveries.c.updated_at < claimed_before)
+    async with sessions.begin() as session:
+        stale = (await session.execute(select(_deliveries.c.id).where(*claimed))).scalars().all()
+        started = [delivery for delivery in stale if delivery in attempted]
+        if started:
+            await session.execute(
+                update(_deliveries).where(_deliveries.c.id.in_(started))
+                .values(status=FAILED, reason=INTERRUPTED, updated_at=utcnow())
+            )
+        if len(started) < len(stale):
+            await session.execute(update(_deliveries).where(*claimed).values(status=PENDING))
+        return len(started)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    contact_id: int
+    segment: str
+    attempts: int
+    last_inbound_at: datetime | None
+    external_id: str
+    source_channel: str | None
+    following: bool
+    opted_out: bool
+    tags: tuple[str, ...]
+
+
+async def claim(sessions: Sessions, run_id: int, lo: int, hi: int, limit: int) -> list[Claimed]:
+    """Take up to `limit` pending deliveries of the shard (status → sending), with what sending needs."""
+    async with sessions.begin() as session:
+        ids = select(_deliveries.c.id).where(
+            _deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi), _deliveries.c.status == PENDING
+        ).order_by(_deliveries.c.id).limit(limit)
+        if session.bind.dialect.name == "postgresql":
+            ids = ids.with_for_update(skip_locked=True)
+        claimed = (
+            await session.execute(
+                update(_deliveries).where(_deliveries.c.id.in_(ids.scalar_subquery()))
+                .values(status=SENDING, updated_at=utcnow())
+                .returning(_deliveries.c.id)
+            )
+        ).scalars().all()
+        if not claimed:
+            return []
+        contacts = Contact.__table__
+        optouts = AnnouncementOptOut.__table__
+        rows = (
+            await session.execute(
+                select(
+                    _deliveries.c.id, _deliveries.c.contact_id, _deliveries.c.segment, _deliveries.c.attempts,
+                    _deliveries.c.last_inbound_at, contacts.c.external_id, contacts.c.source_channel,
+                    contacts.c.following, optouts.c.contact_id.is_not(None).label("opted_out"),
+                )
+                .join(contacts, contacts.c.id == _deliveries.c.contact_id)
+                .outerjoin(optouts, optouts.c.contact_id == _deliveries.c.contact_id)
+                .where(_deliveries.c.id.in_(claimed))
+                .order_by(_deliveries.c.id)
+            )
+        ).all()
+        tags: dict[int, list[str]] = {}
+        tag_table = ContactTag.__table__
+        for contact_id, tag in (
+            await session.execute(
+                select(tag_table.c.contact_id, tag_table.c.tag).where(
+                    tag_table.c.contact_id.in_([row.contact_id for row in rows])
+                )
+            )
+        ).all():
+            tags.setdefault(contact_id, []).append(tag)
+    return [
+        Claimed(row.id, row.contact_id, row.segment, row.attempts, row.last_inbound_at, row.external_id,
+                row.source_channel, bool(row.following), bool(row.opted_out), tuple(sorted(tags.get(row.contact_id, []))))
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    id: int
+    status: str  # sent / skipped / failed, or pending to try again
+    reason: str | None = None
+    attempts: int = 0
+
+
+async def record(sessions: Sessions, outcomes: Sequence[Outcome]) -> None:
+    """Write the outcomes of one claimed batch (one executemany)."""
+    if not outcomes:
+        return
+    now = utcnow()
+    statement = (
+        update(_deliveries)
+        .where(_deliveries.c.id == bindparam("b_id"))
+        .values(status=bindparam("b_status"), reason=bindparam("b_reason"), attempts=bindparam("b_attempts"),
+                updated_at=now)
+    )
+    async with sessions.begin() as session:
+        await session.connection()
+        await session.execute(
+            statement,
+            [{"b_id": o.id, "b_status": o.status, "b_reason": o.reason, "b_attempts": o.attempts} for o in outcomes],
+        )
+
+
+async def unfinished(sessions: Sessions, run_id: int, lo: int, hi: int) -> tuple[int, int]:
+    """(pending, claimed) deliveries of the shard."""
+    async with sessions() as session:
+        rows = dict((await session.execute(
+            select(_deliveries.c.status, func.count()).where(
+                _deliveries.c.run_id == run_id, _deliveries.c.id.between(lo, hi),
+                _deliveries.c.status.in_((PENDING, SENDING)),
+            ).group_by(_deliveries.c.status)
+        )).all())
+    return int(rows.get(PENDING, 0)), int(rows.get(SENDING, 0))
+
+
+async def finish_if_done(sessions: Sessions, run_id: int) -> AnnouncementRun | None:
+    """Mark the run done when nothing is left; the run when THIS call finished it (once, across workers)."""
+    async with sessions.begin() as session:
+        left = (await session.execute(
+            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_((PENDING, SENDING)))
+        )).scalar_one()
+        if left:
+            return None
+        flipped = (await session.execute(
+            update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running")
+            .values(status="done", finished_at=utcnow()).returning(_runs.c.id)
+        )).scalar_one_or_none()
+    if flipped is None:
+        return None
+    return await get_run(sessions, run_id)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run: AnnouncementRun
+    by_status: dict[str, int]
+    by_segment: dict[str, dict[str, int]]
+    reasons: dict[str, int]
+
+    @property
+    def done(self) -> int:
+        return sum(count for status, count in self.by_status.items() if status not in (PENDING, SENDING))
+
+    def text(self) -> str:
+        run = self.run
+        lines = [
+            f"run {run.id}: {run.campaign}/{run.slot} at {run.scheduled_for:%Y-%m-%d %H:%M %Z} "
+            f"({'dry run, ' if run.dry_run else ''}{run.status}, started by {run.started_by})",
+            f"recipients {run.total}: " + ", ".join(f"{status} {count}" for status, count in sorted(self.by_status.items())),
+        ]
+        for segment, counts in sorted(self.by_segment.items()):
+            lines.append(f"  {segment}: " + ", ".join(f"{status} {count}" for status, count in sorted(counts.items())))
+        for reason, count in sorted(self.reasons.items(), key=lambda item: -item[1]):
+            lines.append(f"  {count} × {reason}")
+        return "\n".join(lines)
+
+
+async def report(sessions: Sessions, run_id: int) -> RunReport | None:
+    async with sessions() as session:
+        run = await session.get(AnnouncementRun, run_id)
+        if run is None:
+            return None
+        rows = (await session.execute(
+            select(_deliveries.c.segment, _deliveries.c.status, _deliveries.c.reason, func.count())
+            .where(_deliveries.c.run_id == run_id)
+            .group_by(_deliveries.c.segment, _deliveries.c.status, _deliveries.c.reason)
+        )).all()
+    by_status: dict[str, int] = {}
+    by_segment: dict[str, dict[str, int]] = {}
+    reasons: dict[str, int] = {}
+    for segment, status, reason, count in rows:
+        by_status[status] = by_status.get(status, 0) + count
+        by_segment.setdefault(segment, {})[status] = by_segment.get(segment, {}).get(status, 0) + count
+        if reason:
+            key = f"{status}: {reason}"
+            reasons[key] = reasons.get(key, 0) + count
+    return RunReport(run, by_status, by_segment, reasons)
+
+
+async def counts_by_status(sessions: Sessions, since: datetime) -> list[tuple[str, str, str, int]]:
+    """(campaign, slot, status, count) over runs created since `since` (for /metrics)."""
+    async with sessions() as session:
+        return [tuple(row) for row in (await session.execute(  # type: ignore[misc]
+            select(_runs.c.campaign, _runs.c.slot, _deliveries.c.status, func.count())
+            .join(_deliveries, _deliveries.c.run_id == _runs.c.id)
+            .where(_runs.c.created_at >= since)
+            .group_by(_runs.c.campaign, _runs.c.slot, _deliveries.c.status)
+        )).all()]
+
+
+async def audience_counts(sessions: Sessions, campaign: Campaign, now: datetime) -> dict[str, tuple[int, int]]:
+    """segment → (recipients, of whom outside the 48-hour window)."""
+    audience = audience_query(campaign, now).subquery("recipients")
+    open_window = window_open(audience.c.last_inbound_at, campaign.channel, now)
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(audience.c.segment, func.count(), func.sum(case((open_window, 0), else_=1)))
+            .group_by(audience.c.segment)
+        )).all()
+    return {segment: (int(total), int(outside or 0)) for segment, total, outside in rows}
+
+

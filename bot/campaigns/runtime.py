@@ -1,0 +1,157 @@
+"""What announcement jobs run with, built once per worker (or per CLI run on the embedded default).
+
+Until the shared worker (`python -m bot worker`, bot/jobs/) hands jobs its runtime, the
+`startup`/`shutdown` hooks here build one; `WorkerSettings` runs these jobs under arq's
+own CLI: `arq bot.campaigns.worker.WorkerSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.campaigns.delivery import DeliveryRuntime
+from bot.campaigns.library import LiveLibrary
+from bot.campaigns.ratelimit import LocalSendLimiter, RedisSendLimiter, SendLimiter
+from bot.campaigns.settings import CampaignSettings
+from bot.kv import KeyValueStore, open_store
+from bot.storage.db import create_engine, session_factory
+from bot.wechat_api import WeChatApiClient
+
+if TYPE_CHECKING:
+    from bot.campaigns.models import AnnouncementRun
+    from bot.campaigns.runs import RunReport, Sessions
+
+log = logging.getLogger("siyu.campaigns")
+
+Enqueue = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class CampaignRuntime:
+    settings: CampaignSettings
+    engine: AsyncEngine
+    sessions: Sessions
+    store: KeyValueStore
+    http: aiohttp.ClientSession
+    oa_api: WeChatApiClient | None
+    library: LiveLibrary
+    delivery: DeliveryRuntime
+    #: enqueue(function_name, *args, job_id=...): arq on Redis, or run inline without it.
+    enqueue: Enqueue = field(default=None)  # type: ignore[assignment]
+    #: False when engine, store and HTTP session are the shared worker's (bot.jobs.runtime.JobRuntime).
+    owns: bool = True
+
+    @classmethod
+    async def open(cls, settings: CampaignSettings, redis: ArqRedis | None = None) -> CampaignRuntime:
+        engine = create_engine(settings.database_url)
+        store = open_store(settings.redis_url)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                     connector=aiohttp.TCPConnector(limit=max(100, settings.announce_concurrency)))
+        return cls.build(settings, engine, store, http, redis, owns=True)
+
+    @classmethod
+    def borrow(cls, app: Any, redis: ArqRedis | None) -> CampaignRuntime:
+        """On the shared worker's JobRuntime (`ctx["app"]`): its engine, store and HTTP session."""
+        settings = CampaignSettings(**app.settings.model_dump(by_alias=True))
+        return cls.build(settings, app.engine, app.store, app.http, redis, owns=False)
+
+    @classmethod
+    def build(
+        cls, settings: CampaignSettings, engine: AsyncEngine, store: KeyValueStore, http: aiohttp.ClientSession,
+        redis: ArqRedis | None, *, owns: bool,
+    ) -> CampaignRuntime:
+        sessions = session_factory(engine)
+        oa_api = None
+        if settings.wechat_oa_appid and settings.wechat_oa_secret:
+            # No client-side retries: back-off on 45009/5xx is shared by all workers (delivery.py).
+            oa_api = WeChatApiClient(base_url=settings.wechat_api_base, appid=settings.wechat_oa_appid,
+                                     secret=settings.wechat_oa_secret, store=store, session=http,
+                                     max_backoff_attempts=0)
+        name = f"wechat_oa:{settings.wechat_oa_appid or 'unconfigured'}"
+        limiter: SendLimiter = (
+            RedisSendLimiter(redis, name, settings.announce_rate_per_second)
+            if redis is not None
+            else LocalSendLimiter(settings.announce_rate_per_second)
+        )
+        library = LiveLibrary(settings.scripts_dir)
+        delivery = DeliveryRuntime(
+            sessions=sessions, library=library, limiter=limiter, oa_api=oa_api,
+            concurrency=settings.announce_concurrency, max_attempts=settings.announce_max_attempts,
+            backoff_seconds=settings.announce_backoff_seconds, rate_per_second=settings.announce_rate_per_second,
+            claim_lease_seconds=settings.announce_job_timeout_seconds,
+        )
+        runtime = cls(settings, engine, sessions, store, http, oa_api, library, delivery, owns=owns)
+        runtime.enqueue = _arq_enqueue(redis) if redis is not None else runtime._inline_enqueue
+        return runtime
+
+    async def _inline_enqueue(self, function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> None:
+        from bot.campaigns import jobs
+
+        if defer:
+            await asyncio.sleep(defer)
+        await getattr(jobs, function)({"campaigns": self}, *args)
+
+    async def tell_starter(self, run: AnnouncementRun, report: RunReport | None) -> None:
+        """Staff who started a run from chat get its summary there when it ends."""
+        channel, _, who = run.started_by.partition(":")
+        if channel != "wechat_oa" or not who or self.oa_api is None or report is None:
+            return
+        try:
+            await self.oa_api.send_text(who, report.text())
+        except Exception:  # the run is done either way; the report stays in `announce report`
+            log.warning("campaigns.summary_not_sent run=%s to=%s", run.id, who, exc_info=True)
+
+    async def close(self) -> None:
+        if not self.owns:
+            return
+        await self.http.close()
+        await self.store.close()
+        await self.engine.dispose()
+
+
+def _arq_enqueue(redis: ArqRedis) -> Enqueue:
+    async def enqueue(function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> Any:
+        return await redis.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer or None)
+
+    return enqueue
+
+
+def runtime_of(ctx: dict[str, Any]) -> CampaignRuntime:
+    """This domain's runtime: ctx["campaigns"] (own worker, tests), or one built once on the
+    shared worker's `ctx["app"]` (`python -m bot worker`, or in-process jobs of the web app)."""
+    runtime = ctx.get("campaigns")
+    if runtime is not None:
+        return runtime
+    app = ctx.get("app")
+    if app is None:
+        raise RuntimeError("announcement jobs need ctx['campaigns'] or the shared worker's ctx['app']")
+    # Kept on the JobRuntime (one per worker / per web app), not per job: the scripts, the
+    # rate limiter and the render cache live as long as the worker does.
+    runtime = getattr(app, "campaigns_runtime", None)
+    if runtime is None:
+        runtime = CampaignRuntime.borrow(app, ctx.get("redis"))
+        app.campaigns_runtime = runtime
+    ctx["campaigns"] = runtime
+    return runtime
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    ctx["campaigns"] = await CampaignRuntime.open(CampaignSettings(), ctx.get("redis"))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runtime = ctx.pop("campaigns", None)
+    if runtime is not None:
+        await runtime.close()
+
+
+def redis_settings(url: str | None = None) -> RedisSettings:
+    return RedisSettings.from_dsn(url or CampaignSettings().redis_url or "redis://127.0.0.1:6379/0")

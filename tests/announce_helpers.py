@@ -1,0 +1,157 @@
+"""Helpers for the announcement tests: a scripts folder per test, seeded contacts, arq workers.
+
+Every test gets its own campaign name and its own source channel, and its campaign's
+audience is limited to that source: the PostgreSQL database is shared by the whole run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker
+from sqlalchemy import insert, select
+
+from bot.campaigns import jobs
+from bot.campaigns.models import AnnouncementDelivery, AnnouncementRun
+from bot.campaigns.runtime import CampaignRuntime
+from bot.campaigns.settings import CampaignSettings
+from bot.config import REPO_ROOT
+from bot.storage.db import create_engine
+from bot.storage.models import Contact, ContactTag, MessageLog
+from tests.conftest import REDIS_URL
+from tests.wechat_peer import OA_ACCOUNT, TEST_APPID
+
+
+@dataclass
+class Scenario:
+    campaign: str
+    source: str
+    scripts: Path
+
+
+def make_scripts(tmp_path: Path, **campaign_overrides: Any) -> Scenario:
+    """The repo's scripts/ copied, its campaign renamed and limited to a fresh source channel."""
+    tag = secrets.token_hex(4)
+    root = tmp_path / f"scripts-{tag}"
+    shutil.copytree(REPO_ROOT / "scripts", root)
+    campaigns = yaml.safe_load((root / "campaigns.yaml").read_text())
+    campaign = campaigns[0]
+    campaign["name"] = f"t_{tag}"
+    source = f"src_{tag}"
+    campaign["audience"]["source_channels"] = [source]
+    campaign.update(campaign_overrides)
+    (root / "campaigns.yaml").write_text(yaml.safe_dump([campaign], allow_unicode=True))
+    return Scenario(campaign["name"], source, root)
+
+
+def settings_for(postgres_url: str, api_base: str, scripts: Path, **overrides: Any) -> CampaignSettings:
+    values: dict[str, Any] = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": REDIS_URL,
+        "WECHAT_OA_APPID": TEST_APPID,
+        "WECHAT_OA_SECRET": "test-secret",
+        "WECHAT_API_BASE": api_base,
+        "SCRIPTS_DIR": str(scripts),
+        "ANNOUNCE_RATE_PER_SECOND": "0",
+        "ANNOUNCE_BACKOFF_SECONDS": "0.05",
+        "ANNOUNCE_SHARD_SIZE": "25",
+        "ANNOUNCE_CONCURRENCY": "10",
+    }
+    values.update(overrides)
+    return CampaignSettings(**values)
+
+
+async def seed_contacts(
+    database_url: str, source: str, count: int, *, tags: Iterable[str] = (), inbound_hours_ago: float | None = 1.0,
+    joined_days_ago: float = 90, following: bool = True, prefix: str | None = None,
+) -> list[str]:
+    """`count` OA followers from `source` (their openids), with a last inbound message that long ago."""
+    now = datetime.now(UTC)
+    prefix = prefix or f"o{secrets.token_hex(3)}"
+    openids = [f"{prefix}_{i:05d}" for i in range(count)]
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            ids = (await connection.execute(
+                insert(Contact).returning(Contact.id),
+                [{"channel": "wechat_oa", "account": OA_ACCOUNT, "external_id": openid, "source_channel": source,
+                  "following": following, "first_seen": now - timedelta(days=joined_days_ago), "last_seen": now}
+                 for openid in openids],
+            )).scalars().all()
+            for tag in tags:
+                await connection.execute(insert(ContactTag), [
+                    {"contact_id": contact_id, "tag": tag, "source": "manual", "tagged_at": now} for contact_id in ids
+                ])
+            if inbound_hours_ago is not None:
+                at = now - timedelta(hours=inbound_hours_ago)
+                await connection.execute(insert(MessageLog), [
+                    {"dedupe_key": f"seed:{openid}:{secrets.token_hex(4)}", "direction": "in", "channel": "wechat_oa",
+                     "account": OA_ACCOUNT, "external_id": openid, "chat_id": None, "type": "text", "text": "在吗",
+                     "created_at": at} for openid in openids
+                ])
+    finally:
+        await engine.dispose()
+    return openids
+
+
+async def arq_pool() -> ArqRedis:
+    return await create_pool(RedisSettings.from_dsn(REDIS_URL))
+
+
+async def open_runtime(settings: CampaignSettings, pool: ArqRedis) -> CampaignRuntime:
+    return await CampaignRuntime.open(settings, pool)
+
+
+def in_process_worker(runtime: CampaignRuntime, pool: ArqRedis, *, timeout: int = 30) -> Worker:
+    """A real arq worker in this process, running until its queue is empty (burst)."""
+    return Worker(
+        functions=jobs._functions(timeout), redis_pool=pool, ctx={"campaigns": runtime}, burst=True,
+        handle_signals=False, poll_delay=0.05, max_jobs=4, keep_result=0,
+    )
+
+
+async def deliveries(database_url: str, run_id: int) -> list[tuple[str, str, str, str | None]]:
+    """(openid, segment, status, reason) of every delivery of the run."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (await connection.execute(
+                select(Contact.external_id, AnnouncementDelivery.segment, AnnouncementDelivery.status,
+                       AnnouncementDelivery.reason)
+                .join(Contact, Contact.id == AnnouncementDelivery.contact_id)
+                .where(AnnouncementDelivery.run_id == run_id)
+            )).all()
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+    finally:
+        await engine.dispose()
+
+
+async def runs_of(database_url: str, campaign: str) -> list[AnnouncementRun]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(select(AnnouncementRun.__table__).where(AnnouncementRun.campaign == campaign))).all())
+    finally:
+        await engine.dispose()
+
+
+async def wait_done(runtime: CampaignRuntime, run_id: int, timeout: float = 30.0) -> None:
+    """Until the run is done (another worker may hold one of its jobs when a burst worker stops)."""
+    import asyncio
+    import time
+
+    from bot.campaigns import runs
+
+    deadline = time.monotonic() + timeout
+    while (run := await runs.get_run(runtime.sessions, run_id)) is None or run.status != "done":
+        assert time.monotonic() < deadline, f"run {run_id} not done: {run.status if run else None}"
+        await asyncio.sleep(0.05)
