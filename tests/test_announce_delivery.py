@@ -21,7 +21,7 @@ from tests.announce_helpers import (
     seed_contacts,
     settings_for,
 )
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, ops_get
 from tests.fake_wechat_api import FakeWeChatApi
 
 SEND = "/cgi-bin/message/custom/send"
@@ -204,7 +204,7 @@ async def test_metrics_show_delivery_counts_by_state(
         await runtime.close()
         await pool.aclose()
     client = await start_bot(make_settings())
-    body = await (await client.get("/metrics")).text()
+    body = (await ops_get(client, "/metrics"))[1]
     assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="sent"}} 6.0' in body
     assert f'siyu_announce_deliveries{{campaign="{scenario.campaign}",slot="launch",status="skipped"}} 2.0' in body
 
