@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = faq.add_parser("eval", help="measure matching on labelled questions")
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
+    evaluate.add_argument("--rows", choices=("even", "odd", "all"), default="all",
+                          help="questions at even/odd 0-based positions after the header (tune/held-back split)")
     evaluate.set_defaults(run=_faq_eval)
     return parser
 
@@ -138,7 +140,7 @@ def _persona_rollback(args: argparse.Namespace) -> int:
 def _faq_eval(args: argparse.Namespace) -> int:
     from bot.faq.evaluate import run_eval
 
-    return run_eval(args.kb, args.questions, sys.stdout)
+    return run_eval(args.kb, args.questions, sys.stdout, rows_selected=args.rows)
 
 
 def _redacted(url: str) -> str:

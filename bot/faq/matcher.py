@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from bot.faq import thesaurus as _thesaurus
 from bot.faq.analyzer import TextAnalyzer
 from bot.faq.index import Bm25Index
 from bot.faq.model import FaqEntry
@@ -61,7 +62,7 @@ def _top_near(near: Mapping[int, float]) -> list[tuple[int, float]]:
 @dataclass(frozen=True)
 class Thresholds:
     #: Minimum coverage (best score / message's max score) to answer at all.
-    answer: float = 0.30
+    answer: float = 0.28
     #: Runner-up within this fraction of the best → near-tie (priority, else clarify).
     clarify_margin: float = 0.05
     #: On reject, still report the best entry when coverage reaches this.
@@ -70,9 +71,50 @@ class Thresholds:
     homophone_factor: float = 0.8
     #: Weight, in the denominator, of a word no entry contains (relative to the
     #: rarest known word). Lower forgives chatty extra words, higher rejects more.
-    unknown_weight: float = 0.85
+    unknown_weight: float = 1.0
     #: Weight of question words and light verbs (bot/faq/data/generic.txt).
     generic_weight: float = 0.5
+    #: Query expansion of a word no entry contains (bot.faq.thesaurus): a thesaurus
+    #: synonym counts this much of an exact match, a related word (same class) less,
+    #: and an entry word sharing characters with it (票 / 发票 / 开票) less again,
+    #: times the share of the entry word's characters it has.
+    synonym_factor: float = 0.7
+    related_factor: float = 0.25
+    char_factor: float = 0.3
+    #: Char back-off only through characters in at most this many entry words
+    #: (a common character says little).
+    char_max_words: int = 6
+    #: At most this many expansions of one word (the best by factor × weight).
+    max_expansions: int = 4
+
+
+#: One indexed word a query token stands for: (word, factor, is generic).
+Target = tuple[str, float, bool]
+#: How a query token counts: the words it stands for, and its share of the ceiling.
+Plan = tuple[tuple[Target, ...], float]
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Why a query token stood for an indexed word (for `faq eval` and `faq misses`)."""
+
+    token: str
+    word: str
+    kind: str  # exact | homophone | synonym | related | chars
+    factor: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry: FaqEntry
+    score: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    tokens: tuple[str, ...]
+    expansions: tuple[Expansion, ...]
+    candidates: tuple[Candidate, ...]
 
 
 @dataclass(frozen=True)
@@ -125,8 +167,11 @@ class FaqMatcher:
         analyzer = self.analyzer
         self.index = index
         self._lengths = {w: index.posting_length(w) for w in index.vocabulary}
-        #: query token → how it counts (see _plan).
-        self._plans: dict[str, tuple[tuple[str, float, bool] | None, float]] = {}
+        #: query token → how it counts (see _plan), and why (see explain).
+        self._plans: dict[str, Plan] = {}
+        self._why: dict[str, tuple[Expansion, ...]] = {}
+        #: character → entry words of 2+ characters holding it (char back-off), made on first use.
+        self._words_by_char: dict[str, list[str]] | None = None
         #: Dense weight rows of generic and common words, looked up per candidate
         #: instead of generating candidates (see _best_large).
         self._rows: dict[str, npt.NDArray[np.float64]] = {}
@@ -183,6 +228,7 @@ class FaqMatcher:
         """`defer_sounds`: put off the entries' homophone correction (see below);
         default: while pypinyin is not imported yet."""
         base = analyzer if analyzer is not None else TextAnalyzer()
+        _thesaurus.preload()  # query expansion needs it from the first unknown word
         merged: dict[str, list[str]] = {k: list(v) for k, v in synonyms.items()}
         for entry in entries:
             for head, variants in entry.synonyms.items():
@@ -255,18 +301,22 @@ class FaqMatcher:
             self.settle()
         tokens = tuple(tokens)
         plans, plan_of = self._plans, self._plan
-        words: list[tuple[str, float, bool]] = []  # (indexed word, factor, is generic)
         ceiling = 0.0
         topical = False
+        factors: dict[str, tuple[float, bool]] = {}
         for token in dict.fromkeys(tokens):  # each distinct word once, in order
             plan = plans.get(token)
             if plan is None:
                 plan = plan_of(token)
-            word, weight = plan
+            targets, weight = plan
             ceiling += weight
-            if word is not None:
-                words.append(word)
-                topical = topical or not word[2]
+            for word, factor, generic in targets:
+                # A word reached from two tokens counts once, at its best.
+                known = factors.get(word)
+                if known is None or known[0] < factor:
+                    factors[word] = (factor, generic)
+                topical = topical or not generic
+        words = [(w, f, g) for w, (f, g) in factors.items()]
         if ceiling <= 0 or not topical:
             return MatchResult("reject", None, (), 0.0, tokens)
 
@@ -280,34 +330,120 @@ class FaqMatcher:
             return MatchResult("reject", None, (), 0.0, tokens)
         return self._decide(best, ceiling, tokens)
 
-    def _plan(self, token: str) -> tuple[tuple[str, float, bool] | None, float]:
-        """How a query token counts: (indexed word, factor, is generic) or None, and
-        its share of the ceiling. Depends on the token only, so it is remembered
-        per token (bounded), not per query."""
+    def _plan(self, token: str) -> Plan:
+        """How a query token counts: the indexed words it stands for, each (word,
+        factor, is generic), and its share of the ceiling. Depends on the token
+        only, so it is remembered per token (bounded), not per query.
+
+        A token no entry contains is tried as a homophone typo, then expanded
+        (thesaurus synonyms, related words, entry words sharing its characters);
+        its ceiling share stays that of an unknown word (as rare as the rarest),
+        so an expansion explains it only by its factor."""
         if self._unsettled is not None:
             self.settle()
         index, limits, analyzer = self.index, self.thresholds, self.analyzer
-        plan: tuple[tuple[str, float, bool] | None, float]
+        plan: Plan
+        why: tuple[Expansion, ...] = ()
         if analyzer.is_smalltalk(token):
-            plan = (None, 0.0)
+            plan = ((), 0.0)
         else:
-            word, factor = token, 1.0
+            word, factor, kind = token, 1.0, "exact"
             if token not in index:
                 sound_alike = analyzer.sounds_like(token)
                 if sound_alike is None or sound_alike not in index:
-                    plan = (None, index.max_contribution(token) * limits.unknown_weight)
                     word = ""
                 else:
-                    word, factor = sound_alike, limits.homophone_factor
+                    word, factor, kind = sound_alike, limits.homophone_factor, "homophone"
             if word:
                 generic = analyzer.is_generic(word)
                 if generic:
                     factor *= limits.generic_weight
-                plan = ((word, factor, generic), index.max_contribution(word) * factor)
+                why = (Expansion(token, word, kind, factor),)
+                plan = (((word, factor, generic),), index.max_contribution(word) * factor)
+            else:
+                why = self._expand(token)
+                targets = tuple((e.word, e.factor, analyzer.is_generic(e.word)) for e in why)
+                plan = (targets, index.max_contribution(token) * limits.unknown_weight)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
+            self._why.clear()
         self._plans[token] = plan
+        self._why[token] = why
         return plan
+
+    def _expand(self, token: str) -> tuple[Expansion, ...]:
+        """Indexed words standing in for an unknown token, best first (bounded)."""
+        limits, index = self.thresholds, self.index
+        found: dict[str, Expansion] = {}
+
+        def offer(word: str, kind: str, factor: float) -> None:
+            if word in index and word != token and not self.analyzer.is_smalltalk(word):
+                known = found.get(word)
+                if known is None or known.factor < factor:
+                    found[word] = Expansion(token, word, kind, factor)
+
+        table = _thesaurus.thesaurus()
+        if table is not None and len(token) >= 2:  # one character means too many things
+            canonical = self.analyzer.canonical
+            for synonym in table.synonyms(token):
+                offer(canonical(synonym), "synonym", limits.synonym_factor)
+            for related in table.related(token):
+                offer(canonical(related), "related", limits.related_factor)
+        for word, share in self._sharing_chars(token):
+            offer(word, "chars", limits.char_factor * share)
+        ranked = sorted(found.values(), key=lambda e: (-e.factor * index.max_weight(e.word), e.word))
+        return tuple(ranked[: limits.max_expansions])
+
+    def _sharing_chars(self, token: str) -> list[tuple[str, float]]:
+        """Entry words sharing CJK characters with `token` (jieba cut one side
+        differently: 票 / 发票 / 开票), with the share of the entry word's characters
+        found in the token. Only through characters few entry words hold."""
+        by_char = self._words_by_char
+        if by_char is None:
+            by_char = {}
+            for word in self.index.vocabulary:
+                if len(word) >= 2 and not self.analyzer.is_generic(word):
+                    for char in set(word):
+                        if "\u4e00" <= char <= "\u9fff":
+                            by_char.setdefault(char, []).append(word)
+            self._words_by_char = by_char
+        chars = set(token)
+        out: dict[str, float] = {}
+        for char in chars:
+            words = by_char.get(char, ())
+            if len(words) > self.thresholds.char_max_words:
+                continue
+            for word in words:
+                # A Chinese compound's head is its last character (开票 / 发票 are both
+                # 票): one shared character counts only as the head of both words.
+                shared = sum(c in chars for c in word)
+                if shared < 2 and not (len(token) == 1 or token[-1] == word[-1]):
+                    continue
+                out[word] = max(out.get(word, 0.0), shared / len(word))
+        return list(out.items())
+
+    def explain(self, text: str, *, top: int = 3) -> Explanation:
+        """Tokens, the expansions that fired and the best `top` entries by plain
+        summing (slow: for `faq eval` and `faq misses`, not the hot path)."""
+        tokens = self.analyze(text)
+        if self._unsettled is not None:
+            self.settle()
+        expansions: list[Expansion] = []
+        factors: dict[str, float] = {}
+        ceiling = 0.0
+        for token in dict.fromkeys(tokens):
+            targets, weight = self._plans.get(token) or self._plan(token)
+            ceiling += weight
+            expansions.extend(e for e in self._why.get(token, ()) if e.kind != "exact")
+            for word, factor, _ in targets:
+                factors[word] = max(factors.get(word, 0.0), factor)
+        scores: dict[int, float] = {}
+        for word, factor in factors.items():
+            for doc_id, weight in self.index.pairs(word):
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top]
+        candidates = tuple(Candidate(self.entries[d], s / ceiling if ceiling else 0.0) for d, s in ranked)
+        return Explanation(tokens, tuple(expansions), candidates)
 
     def _near_cutoff(self, best_score: float) -> float:
         # Everything the decision can look at: the best and its near-ties.
