@@ -27,6 +27,7 @@ from pydantic import ValidationError  # noqa: E402
 from sqlalchemy.exc import ArgumentError  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
+from bot.faq import cli as faq_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rows", choices=("even", "odd", "all"), default="all",
                           help="questions at even/odd 0-based positions after the header (tune/held-back split)")
     evaluate.set_defaults(run=_faq_eval)
+    faq_cli.register(faq)  # misses, learn (bot/faq/cli.py)
     return parser
 
 

@@ -6,6 +6,7 @@
      85  faq: the answer to "which one did you mean?" ("1" / "2")
      80  tagging: keyword / regex tags (tags, then passes on)
      70  tagging: survey trigger words
+     10  smalltalk: 你好 / 在吗 / 谢谢 / 好的 / emoji only → the persona's small-talk line (1:1)
       0  faq: answer from the knowledge base, or ask which question
    -100  fallback: the persona's fallback line (1:1 only)
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.events import Event, EventKind
 from bot.router import Router
-from handlers import fallback, faq, greeting, handoff, tagging, unsubscribe
+from handlers import fallback, faq, greeting, handoff, smalltalk, tagging, unsubscribe
 
 if TYPE_CHECKING:
     from bot.persona import LoadedPersona
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     root = Router("siyu")
-    root.include(greeting.router, unsubscribe.router, handoff.router, tagging.router, faq.router, fallback.router)
+    root.include(
+        greeting.router, unsubscribe.router, handoff.router, tagging.router, smalltalk.router, faq.router, fallback.router
+    )
     return root
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from bot.storage.db import create_engine
 from bot.storage.models import Base
+import bot.faq.outcomes  # noqa: E402, F401 - registers faq_outcomes on Base.metadata
 
 target_metadata = Base.metadata
 
