@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
     evaluate.add_argument("--rows", choices=("even", "odd", "all"), default="all",
                           help="questions at even/odd 0-based positions after the header (tune/held-back split)")
+    evaluate.add_argument("--rerank", action="store_true", help="with the semantic re-ranker ('rerank' extra)")
     evaluate.set_defaults(run=_faq_eval)
     faq_cli.register(faq)  # misses, learn (bot/faq/cli.py)
     return parser
@@ -142,7 +143,7 @@ def _persona_rollback(args: argparse.Namespace) -> int:
 def _faq_eval(args: argparse.Namespace) -> int:
     from bot.faq.evaluate import run_eval
 
-    return run_eval(args.kb, args.questions, sys.stdout, rows_selected=args.rows)
+    return run_eval(args.kb, args.questions, sys.stdout, rows_selected=args.rows, rerank=args.rerank)
 
 
 def _redacted(url: str) -> str:

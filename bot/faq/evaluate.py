@@ -192,6 +192,7 @@ def run_eval(
     *,
     analyzer: TextAnalyzer | None = None,
     rows_selected: str = "all",
+    rerank: bool = False,
 ) -> int:
     """Evaluate and print; exit code 0 on success, 2 on unusable input."""
     try:
@@ -200,7 +201,10 @@ def run_eval(
     except EvalInputError as exc:
         out.write(f"error: {exc}\n")
         return 2
-    matcher = FaqMatcher.build(entries, analyzer=analyzer)
+    matcher = FaqMatcher.build(entries, analyzer=analyzer, rerank=rerank)
+    if matcher.reranker is not None and not matcher.reranker.wait(timeout=300):
+        out.write("error: the semantic re-ranker could not load\n")
+        return 2
     summary = evaluate(matcher, rows, out)
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
     return 0

