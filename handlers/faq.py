@@ -6,6 +6,7 @@ The pending choice lives in the shared store (`clarify:{channel}:{account}:{send
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -55,7 +56,12 @@ async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
 
 @router.on(has_text, priority=0)
 async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
-    result = ctx.persona.faq.match(event.text, channel=str(event.channel), in_group=event.in_group)
+    matcher = ctx.persona.faq
+    if matcher.reranker is not None and matcher.reranker.ready:
+        # The semantic re-ranker's forward pass takes milliseconds: off the event loop.
+        result = await asyncio.to_thread(matcher.match, event.text, channel=str(event.channel), in_group=event.in_group)
+    else:
+        result = matcher.match(event.text, channel=str(event.channel), in_group=event.in_group)
     if result.decision == "answer" and result.entry is not None:
         return _answer(result.entry, ctx)
     if result.decision == "clarify" and result.alternatives:

@@ -1,0 +1,52 @@
+"""The optional semantic re-ranker (real model, shipped in its package): it decides among the
+keyword candidates when keyword evidence is weak, keeps confident keyword answers as they are,
+still declines what no entry is about, and is off unless FAQ_RERANK asks for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import REPO_ROOT
+from bot.faq.analyzer import TextAnalyzer
+from bot.faq.matcher import FaqMatcher
+from bot.persona.loader import load_persona
+
+
+@pytest.fixture(scope="module")
+def matchers() -> tuple[FaqMatcher, FaqMatcher]:
+    persona = load_persona(Path(REPO_ROOT / "persona" / "demo"), analyzer=TextAnalyzer())
+    keyword = FaqMatcher.build(persona.faq_entries, analyzer=TextAnalyzer(), rerank=False)
+    reranked = FaqMatcher.build(persona.faq_entries, analyzer=TextAnalyzer(), rerank=True)
+    assert reranked.reranker is not None and reranked.reranker.wait(timeout=120)
+    return keyword, reranked
+
+
+def test_weak_keyword_evidence_is_decided_by_meaning(matchers: tuple[FaqMatcher, FaqMatcher]) -> None:
+    keyword, reranked = matchers
+    question = "小家伙的瓶子要怎么弄干净"  # no KB word but 怎么: keywords decline it
+    assert keyword.match(question).decision == "reject"
+    result = reranked.match(question)
+    assert (result.decision, result.entry and result.entry.id) == ("answer", "bottle_cleaning")
+
+
+def test_a_confident_keyword_answer_is_kept(matchers: tuple[FaqMatcher, FaqMatcher]) -> None:
+    keyword, reranked = matchers
+    for question in ["纸尿裤尺码怎么选", "退款多久能到账"]:
+        assert keyword.match(question) == reranked.match(question)
+
+
+@pytest.mark.parametrize("question", ["世界上最高的山是哪座", "给我讲个笑话", "帮我订张去成都的机票"])
+def test_out_of_scope_is_still_declined(matchers: tuple[FaqMatcher, FaqMatcher], question: str) -> None:
+    assert matchers[1].match(question).decision == "reject"
+
+
+def test_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.faq.model import FaqEntry
+
+    entries = [FaqEntry(id="a", question="多久发货", answer="48小时内")]
+    monkeypatch.delenv("FAQ_RERANK", raising=False)
+    assert FaqMatcher.build(entries, analyzer=TextAnalyzer()).reranker is None
+    monkeypatch.setenv("FAQ_RERANK", "1")
+    assert FaqMatcher.build(entries, analyzer=TextAnalyzer()).reranker is not None
