@@ -61,3 +61,15 @@ def test_the_encoder_runs_blas_on_one_thread(matchers: tuple[FaqMatcher, FaqMatc
 
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == rerank.BLAS_THREADS == 1 for pool in blas)
+
+
+def test_the_encoder_reads_the_store_words_for_colloquial_ones() -> None:
+    """The model never saw yhq / 尿不湿 used for 优惠券 / 纸尿裤: the lexicon's canonical words
+    are what it embeds, and the sentence around them is kept (nothing dropped)."""
+    from bot.faq.model import FaqEntry
+
+    matcher = FaqMatcher.build(
+        [FaqEntry(id="a", question="优惠券怎么领", answer="在小程序领")], analyzer=TextAnalyzer(), rerank=False
+    )
+    assert matcher.semantic_text("娃的尿不湿漏了") == "宝宝的纸尿裤漏了"
+    assert matcher.semantic_text("fp能开吗") == "发票能开吗"

@@ -318,6 +318,18 @@ class FaqMatcher:
                 return self._rerank(text, result, reranker, channel, in_group)
         return result
 
+    def semantic_text(self, text: str) -> str:
+        """What the re-ranker embeds for a customer's message: its words, each through
+        the lexicon and thesaurus canonical form (尿不湿 → 纸尿裤, yhq → 优惠券), none
+        dropped (function words carry the question's meaning for the encoder). The
+        entries are embedded as written: they already use the store's words.
+
+        Measured on faq_dev_hard (bench/faq_match.py): the encoder's top-1 entry over all
+        entries goes from .42 to .52 on the tuning half and from .56 to .64 on the held-back
+        half (.86 → .88 on faq_dev); canonicalizing the entries' side too did not help."""
+        analyzer = self.analyzer
+        return "".join(analyzer.canonical(word) for word in analyzer.words(text))
+
     def _rerank(
         self,
         text: str,
@@ -336,7 +348,7 @@ class FaqMatcher:
         if not ranked or ceiling <= 0:
             return keyword
         ids = [d for d, _ in ranked]
-        similarities = reranker.similarities(text, ids)
+        similarities = reranker.similarities(self.semantic_text(text), ids)
         weight = limits.rerank_keyword_weight
         combined = sorted(
             ((weight * s / ceiling + (1 - weight) * sim, d) for (d, s), sim in zip(ranked, similarities)),
