@@ -73,3 +73,20 @@ def test_the_encoder_reads_the_store_words_for_colloquial_ones() -> None:
     )
     assert matcher.semantic_text("娃的尿不湿漏了") == "宝宝的纸尿裤漏了"
     assert matcher.semantic_text("fp能开吗") == "发票能开吗"
+
+
+def test_answers_are_embedded_and_weigh_in() -> None:
+    """Customers ask about what an answer says in words its question lacks: the answer's
+    own similarity is there for each candidate, apart from the question's."""
+    from bot.faq import rerank
+    from bot.faq.model import FaqEntry
+
+    entries = [
+        FaqEntry(id="ship", question="发货说明", answer="现货付款后48小时内发出，默认中通快递，满199元发顺丰"),
+        FaqEntry(id="return", question="退货说明", answer="收到商品7天内未拆封可以无理由退货，运费由买家承担"),
+    ]
+    reranker = rerank.SemanticReranker(entries, background=False)
+    (_, ship_answer), (_, return_answer) = reranker.similarities("能给我发顺丰快递吗", [0, 1])
+    assert ship_answer > return_answer
+    (_, ship_answer), (_, return_answer) = reranker.similarities("没拆封的东西七天内能退吗", [0, 1])
+    assert return_answer > ship_answer

@@ -89,15 +89,17 @@ class Thresholds:
     max_expansions: int = 4
     #: Semantic re-ranker (bot.faq.rerank, optional): used unless keywords already answer
     #: with at least `rerank_keep` coverage; re-ranks the best `rerank_candidates` keyword
-    #: candidates by `rerank_keyword_weight` × coverage + the rest × cosine similarity and
-    #: answers when that reaches `rerank_answer`, `rerank_margin` ahead of the runner-up.
-    #: `rerank_answer` is the lowest that keeps rejects ≥ 0.80 on faq_dev and on the tuning
-    #: half of faq_dev_hard (chosen there only; 0.3 answered more but let through a quarter
-    #: of the out-of-scope questions: dev rejects .75, tuning half .625). README, FAQ section.
+    #: candidates by `rerank_keyword_weight` × coverage + the rest × best cosine to the
+    #: entry's question and examples, plus `rerank_answer_weight` × cosine to its answer
+    #: (the sum divided by 1 + that weight), and answers when that reaches `rerank_answer`,
+    #: `rerank_margin` ahead of the runner-up. The weights were chosen on faq_dev and the
+    #: tuning half of faq_dev_hard; `rerank_answer` is then the lowest that keeps rejects
+    #: ≥ 0.80 on both (README, FAQ section, has the figures).
     rerank_keep: float = 0.5
     rerank_candidates: int = 5
     rerank_keyword_weight: float = 0.3
-    rerank_answer: float = 0.4
+    rerank_answer_weight: float = 0.6
+    rerank_answer: float = 0.29
     rerank_margin: float = 0.03
 
 
@@ -352,9 +354,12 @@ class FaqMatcher:
             return keyword
         ids = [d for d, _ in ranked]
         similarities = reranker.similarities(self.semantic_text(text), ids)
-        weight = limits.rerank_keyword_weight
+        weight, to_answer = limits.rerank_keyword_weight, limits.rerank_answer_weight
         combined = sorted(
-            ((weight * s / ceiling + (1 - weight) * sim, d) for (d, s), sim in zip(ranked, similarities)),
+            (
+                ((weight * s / ceiling + (1 - weight) * sim + to_answer * answer_sim) / (1 + to_answer), d)
+                for (d, s), (sim, answer_sim) in zip(ranked, similarities)
+            ),
             key=lambda item: (-item[0], item[1]),
         )
         best, best_id = combined[0]

@@ -71,7 +71,8 @@ def model() -> Any:
 
 
 class SemanticReranker:
-    """Entry embeddings (question and examples, each kept) and cosine similarity to a message."""
+    """Entry embeddings (question and examples, each kept; the answer apart) and cosine
+    similarity to a message."""
 
     def __init__(self, entries: Sequence[FaqEntry], *, background: bool = True) -> None:
         self._texts: list[str] = []
@@ -81,8 +82,11 @@ class SemanticReranker:
                 self._texts.append(text)
                 owners.append(number)
         self._owners = np.asarray(owners, dtype=np.intp)
+        # Answers: customers ask about what the answer says, in words the question lacks.
+        self._answer_texts = [entry.answer for entry in entries]
         self._entry_count = len(entries)
         self._vectors: npt.NDArray[np.float32] | None = None
+        self._answers: npt.NDArray[np.float32] | None = None
         self._ready = threading.Event()
         if background:
             threading.Thread(target=self._embed, name="faq-rerank", daemon=True).start()
@@ -91,8 +95,11 @@ class SemanticReranker:
 
     def _embed(self) -> None:
         try:
-            vectors = model().encode(self._texts) if self._texts else np.zeros((0, 512), dtype=np.float32)
-            self._vectors = np.asarray(vectors, dtype=np.float32).reshape(len(self._texts), -1)
+            texts = [*self._texts, *self._answer_texts]
+            vectors = model().encode(texts) if texts else np.zeros((0, 512), dtype=np.float32)
+            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+            self._answers = vectors[len(self._texts) :]
+            self._vectors = vectors[: len(self._texts)]
         except Exception:  # the keyword matcher goes on alone
             log.exception("FAQ re-ranker could not embed the entries; matching on keywords only")
         finally:
@@ -106,17 +113,20 @@ class SemanticReranker:
         self._ready.wait(timeout)
         return self.ready
 
-    def similarities(self, text: str, entry_ids: Sequence[int]) -> list[float]:
-        """Best cosine between `text` and each entry's texts (question, examples)."""
-        vectors = self._vectors
-        if vectors is None:
-            return [0.0] * len(entry_ids)
+    def similarities(self, text: str, entry_ids: Sequence[int]) -> list[tuple[float, float]]:
+        """For each entry: the best cosine between `text` and its question and examples,
+        and the cosine to its answer. One forward pass (the message's)."""
+        vectors, answers = self._vectors, self._answers
+        if vectors is None or answers is None:
+            return [(0.0, 0.0)] * len(entry_ids)
         query = np.asarray(model().encode([text]), dtype=np.float32).reshape(-1)
-        wanted = np.isin(self._owners, np.asarray(entry_ids, dtype=np.intp))
+        ids = np.asarray(entry_ids, dtype=np.intp)
+        wanted = np.isin(self._owners, ids)
         sims = vectors[wanted] @ query
         owners = self._owners[wanted]
         best = {entry_id: -1.0 for entry_id in entry_ids}
         for owner, sim in zip(owners.tolist(), sims.tolist()):
             if sim > best[owner]:
                 best[owner] = sim
-        return [best[entry_id] for entry_id in entry_ids]
+        to_answers = (answers[ids] @ query).tolist()
+        return [(best[entry_id], to_answer) for entry_id, to_answer in zip(entry_ids, to_answers)]
