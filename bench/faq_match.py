@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.faq import rerank as _rerank  # noqa: E402
 from bot.faq.analyzer import TextAnalyzer, load_lexicon  # noqa: E402
 from bot.faq.evaluate import load_kb, load_questions, run_eval  # noqa: E402
 from bot.faq.matcher import FaqMatcher  # noqa: E402
@@ -122,7 +123,7 @@ def time_matches(matcher: FaqMatcher, queries: list[str], rounds: int) -> tuple[
 def timed_build(kb: list[FaqEntry], analyzer: TextAnalyzer) -> tuple[FaqMatcher, float, float]:
     """A matcher ready to match (settled: see FaqMatcher.settle), CPU and wall seconds."""
     cpu, wall = time.process_time(), time.perf_counter()
-    matcher = FaqMatcher.build(kb, analyzer=analyzer)
+    matcher = FaqMatcher.build(kb, analyzer=analyzer, rerank=False)
     matcher.settle()
     return matcher, time.process_time() - cpu, time.perf_counter() - wall
 
@@ -159,13 +160,97 @@ def main() -> int:
                 f"{synthetic:.1f} µs on the {len(queries) - len(questions)} synthetic paraphrases"
             )
 
-    report = io.StringIO()
-    code = run_eval(args.kb, args.questions, report, analyzer=analyzer)
-    print("eval:", report.getvalue().strip().splitlines()[-1])
-    if code == 0:
-        summary = json.loads(report.getvalue().strip().splitlines()[-1])
-        return 0 if summary["overall"] >= 0.9 else 1
-    return code
+    figures: dict[tuple[str, bool], dict[str, float]] = {}
+    hard = args.questions.parent / "faq_dev_hard.tsv"
+    sets = [("dev", args.questions, "all"), ("hard even (tuned)", hard, "even"), ("hard odd (held back)", hard, "odd")]
+    for rerank in (False, True):
+        if rerank and not _rerank.available():
+            print("re-ranker: not installed (pip install -e '.[rerank]'): skipped")
+            continue
+        for name, path, rows in sets:
+            if not path.is_file():
+                continue
+            report = io.StringIO()
+            if run_eval(args.kb, path, report, analyzer=analyzer, rows_selected=rows, rerank=rerank) != 0:
+                print(report.getvalue())
+                return 2
+            figures[(name, rerank)] = json.loads(report.getvalue().strip().splitlines()[-1])
+            print(f"eval {'with re-ranker' if rerank else 'keywords only':>14}, {name:>20}: {json.dumps(figures[(name, rerank)])}")
+    if _rerank.available():
+        print(rerank_latency(base, analyzer, questions + _texts(hard, base)))
+    print(targets(figures))
+    dev = figures.get(("dev", False))
+    return 0 if dev and dev["overall"] >= 0.9 else 1
+
+
+def _texts(path: Path, base: list[FaqEntry]) -> list[str]:
+    return [row.text for row in load_questions(path, {e.id for e in base})] if path.is_file() else []
+
+
+def _percentiles(times_ms: list[float]) -> str:
+    times = sorted(times_ms)
+    return f"p50 {times[len(times) // 2]:.2f} ms, p95 {times[int(len(times) * 0.95)]:.2f} ms"
+
+
+def rerank_latency(kb: list[FaqEntry], analyzer: TextAnalyzer, questions: list[str]) -> str:
+    """Wall-clock ms per FaqMatcher.match with and without the re-ranker (shared KB; the
+    model's numpy forward pass for the query is the cost, not the KB size: the entries are
+    embedded once, before serving), over every question and over the ones the re-ranker is
+    consulted on (keywords not confident), and the forward pass alone."""
+    plain = FaqMatcher.build(kb, analyzer=analyzer, rerank=False)
+    reranked = FaqMatcher.build(kb, analyzer=analyzer, rerank=True)
+    assert reranked.reranker is not None and reranked.reranker.wait(timeout=600)
+    for q in questions[:20]:
+        reranked.match(q)  # warm up the model's lazily built parts
+    consulted = {
+        q for q in questions
+        if not ((r := plain.match(q)).decision == "answer" and r.score >= plain.thresholds.rerank_keep)
+    }
+    lines = []
+    for name, matcher in (("keywords only", plain), ("with re-ranker", reranked)):
+        every, only_consulted = [], []
+        for q in questions:
+            start = time.perf_counter()
+            matcher.match(q)
+            elapsed = (time.perf_counter() - start) * 1000
+            every.append(elapsed)
+            if q in consulted:
+                only_consulted.append(elapsed)
+        lines.append(f"{name}: {_percentiles(every)} (consulted only: {_percentiles(only_consulted)})")
+    model = _rerank.model()
+    forward, forward_cpu = [], []
+    for q in questions:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        model.encode([reranked.semantic_text(q)])
+        forward_cpu.append((time.process_time() - start_cpu) * 1000)
+        forward.append((time.perf_counter() - start) * 1000)
+    # CPU time: what the forward pass costs this process; wall time also holds the waits
+    # for a core on a shared machine (the gap between the two is the machine, not the code).
+    lines.append(f"the query's forward pass alone: {_percentiles(forward)} wall, {_percentiles(forward_cpu)} CPU")
+    return (
+        f"{'end to end':>16}: re-ranker consulted on {len(consulted)}/{len(questions)} questions\n"
+        + "\n".join(f"{'':>18}{line}" for line in lines)
+    )
+
+
+def targets(figures: dict[tuple[str, bool], dict[str, float]]) -> str:
+    """The issue's quality targets against the figures above (✓ met, ✗ not)."""
+    lines = ["targets:"]
+    checks = [
+        ("dev overall ≥ 0.90", ("dev", False), "overall", 0.90),
+        ("hard odd overall ≥ 0.75", ("hard odd (held back)", False), "overall", 0.75),
+        ("hard odd in-scope ≥ 0.70", ("hard odd (held back)", False), "in_scope", 0.70),
+        ("hard odd rejects ≥ 0.80", ("hard odd (held back)", False), "rejects", 0.80),
+    ]
+    for label, key, field, goal in checks:
+        for rerank in (False, True):
+            got = figures.get((key[0], rerank))
+            if got is not None:
+                mark = "✓" if got[field] >= goal else "✗"
+                lines.append(f"  {mark} {label} ({'with re-ranker' if rerank else 'keywords only'}): {got[field]:.3f}")
+    lines.append("  (≤ 50 µs per match after tokenizing at 10,000 entries: see the KB line above; "
+                 "p95 ≤ 2 ms with the re-ranker: see 'end to end'; start ≤ 2 s: bench/startup.py)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

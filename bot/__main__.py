@@ -31,6 +31,7 @@ from sqlalchemy.exc import ArgumentError  # noqa: E402
 
 from bot.chatops import cli as chatops_cli  # noqa: E402
 from bot.config import Settings  # noqa: E402
+from bot.faq import cli as faq_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = faq.add_parser("eval", help="measure matching on labelled questions")
     evaluate.add_argument("--kb", required=True, type=Path, help="FAQ YAML (id, question, answer, examples)")
     evaluate.add_argument("--questions", required=True, type=Path, help="TSV: question<TAB>faq_id (none = out of scope)")
+    evaluate.add_argument("--rows", choices=("even", "odd", "all"), default="all",
+                          help="questions at even/odd 0-based positions after the header (tune/held-back split)")
+    evaluate.add_argument("--rerank", action="store_true", help="with the semantic re-ranker ('rerank' extra)")
     evaluate.set_defaults(run=_faq_eval)
 
     from bot.jobs import cli as jobs_cli  # noqa: E402 - `python -m bot worker`
@@ -105,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.campaigns.cli import register as register_announce  # announce check|preview|run|report
 
     register_announce(commands)
+    faq_cli.register(faq)  # misses, learn (bot/faq/cli.py)
     return parser
 
 
@@ -164,7 +169,7 @@ def _persona_rollback(args: argparse.Namespace) -> int:
 def _faq_eval(args: argparse.Namespace) -> int:
     from bot.faq.evaluate import run_eval
 
-    return run_eval(args.kb, args.questions, sys.stdout)
+    return run_eval(args.kb, args.questions, sys.stdout, rows_selected=args.rows, rerank=args.rerank)
 
 
 def _redacted(url: str) -> str:

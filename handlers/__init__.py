@@ -12,6 +12,7 @@
      80  tagging: keyword / regex tags (tags, then passes on)
      75  offers: coupon / group invite / my coupons on request (新人, 入群, 我的券)
      70  tagging: survey trigger words
+     10  smalltalk: 你好 / 在吗 / 谢谢 / 好的 / emoji only → the persona's small-talk line (1:1)
       0  faq: answer from the knowledge base, or ask which question
    -100  fallback: the persona's fallback line (1:1 only)
 """
@@ -24,7 +25,8 @@ from bot.events import Event, EventKind
 from bot.router import Router
 from bot.text_budget import cap_customer_text
 from handlers import (
-    commands, fallback, faq, greeting, group_rules, handoff, offers, optout, tagging, unsubscribe, wecom_lifecycle,
+    commands, fallback, faq, greeting, group_rules, handoff, offers, optout, smalltalk, tagging, unsubscribe,
+    wecom_lifecycle,
 )
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ def build_router() -> Router:
     root.include(wecom_lifecycle.router)
     root.include(
         group_rules.router, commands.router, greeting.router, unsubscribe.router, optout.router, handoff.router,
-        tagging.router, offers.router, faq.router, fallback.router,
+        tagging.router, offers.router, smalltalk.router, faq.router, fallback.router,
     )
     return root
 

@@ -6,14 +6,21 @@ The pending choice lives in the shared store (`clarify:{channel}:{account}:{send
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import UTC, datetime
+
 from bot.context import Context
 from bot.events import Action, AddTag, Event, Reply
+from bot.faq.matcher import MatchResult
 from bot.faq.model import FaqEntry
+from bot.faq.outcomes import CLARIFIED, DECLINED, record_outcome
 from bot.filters import has_text
 from bot.router import UNHANDLED, HandlerResult, Router
 from bot.tagging.answers import choice_number
 
 router = Router("faq")
+log = logging.getLogger("siyu.faq")
 
 #: Note for later handlers and middlewares (tag rules on FAQ topics) naming the entry that answered.
 FAQ_ANSWERED = "faq_answered"
@@ -49,16 +56,43 @@ async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
 
 @router.on(has_text, priority=0)
 async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
-    result = ctx.persona.faq.match(event.text, channel=str(event.channel), in_group=event.in_group)
+    matcher = ctx.persona.faq
+    if matcher.reranker is not None and matcher.reranker.ready:
+        # The semantic re-ranker's forward pass takes milliseconds: off the event loop.
+        result = await asyncio.to_thread(matcher.match, event.text, channel=str(event.channel), in_group=event.in_group)
+    else:
+        result = matcher.match(event.text, channel=str(event.channel), in_group=event.in_group)
     if result.decision == "answer" and result.entry is not None:
         return _answer(result.entry, ctx)
     if result.decision == "clarify" and result.alternatives:
         await ctx.save(
             _clarify_key(event), "\t".join(entry.id for entry in result.alternatives), ttl=CLARIFY_TTL_SECONDS
         )
+        await _record(event, ctx, CLARIFIED, result)
         options = [entry.question for entry in result.alternatives]
         return [Reply(ctx.persona.say("clarify", options=options))]
+    if not event.in_group:  # in a group, an unanswered message is chatter, not a miss
+        await _record(event, ctx, DECLINED, result)
     return UNHANDLED
+
+
+async def _record(event: Event, ctx: Context, outcome: str, result: MatchResult) -> None:
+    """Keep the question for `faq misses` (declined and clarified only: the rare path)."""
+    try:
+        await record_outcome(
+            ctx.services.sessions,
+            dedupe_key=event.dedupe_key,
+            persona=str(ctx.persona.path.resolve()),
+            channel=str(event.channel),
+            external_id=event.sender,
+            text=event.text,
+            outcome=outcome,
+            likely_entry=result.entry.id if result.entry is not None else None,
+            score=round(float(result.score), 4),
+            created_at=datetime.now(UTC),
+        )
+    except Exception:  # the customer still gets an answer; the miss is only for admins
+        log.exception("could not record the FAQ outcome", extra={"dedupe_key": event.dedupe_key})
 
 
 def _answer(entry: FaqEntry, ctx: Context) -> list[Action]:

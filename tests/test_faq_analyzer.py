@@ -53,10 +53,28 @@ def test_empty_and_emoji_only_text_give_no_tokens(analyzer: TextAnalyzer) -> Non
 
 
 def test_lexicon_groups_do_not_overlap() -> None:
-    # A word in two groups would silently merge two meanings (收到 + 补货).
-    counts = Counter(word for group in load_lexicon() for word in set(group))
+    # A word in two groups would silently merge two meanings (收到 + 补货). A domain file
+    # may extend another's group only by repeating its canonical (first) word.
+    groups = load_lexicon()
+    heads = {group[0] for group in groups}
+    counts = Counter(word for group in groups for word in set(group[1:]))
     assert [w for w, n in counts.items() if n > 1] == []
-    assert len(load_lexicon()) >= 150
+    assert [w for w in counts if w in heads] == []
+    assert len(groups) >= 150
+
+
+def test_lexicon_is_organised_by_domain() -> None:
+    from bot.faq.analyzer import _DATA
+
+    files = {f.name for f in (_DATA / "lexicon").iterdir()}
+    for domain in ["logistics", "payment", "after_sales", "product", "colloquial", "abbreviations", "regional", "typos"]:
+        assert f"{domain}.yaml" in files
+
+
+def test_lexicon_maps_general_colloquial_forms(analyzer: TextAnalyzer) -> None:
+    assert analyzer.analyze("寄费多少") == analyzer.analyze("运费多少")
+    assert "偏远地区" in analyzer.analyze("寄到喀什")
+    assert "发票" in analyzer.analyze("能开张纸质发票吗")
 
 
 def test_fast_segmentation_gives_jiebas_words(analyzer: TextAnalyzer) -> None:

@@ -46,12 +46,15 @@ def _queries(matcher: FaqMatcher, rng: random.Random, count: int) -> list[tuple[
 
 def _plain(matcher: FaqMatcher, tokens: tuple[str, ...], in_group: bool) -> MatchResult:
     """Reference: sum every posting of every word, keep entries with a topic word."""
-    words, ceiling = [], 0.0
+    factors: dict[str, tuple[float, bool]] = {}
+    ceiling = 0.0
     for token in dict.fromkeys(tokens):
-        word, weight = matcher._plan(token)
+        targets, weight = matcher._plan(token)
         ceiling += weight
-        if word is not None:
-            words.append(word)
+        for word, factor, generic in targets:  # a word reached twice counts once, at its best
+            if word not in factors or factors[word][0] < factor:
+                factors[word] = (factor, generic)
+    words = [(w, f, g) for w, (f, g) in factors.items()]
     if ceiling <= 0 or all(generic for _, _, generic in words):
         return MatchResult("reject", None, (), 0.0, tokens)
     scores: dict[int, float] = {}

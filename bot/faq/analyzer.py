@@ -233,15 +233,25 @@ class LexiconError(ValueError):
 
 
 def load_lexicon(path: Path | None = None) -> list[list[str]]:
-    """Synonym groups from YAML: `groups: [[canonical, variant, ...], ...]`."""
-    text = path.read_text("utf-8") if path else (_DATA / "lexicon.yaml").read_text("utf-8")
+    """Synonym groups from YAML: `groups: [[canonical, variant, ...], ...]`.
+
+    `path`: one such file, or a folder of them; default: the built-in lexicon,
+    one file per domain in `bot/faq/data/lexicon/` (read in name order)."""
+    if path is None or Path(path).is_dir():
+        folder = _DATA / "lexicon" if path is None else Path(path)
+        files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+        return [group for file in files for group in _load_lexicon_text(file.read_text("utf-8"), file.name)]
+    return _load_lexicon_text(Path(path).read_text("utf-8"), Path(path).name)
+
+
+def _load_lexicon_text(text: str, name: str) -> list[list[str]]:
     try:
         data = yaml.load(text, Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
-        raise LexiconError(f"lexicon is not valid YAML: {exc}") from exc
+        raise LexiconError(f"lexicon {name} is not valid YAML: {exc}") from exc
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(groups, list):
-        raise LexiconError("lexicon must be a mapping with a 'groups' list")
+        raise LexiconError(f"lexicon {name} must be a mapping with a 'groups' list")
     result: list[list[str]] = []
     for group in groups:
         if not isinstance(group, list) or not all(isinstance(w, (str, int)) for w in group):

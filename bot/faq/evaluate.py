@@ -117,6 +117,30 @@ def _outcome(result: MatchResult) -> str:
     return OUT_OF_SCOPE
 
 
+def _describe_miss(matcher: FaqMatcher, row: LabelledQuestion, got: str, result: MatchResult) -> str:
+    """One miss with what an admin needs to see why: tokens, expansions, top 3."""
+    why = matcher.explain(row.text)
+    fired = ", ".join(f"{e.token}→{e.word} ({e.kind} {e.factor:.2f})" for e in why.expansions) or "none"
+    top = ", ".join(f"{c.entry.id} {c.score:.2f}" for c in why.candidates) or "none"
+    return (
+        f"  line {row.line}: {row.text!r} expected {row.expected}, got {got} (score {result.score:.2f})\n"
+        f"      tokens: {' '.join(why.tokens) or '(none)'}\n"
+        f"      expansions: {fired}\n"
+        f"      top 3: {top}"
+    )
+
+
+def select_rows(rows: Sequence[LabelledQuestion], which: str) -> list[LabelledQuestion]:
+    """`even` / `odd`: the rows at even / odd 0-based positions among the questions
+    (after the header line), for a fixed tune/held-back split; `all`: every row."""
+    if which == "all":
+        return list(rows)
+    if which not in {"even", "odd"}:
+        raise EvalInputError(f"--rows must be even, odd or all, not {which!r}")
+    parity = 0 if which == "even" else 1
+    return [row for position, row in enumerate(rows) if position % 2 == parity]
+
+
 def evaluate(
     matcher: FaqMatcher, rows: Sequence[LabelledQuestion], out: TextIO
 ) -> dict[str, float | int]:
@@ -138,10 +162,7 @@ def evaluate(
             if got.startswith("clarify:") and row.expected in got[8:].split("|"):
                 clarified_right += 1
         if got != row.expected:
-            misses.append(
-                f"  line {row.line}: {row.text!r} expected {row.expected}, got {got}"
-                f" (score {result.score:.2f}, tokens {' '.join(result.tokens)})"
-            )
+            misses.append(_describe_miss(matcher, row, got, result))
 
     out.write("per-entry results (n, correct, confused with):\n")
     for faq_id in sorted(per_id):
@@ -165,16 +186,25 @@ def evaluate(
 
 
 def run_eval(
-    kb_path: Path, questions_path: Path, out: TextIO, *, analyzer: TextAnalyzer | None = None
+    kb_path: Path,
+    questions_path: Path,
+    out: TextIO,
+    *,
+    analyzer: TextAnalyzer | None = None,
+    rows_selected: str = "all",
+    rerank: bool = False,
 ) -> int:
     """Evaluate and print; exit code 0 on success, 2 on unusable input."""
     try:
         entries = load_kb(Path(kb_path))
-        rows = load_questions(Path(questions_path), {e.id for e in entries})
+        rows = select_rows(load_questions(Path(questions_path), {e.id for e in entries}), rows_selected)
     except EvalInputError as exc:
         out.write(f"error: {exc}\n")
         return 2
-    matcher = FaqMatcher.build(entries, analyzer=analyzer)
+    matcher = FaqMatcher.build(entries, analyzer=analyzer, rerank=rerank)
+    if matcher.reranker is not None and not matcher.reranker.wait(timeout=300):
+        out.write("error: the semantic re-ranker could not load\n")
+        return 2
     summary = evaluate(matcher, rows, out)
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
     return 0

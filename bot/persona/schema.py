@@ -68,6 +68,12 @@ class Lines(_Strict):
     announce_optout: str | None = None
     #: …and replied 订阅 to get them again.
     announce_optin: str | None = None
+    #: Small talk (handlers/smalltalk.py): a greeting or 在吗, thanks, 好的/嗯, emoji only.
+    #: Defaults keep older personas loading; a persona should say these in its own voice.
+    smalltalk_hello: str = "你好呀，我是{{ persona.name }}～有什么可以帮你的，直接发问题给我就好。"
+    smalltalk_thanks: str = "不客气～还有其他问题随时找{{ persona.name }}。"
+    smalltalk_ok: str = "好的～还有其他问题随时找{{ persona.name }}。"
+    smalltalk_emoji: str = "收到～有问题直接发文字给{{ persona.name }}就好。"
 
     @field_validator("*")
     @classmethod

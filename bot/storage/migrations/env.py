@@ -14,6 +14,7 @@ import bot.offers.models  # noqa: F401,E402
 import bot.wecom.models  # noqa: F401,E402  (WeCom lifecycle tables)
 import bot.chatops.models  # noqa: E402,F401  (chat-ops tables on Base.metadata)
 import bot.campaigns.models  # noqa: F401,E402  (announcement tables join Base.metadata)
+import bot.faq.outcomes  # noqa: E402, F401 - registers faq_outcomes on Base.metadata
 
 target_metadata = Base.metadata
 
