@@ -35,9 +35,11 @@ async def say(client: Any, user: str, text: str, peer: WeChatPeer | None = None)
     return "" if reply == "success" else peer.read_reply(reply)["Content"]
 
 
-async def outcomes(client: Any) -> list[FaqOutcome]:
+async def outcomes(client: Any, user: str) -> list[FaqOutcome]:
+    """This customer's recorded FAQ outcomes (the run's database is shared by the whole suite)."""
     async with context_of(client).services.sessions() as session:
-        return list((await session.scalars(select(FaqOutcome).order_by(FaqOutcome.id))).all())
+        statement = select(FaqOutcome).where(FaqOutcome.external_id == user).order_by(FaqOutcome.id)
+        return list((await session.scalars(statement)).all())
 
 
 async def test_small_talk_gets_the_personas_lines_and_is_not_a_miss(make_settings: Any, start_bot: Any) -> None:
@@ -53,7 +55,7 @@ async def test_small_talk_gets_the_personas_lines_and_is_not_a_miss(make_setting
     assert persona.say("fallback") not in {persona.say(f"smalltalk_{k}") for k in ("hello", "thanks", "ok", "emoji")}
     # A greeting around a real question is a question: the FAQ answers it.
     assert "包邮" in await say(client, user, "你好，请问多少钱包邮？")
-    assert await outcomes(client) == []
+    assert await outcomes(client, user) == []
 
 
 async def test_a_declined_question_is_kept_once_and_the_fallback_offers_a_human(
@@ -67,7 +69,7 @@ async def test_a_declined_question_is_kept_once_and_the_fallback_offers_a_human(
         response = await client.post("/wechat/oa", params=query, data=body)
         reply = peer.read_reply(await response.text())["Content"]
         assert reply == persona.say("fallback") and "转人工" in reply
-    rows = await outcomes(client)
+    rows = await outcomes(client, user)
     assert [(r.text, r.outcome, r.reviewed) for r in rows] == [("世界上最高的山是哪座", "declined", None)]
 
 
