@@ -18,7 +18,8 @@ COPY scripts ./scripts
 RUN useradd --system --uid 10001 --home /app siyu && mkdir -p /app/var && chown -R siyu /app/var /app/persona
 USER siyu
 
-ENV BOT_PORT=8080 PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
+# One serving process per core of the container (SO_REUSEPORT); REDIS_URL is required for more than one.
+ENV BOT_PORT=8080 BOT_WORKERS=auto PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"BOT_PORT\"]}/healthz')"

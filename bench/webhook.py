@@ -54,8 +54,9 @@ SERVER_CORE, LOAD_CORE = "0", "1"
 
 WRK_SCRIPT = r"""
 -- Sends each pre-generated callback once. args: mode (template|pool), file, nthreads, msgid prefix.
--- template: lines path<TAB>head<TAB>tail; the body is head .. unique MsgId .. tail (plain mode signs only
---           the query, so wrk can mint MsgIds). pool: lines path<TAB>body, sent in order; if the pool runs
+-- template: lines path<TAB>head<TAB>mid<TAB>tail; the body is head .. [number] .. mid .. unique MsgId .. tail
+--           (plain mode signs only the query, so wrk can mint MsgIds; with args[5] = "fresh" the same number
+--           goes into the customer's text too, so no two texts are alike). pool: lines path<TAB>body, sent in order; if the pool runs
 --           out it wraps and counts `wrapped` (those would be deduplicated by the bot: a sizing problem).
 local threads = {}
 local nthreads_setup = 0
@@ -70,6 +71,7 @@ function init(args)
   mode = args[1]
   local nthreads = tonumber(args[3])
   prefix = args[4] .. tostring(tid)
+  fresh = args[5] == "fresh"
   wrk.headers["Content-Type"] = "text/xml"
   items = {}
   local i = 0
@@ -78,7 +80,8 @@ function init(args)
       if mode == "template" then
         local a, b = line:find("\t", 1, true)
         local c, d = line:find("\t", b + 1, true)
-        table.insert(items, {line:sub(1, a - 1), line:sub(b + 1, c - 1), line:sub(d + 1)})
+        local e, f = line:find("\t", d + 1, true)
+        table.insert(items, {line:sub(1, a - 1), line:sub(b + 1, c - 1), line:sub(d + 1, e - 1), line:sub(f + 1)})
       else
         local a, b = line:find("\t", 1, true)
         table.insert(items, wrk.format("POST", line:sub(1, a - 1), nil, line:sub(b + 1)))
@@ -106,7 +109,8 @@ function request()
   local item = items[idx]
   if mode == "template" then
     counter = counter + 1
-    local body = item[2] .. prefix .. string.format("%09d", counter) .. item[3]
+    local id = prefix .. string.format("%09d", counter)
+    local body = item[2] .. (fresh and id or "") .. item[3] .. id .. item[4]
     return wrk.format("POST", item[1], nil, body)
   end
   return item
@@ -294,12 +298,13 @@ class Bench:
 
     # --- request pools ----------------------------------------------------------------------------
 
-    def pool(self, count: int, aes: bool) -> list[tuple[str, bytes]]:
+    def pool(self, count: int, aes: bool, gaps: bool = False) -> list[tuple[str, bytes]]:
         start = self.msg_counter
         self.msg_counter += count
         return _load.build_pool_parallel(
             processes=2 if count >= 20000 else 1,
             token=TOKEN, appid=APPID, aes_key=AES_KEY if aes else None, count=count, run_tag=self.run_tag, start=start,
+            repeat_texts=self.args.repeat_texts, gaps=gaps,
         )
 
     # --- load -------------------------------------------------------------------------------------
@@ -331,6 +336,7 @@ class Bench:
         argv = self.pinned(LOAD_CORE) + [
             "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
             f"http://127.0.0.1:{port}/wechat/oa", "--", mode, str(path), "1", prefix,
+            "repeat" if self.args.repeat_texts else "fresh",
         ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
         result = _benchjson(out.stdout, out.stderr)
@@ -353,7 +359,7 @@ class Bench:
             if not aes:
                 # Plain mode signs only the query: wrk mints a fresh MsgId for every request.
                 path = self.workdir / "plain.wrk"
-                sample = self.pool(len(_load.QUESTIONS) * 20, aes=False)
+                sample = self.pool(len(_load.QUESTIONS) * 20, aes=False, gaps=not self.args.repeat_texts)
                 _load.write_wrk_template(path, sample)
                 mode = "template"
             else:
@@ -639,6 +645,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="also py-spy the plain bot under load (an extra run)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="don't pin processes with taskset")
     parser.add_argument("--max-pool", type=int, default=400_000, help="cap on pre-generated AES callbacks")
+    parser.add_argument("--repeat-texts", action="store_true",
+                        help="send the 43 bare questions over and over (caches of cut text flatter the figures)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.seconds is None:

@@ -21,6 +21,14 @@ def serve(settings: Settings) -> int:
     from bot.logging_setup import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    from bot.workers import Supervisor, is_worker_process
+
+    workers = settings.worker_count
+    if workers > 1 and not is_worker_process():
+        if not settings.redis_url:
+            log.error("BOT_WORKERS=%d needs REDIS_URL: the in-process store cannot be shared by processes", workers)
+            return 2
+        return Supervisor(workers).run()
     if settings.uses_development_token:
         log.warning(
             "WECHAT_OA_TOKEN is not set: accepting plain-mode callbacks signed with the development token %r",
@@ -46,7 +54,14 @@ def serve(settings: Settings) -> int:
     app.on_startup.append(announce)
     try:
         web.run_app(
-            app, host=settings.bot_host, port=settings.bot_port, print=None, access_log=None, loop=_event_loop()
+            app,
+            host=settings.bot_host,
+            port=settings.bot_port,
+            print=None,
+            access_log=None,
+            loop=_event_loop(),
+            # Workers of one supervisor share the port; the kernel spreads connections across them.
+            reuse_port=is_worker_process() or None,
         )
     except DatabaseNotMigrated as error:
         log.error("%s", error)
