@@ -325,18 +325,26 @@ class Result:
 
 
 class Connection:
-    """A minimal HTTP/1.1 keep-alive client: the bot always answers with Content-Length."""
+    """A minimal HTTP/1.1 keep-alive client (answers must carry Content-Length). A server that closes
+    after each answer (gunicorn's sync worker says `Connection: close`) gets a new connection per request,
+    as a real client would open one."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.reader = reader
         self.writer = writer
+        self.port = port
+        self.closed_by_server = False
 
     @classmethod
     async def open(cls, port: int) -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(reader, writer, port)
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self.closed_by_server:
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.closed_by_server = False
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -346,6 +354,8 @@ class Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value.strip())
+            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+                self.closed_by_server = True
         if length is None:
             raise ConnectionError("response without Content-Length")
         body = await self.reader.readexactly(length) if length else b""

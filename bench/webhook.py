@@ -48,6 +48,9 @@ APPID = "wx0000000000siyu"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_PLAIN_RATE = 5000
+TARGET_RATIO_PLAIN, TARGET_RATIO_AES = 1.5, 1.2
+WEROBOT_VENV = HERE / ".venvs" / "werobot"
+WEROBOT_REQUIREMENTS = ("WeRoBot==1.13.1", "gunicorn", "PyYAML")
 TARGET_P99_MS = 20
 TARGET_START_S = 2.0
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -503,6 +506,42 @@ class Bench:
         finally:
             self.stop(proc)
 
+    def werobot_scenario(self, aes: bool) -> None:
+        """WeRoBot on gunicorn (one sync worker) on the same core, with the same requests."""
+        mode = "AES" if aes else "plain"
+        gunicorn = _werobot_venv() / "bin" / "gunicorn"
+        port = _load.free_port()
+        env = dict(os.environ, WEROBOT_TOKEN=TOKEN, WEROBOT_PERSONA=str(REPO / "persona" / "demo"))
+        if aes:
+            env.update(WEROBOT_APPID=APPID, WEROBOT_AES_KEY=AES_KEY)
+        argv = [str(gunicorn), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+                "--log-level", "warning", "werobot_app:application"]
+        proc, start_s = self.start_server(f"werobot-{mode}", argv, env, port)
+        self.starts[f"WeRoBot ({mode})"] = start_s
+        print(f"WeRoBot {mode}: up after {start_s:.2f} s (gunicorn, one sync worker, core {SERVER_CORE})", flush=True)
+        try:
+            path = self.workdir / "warmup-werobot.pickle"
+            _load.write_pool(path, self.pool(200, aes))
+            self.python_load("rate", port, path, rate=300, connections=8)
+            # gunicorn's worker is the child that does the work: measure its CPU, not the arbiter's.
+            self.server_pid = _children_of(proc.pid)[0] if _children_of(proc.pid) else proc.pid
+            result = self.measured(self.max_throughput, f"werobot {mode}", port, aes)
+            self.record(f"WeRoBot {mode}: max throughput", result, f"{self.args.seconds:g} s")
+        finally:
+            self.stop(proc)
+
+    def print_ratios(self) -> None:
+        """Siyu over WeRoBot by wall-clock rate, and by server CPU per message (steadier on a shared machine)."""
+        for mode, target in (("plain", TARGET_RATIO_PLAIN), ("AES", TARGET_RATIO_AES)):
+            ours = [row for row in self.rows if row.scenario == f"bot {mode}: max throughput"]
+            theirs = [row for row in self.rows if row.scenario == f"WeRoBot {mode}: max throughput"]
+            if not (ours and theirs):
+                continue
+            rate = _mean(r.rate for r in ours) / _mean(r.rate for r in theirs)
+            cpu = _mean(r.cpu_us for r in theirs) / _mean(r.cpu_us for r in ours)
+            print(f"Siyu / WeRoBot, {mode}: {rate:.2f}× by msgs/s, {cpu:.2f}× by server CPU per message "
+                  f"(max throughput, mean of {len(ours)} alternating round(s); target ≥ {target}×)")
+
     def note_server_health(self, name: str, port: int, proc: subprocess.Popen) -> None:
         """Counters the bot exposes, and any warnings/errors it logged under load."""
         if proc.poll() is not None:
@@ -574,6 +613,26 @@ class Bench:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+def _werobot_venv() -> Path:
+    """WeRoBot lives in a virtualenv of its own under bench/.venvs (created once): never a project dependency."""
+    python = WEROBOT_VENV / "bin" / "python"
+    if not (WEROBOT_VENV / "bin" / "gunicorn").exists():
+        print(f"creating {WEROBOT_VENV} with {', '.join(WEROBOT_REQUIREMENTS)} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(WEROBOT_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *WEROBOT_REQUIREMENTS], check=True)
+    return WEROBOT_VENV
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(part) for part in path.read_text().split()] if path.exists() else []
+
+
 async def _pg_fetchrow(query: str, *params):
     import asyncpg
 
@@ -641,7 +700,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="max-throughput load generator (auto: wrk when installed)")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--only", choices=("plain", "aes", "floor"), action="append", help="run only these scenarios")
+    parser.add_argument("--only", choices=("plain", "aes", "floor", "werobot"), action="append",
+                        help="run only these scenarios (werobot runs beside plain and/or aes)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating Siyu/WeRoBot rounds (default 1)")
     parser.add_argument("--profile", metavar="DIR", help="also py-spy the plain bot under load (an extra run)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="don't pin processes with taskset")
     parser.add_argument("--max-pool", type=int, default=400_000, help="cap on pre-generated AES callbacks")
@@ -717,15 +778,21 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    only = set(args.only or ("plain", "aes", "floor"))
+    only = set(args.only or ("plain", "aes", "floor", "werobot"))
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
         stack.enter_context(services)
         bench.create_database()
-        if "plain" in only:
-            bench.bot_scenario(aes=False)
-        if "aes" in only:
-            bench.bot_scenario(aes=True)
+        for _ in range(args.rounds):
+            # Alternating, so drift on a shared machine hits both servers alike.
+            if "plain" in only:
+                bench.bot_scenario(aes=False)
+                if "werobot" in only:
+                    bench.werobot_scenario(aes=False)
+            if "aes" in only:
+                bench.bot_scenario(aes=True)
+                if "werobot" in only:
+                    bench.werobot_scenario(aes=True)
         if "floor" in only:
             bench.floor_scenario()
     except KeyboardInterrupt:
@@ -742,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         if bench.rows:
             bench.print_table()
+            bench.print_ratios()
     return 0
 
 
