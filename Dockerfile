@@ -20,7 +20,8 @@ USER siyu
 
 # Production: refuses to start without WECHAT_OA_TOKEN (and AES or WECHAT_OA_ALLOW_PLAIN=1).
 # /metrics and /readyz listen on BOT_OPS_PORT (9090), which is deliberately not exposed.
-ENV BOT_ENV=production BOT_PORT=8080 BOT_OPS_PORT=9090 PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
+# One serving process per core of the container (SO_REUSEPORT); REDIS_URL is required for more than one.
+ENV BOT_ENV=production BOT_PORT=8080 BOT_OPS_PORT=9090 BOT_WORKERS=auto PERSONA=/app/persona/demo PERSONA_HISTORY_DIR=/app/var/persona-history
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"BOT_PORT\"]}/healthz')"

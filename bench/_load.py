@@ -78,6 +78,40 @@ QUESTIONS = [
     "新人",
 ]
 
+#: What customers add around a question, each with a number that changes from message to message, so no
+#: two texts are alike and no cache of cut text can flatter the figures (customers never repeat exactly).
+DETAILS = [
+    "订单号{n:015d}",
+    "我的单号是{n:012d}",
+    "{m}号下的单",
+    "买了{m}包",
+    "宝宝{m}个月了",
+    "尾号{k:04d}",
+    "第{m}次问了",
+    "{m}点前能回复吗",
+]
+
+
+def customer_text(i: int, *, repeat: bool = False) -> str:
+    """Message `i`: one of QUESTIONS with a changing detail before or after it (or the bare question)."""
+    question = QUESTIONS[i % len(QUESTIONS)]
+    if repeat:
+        return question
+    shape = (i // len(QUESTIONS)) % (2 * len(DETAILS))
+    detail = DETAILS[shape % len(DETAILS)].format(n=1000 + i * 7919, m=1 + i % 28, k=i % 10000)
+    return f"{detail}，{question}" if shape < len(DETAILS) else f"{question} {detail}"
+
+
+#: Where wrk writes a number of its own into a plain-mode template's text (see write_wrk_template).
+NUMBER_GAP = "@@N@@"
+
+
+def template_text(i: int) -> str:
+    """A question with a gap for a number wrk fills in per request (an order number that always changes)."""
+    question = QUESTIONS[i % len(QUESTIONS)]
+    return f"订单{NUMBER_GAP}，{question}" if (i // len(QUESTIONS)) % 2 else f"{question} 单号{NUMBER_GAP}"
+
+
 SEND_HEADERS = "Content-Type: text/xml\r\nUser-Agent: Mozilla/4.0\r\n"
 
 
@@ -101,6 +135,8 @@ def build_pool(
     start: int,
     senders: int = 2000,
     via_peer: int = 200,
+    repeat_texts: bool = False,
+    gaps: bool = False,
 ) -> list[tuple[str, bytes]]:
     """`count` signed callbacks with unique MsgIds (prefix + 1 + start+i), as WeChat sends them.
 
@@ -116,7 +152,8 @@ def build_pool(
     pool = []
     for i in range(start, start + count):
         sender = make_sender(run_tag, i % senders)
-        xml = text_xml(sender, QUESTIONS[i % len(QUESTIONS)], int(f"{prefix}{i:09d}"))
+        content = template_text(i) if gaps else customer_text(i, repeat=repeat_texts)
+        xml = text_xml(sender, content, int(f"{prefix}{i:09d}"))
         if fast is None:
             query, body = peer.plain(xml)
         elif i - start < via_peer:
@@ -216,12 +253,16 @@ def write_wrk_pool(path: Path, pool: list[tuple[str, bytes]]) -> None:
 
 
 def write_wrk_template(path: Path, pool: list[tuple[str, bytes]]) -> None:
-    """Plain mode: the body is not signed, so wrk fills in a fresh MsgId: path<TAB>head<TAB>tail."""
+    """Plain mode: the body is not signed, so wrk fills in a fresh MsgId (and, where the text has a
+    NUMBER_GAP, a number in the text): path<TAB>head<TAB>mid<TAB>tail, body = head [number] mid MsgId tail."""
+    gap = NUMBER_GAP.encode()
     with open(path, "wb") as f:
         for target, body in pool:
             start = body.index(b"<MsgId>") + len(b"<MsgId>")
             end = body.index(b"</MsgId>")
-            f.write(target.encode() + b"\t" + body[:start] + b"\t" + body[end:] + b"\n")
+            before, found, mid = body[:start].partition(gap)
+            head, mid = (before, mid) if found else (body[:start], b"")
+            f.write(b"\t".join((target.encode(), head, mid, body[end:])) + b"\n")
 
 
 # --- measurement -------------------------------------------------------------------------------
@@ -284,18 +325,26 @@ class Result:
 
 
 class Connection:
-    """A minimal HTTP/1.1 keep-alive client: the bot always answers with Content-Length."""
+    """A minimal HTTP/1.1 keep-alive client (answers must carry Content-Length). A server that closes
+    after each answer (gunicorn's sync worker says `Connection: close`) gets a new connection per request,
+    as a real client would open one."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.reader = reader
         self.writer = writer
+        self.port = port
+        self.closed_by_server = False
 
     @classmethod
     async def open(cls, port: int) -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(reader, writer, port)
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self.closed_by_server:
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.closed_by_server = False
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -305,6 +354,8 @@ class Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value.strip())
+            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+                self.closed_by_server = True
         if length is None:
             raise ConnectionError("response without Content-Length")
         body = await self.reader.readexactly(length) if length else b""

@@ -48,14 +48,18 @@ APPID = "wx0000000000siyu"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_PLAIN_RATE = 5000
+TARGET_RATIO_PLAIN, TARGET_RATIO_AES = 1.5, 1.2
+WEROBOT_VENV = HERE / ".venvs" / "werobot"
+WEROBOT_REQUIREMENTS = ("WeRoBot==1.13.1", "gunicorn", "PyYAML")
 TARGET_P99_MS = 20
 TARGET_START_S = 2.0
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 WRK_SCRIPT = r"""
 -- Sends each pre-generated callback once. args: mode (template|pool), file, nthreads, msgid prefix.
--- template: lines path<TAB>head<TAB>tail; the body is head .. unique MsgId .. tail (plain mode signs only
---           the query, so wrk can mint MsgIds). pool: lines path<TAB>body, sent in order; if the pool runs
+-- template: lines path<TAB>head<TAB>mid<TAB>tail; the body is head .. [number] .. mid .. unique MsgId .. tail
+--           (plain mode signs only the query, so wrk can mint MsgIds; with args[5] = "fresh" the same number
+--           goes into the customer's text too, so no two texts are alike). pool: lines path<TAB>body, sent in order; if the pool runs
 --           out it wraps and counts `wrapped` (those would be deduplicated by the bot: a sizing problem).
 local threads = {}
 local nthreads_setup = 0
@@ -70,6 +74,7 @@ function init(args)
   mode = args[1]
   local nthreads = tonumber(args[3])
   prefix = args[4] .. tostring(tid)
+  fresh = args[5] == "fresh"
   wrk.headers["Content-Type"] = "text/xml"
   items = {}
   local i = 0
@@ -78,7 +83,8 @@ function init(args)
       if mode == "template" then
         local a, b = line:find("\t", 1, true)
         local c, d = line:find("\t", b + 1, true)
-        table.insert(items, {line:sub(1, a - 1), line:sub(b + 1, c - 1), line:sub(d + 1)})
+        local e, f = line:find("\t", d + 1, true)
+        table.insert(items, {line:sub(1, a - 1), line:sub(b + 1, c - 1), line:sub(d + 1, e - 1), line:sub(f + 1)})
       else
         local a, b = line:find("\t", 1, true)
         table.insert(items, wrk.format("POST", line:sub(1, a - 1), nil, line:sub(b + 1)))
@@ -106,7 +112,8 @@ function request()
   local item = items[idx]
   if mode == "template" then
     counter = counter + 1
-    local body = item[2] .. prefix .. string.format("%09d", counter) .. item[3]
+    local id = prefix .. string.format("%09d", counter)
+    local body = item[2] .. (fresh and id or "") .. item[3] .. id .. item[4]
     return wrk.format("POST", item[1], nil, body)
   end
   return item
@@ -327,12 +334,13 @@ class Bench:
 
     # --- request pools ----------------------------------------------------------------------------
 
-    def pool(self, count: int, aes: bool) -> list[tuple[str, bytes]]:
+    def pool(self, count: int, aes: bool, gaps: bool = False) -> list[tuple[str, bytes]]:
         start = self.msg_counter
         self.msg_counter += count
         return _load.build_pool_parallel(
             processes=2 if count >= 20000 else 1,
             token=TOKEN, appid=APPID, aes_key=AES_KEY if aes else None, count=count, run_tag=self.run_tag, start=start,
+            repeat_texts=self.args.repeat_texts, gaps=gaps,
         )
 
     # --- load -------------------------------------------------------------------------------------
@@ -364,6 +372,7 @@ class Bench:
         argv = self.pinned(LOAD_CORE) + [
             "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
             f"http://127.0.0.1:{port}/wechat/oa", "--", mode, str(path), "1", prefix,
+            "repeat" if self.args.repeat_texts else "fresh",
         ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
         result = _benchjson(out.stdout, out.stderr)
@@ -386,7 +395,7 @@ class Bench:
             if not aes:
                 # Plain mode signs only the query: wrk mints a fresh MsgId for every request.
                 path = self.workdir / "plain.wrk"
-                sample = self.pool(len(_load.QUESTIONS) * 20, aes=False)
+                sample = self.pool(len(_load.QUESTIONS) * 20, aes=False, gaps=not self.args.repeat_texts)
                 _load.write_wrk_template(path, sample)
                 mode = "template"
             else:
@@ -532,6 +541,42 @@ class Bench:
         finally:
             self.stop(proc)
 
+    def werobot_scenario(self, aes: bool) -> None:
+        """WeRoBot on gunicorn (one sync worker) on the same core, with the same requests."""
+        mode = "AES" if aes else "plain"
+        gunicorn = _werobot_venv() / "bin" / "gunicorn"
+        port = _load.free_port()
+        env = dict(os.environ, WEROBOT_TOKEN=TOKEN, WEROBOT_PERSONA=str(REPO / "persona" / "demo"))
+        if aes:
+            env.update(WEROBOT_APPID=APPID, WEROBOT_AES_KEY=AES_KEY)
+        argv = [str(gunicorn), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+                "--log-level", "warning", "werobot_app:application"]
+        proc, start_s = self.start_server(f"werobot-{mode}", argv, env, port)
+        self.starts[f"WeRoBot ({mode})"] = start_s
+        print(f"WeRoBot {mode}: up after {start_s:.2f} s (gunicorn, one sync worker, core {SERVER_CORE})", flush=True)
+        try:
+            path = self.workdir / "warmup-werobot.pickle"
+            _load.write_pool(path, self.pool(200, aes))
+            self.python_load("rate", port, path, rate=300, connections=8)
+            # gunicorn's worker is the child that does the work: measure its CPU, not the arbiter's.
+            self.server_pid = _children_of(proc.pid)[0] if _children_of(proc.pid) else proc.pid
+            result = self.measured(self.max_throughput, f"werobot {mode}", port, aes)
+            self.record(f"WeRoBot {mode}: max throughput", result, f"{self.args.seconds:g} s")
+        finally:
+            self.stop(proc)
+
+    def print_ratios(self) -> None:
+        """Siyu over WeRoBot by wall-clock rate, and by server CPU per message (steadier on a shared machine)."""
+        for mode, target in (("plain", TARGET_RATIO_PLAIN), ("AES", TARGET_RATIO_AES)):
+            ours = [row for row in self.rows if row.scenario == f"bot {mode}: max throughput"]
+            theirs = [row for row in self.rows if row.scenario == f"WeRoBot {mode}: max throughput"]
+            if not (ours and theirs):
+                continue
+            rate = _mean(r.rate for r in ours) / _mean(r.rate for r in theirs)
+            cpu = _mean(r.cpu_us for r in theirs) / _mean(r.cpu_us for r in ours)
+            print(f"Siyu / WeRoBot, {mode}: {rate:.2f}× by msgs/s, {cpu:.2f}× by server CPU per message "
+                  f"(max throughput, mean of {len(ours)} alternating round(s); target ≥ {target}×)")
+
     def note_server_health(self, name: str, port: int, proc: subprocess.Popen) -> None:
         """Counters the bot exposes, and any warnings/errors it logged under load."""
         if proc.poll() is not None:
@@ -605,6 +650,26 @@ class Bench:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+def _werobot_venv() -> Path:
+    """WeRoBot lives in a virtualenv of its own under bench/.venvs (created once): never a project dependency."""
+    python = WEROBOT_VENV / "bin" / "python"
+    if not (WEROBOT_VENV / "bin" / "gunicorn").exists():
+        print(f"creating {WEROBOT_VENV} with {', '.join(WEROBOT_REQUIREMENTS)} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(WEROBOT_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *WEROBOT_REQUIREMENTS], check=True)
+    return WEROBOT_VENV
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(part) for part in path.read_text().split()] if path.exists() else []
+
+
 async def _pg_fetchrow(query: str, *params):
     import asyncpg
 
@@ -672,10 +737,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="max-throughput load generator (auto: wrk when installed)")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--only", choices=("plain", "aes", "floor"), action="append", help="run only these scenarios")
+    parser.add_argument("--only", choices=("plain", "aes", "floor", "werobot"), action="append",
+                        help="run only these scenarios (werobot runs beside plain and/or aes)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating Siyu/WeRoBot rounds (default 1)")
     parser.add_argument("--profile", metavar="DIR", help="also py-spy the plain bot under load (an extra run)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="don't pin processes with taskset")
     parser.add_argument("--max-pool", type=int, default=400_000, help="cap on pre-generated AES callbacks")
+    parser.add_argument("--repeat-texts", action="store_true",
+                        help="send the 43 bare questions over and over (caches of cut text flatter the figures)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.seconds is None:
@@ -746,15 +815,21 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    only = set(args.only or ("plain", "aes", "floor"))
+    only = set(args.only or ("plain", "aes", "floor", "werobot"))
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
         stack.enter_context(services)
         bench.create_database()
-        if "plain" in only:
-            bench.bot_scenario(aes=False)
-        if "aes" in only:
-            bench.bot_scenario(aes=True)
+        for _ in range(args.rounds):
+            # Alternating, so drift on a shared machine hits both servers alike.
+            if "plain" in only:
+                bench.bot_scenario(aes=False)
+                if "werobot" in only:
+                    bench.werobot_scenario(aes=False)
+            if "aes" in only:
+                bench.bot_scenario(aes=True)
+                if "werobot" in only:
+                    bench.werobot_scenario(aes=True)
         if "floor" in only:
             bench.floor_scenario()
     except KeyboardInterrupt:
@@ -772,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         if bench.rows:
             bench.print_table()
+            bench.print_ratios()
     return 0
 
 

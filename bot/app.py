@@ -44,6 +44,7 @@ from bot.storage.batched_writer import BatchedWriter
 from bot.storage.migrate import ensure_migrated
 from bot.web import callback, coupon_api, ops
 from bot.web.wechat_oa import OfficialAccountEndpoint
+from bot.workers import is_worker_process
 from bot.web.wecom import WeComEndpoint
 from bot.web.wecom_aibot import AiBotEndpoint
 from bot.wecom.app import open_wecom, wecom_endpoint
@@ -251,7 +252,10 @@ def create_app(
         ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
         await ops_runner.setup()
         try:
-            await web.TCPSite(ops_runner, settings.listen_host, settings.bot_ops_port).start()
+            # Workers of one supervisor (BOT_WORKERS) share the ops port as they share BOT_PORT.
+            await web.TCPSite(
+                ops_runner, settings.listen_host, settings.bot_ops_port, reuse_port=is_worker_process() or None
+            ).start()
             context.ops_port = int(ops_runner.addresses[0][1])
             yield
         finally:

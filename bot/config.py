@@ -42,6 +42,8 @@ class Settings(BaseModel):
     #: /metrics and /readyz (and /healthz) for operators, on this port only: never publish it.
     #: 0 picks a free port (tests). Listens on the same address as BOT_PORT.
     bot_ops_port: int = Field(9090, alias="BOT_OPS_PORT")
+    #: Serving processes on BOT_PORT (SO_REUSEPORT): a number, or "auto" for one per core.
+    bot_workers: str = Field("1", alias="BOT_WORKERS")
     database_url: str = Field(f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'siyu.sqlite3'}", alias="DATABASE_URL")
     #: Unset → the in-process store (single process only).
     redis_url: str | None = Field(None, alias="REDIS_URL")
@@ -115,6 +117,12 @@ class Settings(BaseModel):
     @property
     def oa_token(self) -> str:
         return self.wechat_oa_token or DEVELOPMENT_TOKEN
+
+    @property
+    def worker_count(self) -> int:
+        from bot.workers import resolve_worker_count
+
+        return resolve_worker_count(self.bot_workers)
 
     @property
     def uses_development_token(self) -> bool:

@@ -28,6 +28,14 @@ def serve(settings: Settings) -> int:
             log.error("refusing to start: %s", refusal)
             print(f"refusing to start: {refusal}", file=sys.stderr)
         return 2
+    from bot.workers import Supervisor, is_worker_process
+
+    workers = settings.worker_count
+    if workers > 1 and not is_worker_process():
+        if not settings.redis_url:
+            log.error("BOT_WORKERS=%d needs REDIS_URL: the in-process store cannot be shared by processes", workers)
+            return 2
+        return Supervisor(workers).run()
     if settings.development:
         log.warning(
             "BOT_ENV=development: listening on 127.0.0.1 only%s",
@@ -63,6 +71,8 @@ def serve(settings: Settings) -> int:
             # In-flight callbacks finish within WeChat's 5 s anyway; the app's own close is bounded too,
             # so SIGTERM ends the process within ~5 s whatever Redis and the database do.
             shutdown_timeout=0.5,
+            # Workers of one supervisor share the port; the kernel spreads connections across them.
+            reuse_port=is_worker_process() or None,
         )
     except DatabaseNotMigrated as error:
         log.error("%s", error)
