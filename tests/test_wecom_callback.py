@@ -172,6 +172,18 @@ async def test_staff_text_to_the_app_gets_an_encrypted_reply(wecom: Any, start_b
     assert "发货" in reply["Content"]
 
 
+async def test_a_nonce_that_is_not_plain_digits_and_letters_never_reaches_the_reply(
+    wecom: Any, start_bot: Any
+) -> None:
+    client = await start_bot(wecom())
+    peer = WeComPeer()
+    query, body = peer.encrypted(app_text_xml("zhangsan", "你们一般几天发货？"), nonce="1]]></Nonce><Evil>x</Evil><N>")
+    response = await client.post("/wechat/work", params=query, data=body)
+    text = await response.text()
+    assert response.status == 200 and "<Evil>" not in text
+    assert "发货" in peer.read_reply(text)["Content"]  # still a valid, signed reply
+
+
 async def test_same_event_three_times_across_two_instances_is_taken_once(wecom: Any, start_bot: Any) -> None:
     first, second = await start_bot(wecom()), await start_bot(wecom())
     customer = external()

@@ -111,9 +111,13 @@ class WeComPeer:
         return {"msg_signature": sign(self.token, ts, nonce, echostr), "timestamp": ts, "nonce": nonce,
                 "echostr": echostr}
 
-    def encrypted(self, xml: str, *, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
-        ts, nonce = str(timestamp or int(time.time())), secrets.token_hex(5)
-        envelope = xmltodict.parse(self.crypto.encrypt_message(xml, nonce, ts))["xml"]
+    def encrypted(
+        self, xml: str, *, timestamp: int | None = None, nonce: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        ts, nonce = str(timestamp or int(time.time())), nonce or secrets.token_hex(5)
+        # wechatpy writes its nonce into its own XML unescaped: give it a plain one (only the
+        # ciphertext is taken from it; the query's signature below uses `nonce`).
+        envelope = xmltodict.parse(self.crypto.encrypt_message(xml, secrets.token_hex(5), ts))["xml"]
         ciphertext = envelope["Encrypt"]
         body = (
             f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"

@@ -14,8 +14,6 @@ fields that identify one occurrence. They are answered at once (WeCom wants a qu
 from __future__ import annotations
 
 import hashlib
-import hmac
-import struct
 import time
 import unicodedata
 from collections.abc import Mapping
@@ -23,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
-from wechatpy.crypto.base import BasePrpCrypto
-from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
-from bot.channels.wechat_oa import _decode_aes_key, text_reply_xml
+from bot.channels.wecom_scheme import WeComScheme
+from bot.channels.wechat_oa import text_reply_xml
 from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext
 from bot.events import Channel, Event, EventKind
 
@@ -67,22 +64,6 @@ MAX_DEDUPE_KEY_LENGTH = 200
 _LIST_FIELDS = frozenset({"MemChangeList"})
 
 
-class InvalidCorpIdException(Exception):
-    """The decrypted message's receive id is not our corp id."""
-
-
-class PrpCrypto(BasePrpCrypto):
-    """wechatpy.enterprise.crypto.PrpCrypto, without importing `wechatpy.enterprise`: its package
-    __init__ pulls in the synchronous API client (requests, urllib3), which the server never runs
-    (bot/deferred_imports.py keeps those off the start)."""
-
-    def encrypt(self, text: str, corp_id: str) -> bytes:
-        return self._encrypt(text, corp_id)
-
-    def decrypt(self, text: str, corp_id: str) -> bytes:
-        return self._decrypt(text, corp_id, InvalidCorpIdException)
-
-
 def wecom_type(event_name: str, change_type: str) -> str:
     return f"{event_name}/{change_type}"
 
@@ -101,33 +82,23 @@ class WeComInbound:
     nonce: str
 
 
-class WeComAdapter:
-    """The WeCom side of the callback skeleton (bot/web/callback.py)."""
+class WeComAdapter(WeComScheme):
+    """The WeCom side of the callback skeleton (bot/web/callback.py); the receive id is the corp id."""
 
     reply_content_type = "application/xml"
     ack_body = "success"
+
+    _token_setting = "WECOM_TOKEN"
+    _wrong_receiver_reason = "wrong_corp_id"
 
     def __init__(self, config: WeComConfig) -> None:
         if not config.token or not config.corp_id:
             raise ValueError("WECOM_TOKEN and WECOM_CORP_ID are required for the WeCom callback")
         self.config = config
-        try:
-            key = _decode_aes_key(config.aes_key)
-        except ValueError:
-            raise ValueError("WECOM_AES_KEY must be the 43-character EncodingAESKey from the WeCom console") from None
-        # One cipher for the adapter's life (building one per message costs ~0.3 ms).
-        self._crypto = PrpCrypto(key)
+        self._open_scheme(token=config.token, aes_key=config.aes_key, receive_id=config.corp_id,
+                          tolerance=config.timestamp_tolerance, key_setting="WECOM_AES_KEY")
 
-    # --- inbound --------------------------------------------------------------
-
-    def verify_url(self, query: Mapping[str, str]) -> str:
-        """GET URL verification: the decrypted echostr, or RejectedRequest."""
-        self._check_timestamp(query.get("timestamp", ""), None)
-        echostr = query.get("echostr", "")
-        if not echostr:
-            raise RejectedRequest(400, "missing_echostr", "URL verification needs an echostr parameter")
-        self._check_signature(query, echostr)
-        return self._decrypt(echostr)
+    # --- inbound (verify_url: bot/channels/wecom_scheme.py) ----------------------
 
     def open(self, query: Mapping[str, str], body: bytes, *, now: float | None = None) -> WeComInbound:
         """Authenticate (signature over the ciphertext, before anything is parsed further) and parse."""
@@ -141,36 +112,6 @@ class WeComAdapter:
     def answers_at_once(self, inbound: WeComInbound) -> bool:
         """Customer-contact events want a quick 200 and carry no reply; staff messages get a passive reply."""
         return inbound.event.kind is not EventKind.MESSAGE
-
-    def _check_timestamp(self, timestamp: str, now: float | None) -> None:
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
-            raise RejectedRequest(400, "bad_timestamp", "timestamp parameter missing or not an integer") from None
-        current = time.time() if now is None else now
-        if abs(current - sent_at) > self.config.timestamp_tolerance:
-            raise RejectedRequest(
-                403, "stale_timestamp", f"timestamp is more than {self.config.timestamp_tolerance} s from our clock"
-            )
-
-    def _check_signature(self, query: Mapping[str, str], ciphertext: str) -> None:
-        signer = WeChatSigner()
-        signer.add_data(self.config.token, query.get("timestamp", ""), query.get("nonce", ""), ciphertext)
-        given = query.get("msg_signature", "")
-        # Constant-time: wechatpy's own check uses `!=`, which leaks timing.
-        if not given or not hmac.compare_digest(signer.signature.encode(), given.encode("utf-8", "replace")):
-            raise RejectedRequest(403, "bad_signature", "msg_signature does not match the configured WECOM_TOKEN")
-
-    def _decrypt(self, ciphertext: str) -> str:
-        try:
-            plain = self._crypto.decrypt(ciphertext, self.config.corp_id)
-        except InvalidCorpIdException:
-            raise RejectedRequest(
-                403, "wrong_corp_id", "decrypted message names another corp id (or the AES key is wrong)"
-            ) from None
-        except (ValueError, TypeError, IndexError, struct.error, UnicodeDecodeError) as exc:
-            raise RejectedRequest(400, "bad_ciphertext", f"cannot decrypt message: {type(exc).__name__}") from None
-        return plain if isinstance(plain, str) else plain.decode("utf-8", "replace")
 
     def _to_event(self, data: dict[str, Any]) -> Event:
         for name in _ID_FIELDS:
@@ -291,14 +232,11 @@ class WeComAdapter:
         event = inbound.event
         reply = text_reply_xml(source=event.account, target=event.sender, content=text, now=now)
         timestamp = str(now or int(time.time()))
-        nonce = inbound.nonce or "siyu"
-        ciphertext = self._crypto.encrypt(reply, self.config.corp_id)
-        ciphertext = ciphertext.decode() if isinstance(ciphertext, bytes) else ciphertext
-        signer = WeChatSigner()
-        signer.add_data(self.config.token, timestamp, nonce, ciphertext)
+        nonce = self._reply_nonce(inbound.nonce)
+        ciphertext = self._encrypt(reply)
         return (
             f"<xml><Encrypt><![CDATA[{ciphertext}]]></Encrypt>"
-            f"<MsgSignature><![CDATA[{signer.signature}]]></MsgSignature>"
+            f"<MsgSignature><![CDATA[{self._sign(timestamp, nonce, ciphertext)}]]></MsgSignature>"
             f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
         )
 

@@ -20,11 +20,8 @@ without one becomes an OVERHEARD event (logged, never answered).
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-import secrets
-import struct
 import time
 import unicodedata
 from collections.abc import Mapping
@@ -32,12 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from wechatpy.crypto import PrpCrypto
-from wechatpy.exceptions import InvalidAppIdException
-from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
-from bot.channels.wechat_oa import _decode_aes_key
+from bot.channels.wecom_scheme import WeComScheme
 from bot.events import Channel, Event, EventKind
 
 #: An enterprise's own intelligent bot signs its AES frames with an empty receive id.
@@ -103,32 +97,24 @@ class AiBotInbound:
     stream_id: str
 
 
-class AiBotAdapter:
-    """The intelligent bot's side of the callback skeleton (bot/web/callback.py)."""
+class AiBotAdapter(WeComScheme):
+    """The intelligent bot's side of the callback skeleton (bot/web/callback.py); empty receive id."""
 
     reply_content_type = "application/json"
     #: An empty 200 acknowledges a callback with no reply.
     ack_body = ""
 
+    _token_setting = "WECOM_AIBOT_TOKEN"
+    _wrong_receiver_reason = "wrong_receive_id"
+
     def __init__(self, config: AiBotConfig) -> None:
         if not config.token:
             raise ValueError("WECOM_AIBOT_TOKEN is required for the intelligent bot callback")
         self.config = config
-        try:
-            key = _decode_aes_key(config.aes_key)
-        except ValueError:
-            raise ValueError("WECOM_AIBOT_AES_KEY must be the 43-character EncodingAESKey of the bot") from None
-        self._crypto = PrpCrypto(key)
+        self._open_scheme(token=config.token, aes_key=config.aes_key, receive_id=RECEIVE_ID,
+                          tolerance=config.timestamp_tolerance, key_setting="WECOM_AIBOT_AES_KEY")
 
-    # --- inbound --------------------------------------------------------------
-
-    def verify_url(self, query: Mapping[str, str]) -> str:
-        self._check_timestamp(query.get("timestamp", ""), None)
-        echostr = query.get("echostr", "")
-        if not echostr:
-            raise RejectedRequest(400, "missing_echostr", "URL verification needs an echostr parameter")
-        self._check_signature(query, echostr)
-        return self._decrypt(echostr)
+    # --- inbound (verify_url: bot/channels/wecom_scheme.py) ----------------------
 
     def open(self, query: Mapping[str, str], body: bytes, *, now: float | None = None) -> AiBotInbound:
         """Authenticate (the signature covers the ciphertext, checked before anything else is parsed) and parse."""
@@ -150,33 +136,6 @@ class AiBotAdapter:
     def answers_at_once(self, inbound: AiBotInbound) -> bool:
         # Every callback may carry a passive reply (the stream, or enter_chat's welcome text).
         return False
-
-    def _check_timestamp(self, timestamp: str, now: float | None) -> None:
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
-            raise RejectedRequest(400, "bad_timestamp", "timestamp parameter missing or not an integer") from None
-        current = time.time() if now is None else now
-        if abs(current - sent_at) > self.config.timestamp_tolerance:
-            raise RejectedRequest(
-                403, "stale_timestamp", f"timestamp is more than {self.config.timestamp_tolerance} s from our clock"
-            )
-
-    def _check_signature(self, query: Mapping[str, str], ciphertext: str) -> None:
-        expected = _signature(self.config.token, query.get("timestamp", ""), query.get("nonce", ""), ciphertext)
-        given = query.get("msg_signature", "")
-        # Constant-time: a plain comparison leaks how much of a forged signature was right.
-        if not given or not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
-            raise RejectedRequest(403, "bad_signature", "msg_signature does not match WECOM_AIBOT_TOKEN")
-
-    def _decrypt(self, ciphertext: str) -> str:
-        try:
-            plain = self._crypto.decrypt(ciphertext, RECEIVE_ID)
-        except InvalidAppIdException:
-            raise RejectedRequest(403, "wrong_receive_id", "decrypted frame names a receive id (wrong AES key?)") from None
-        except (ValueError, TypeError, IndexError, struct.error, UnicodeDecodeError) as exc:
-            raise RejectedRequest(400, "bad_ciphertext", f"cannot decrypt message: {type(exc).__name__}") from None
-        return plain if isinstance(plain, str) else plain.decode("utf-8", "replace")
 
     def _to_event(self, message: AiBotMessage, payload: dict[str, Any]) -> tuple[Event, bool]:
         in_group = message.chattype == GROUP
@@ -221,13 +180,12 @@ class AiBotAdapter:
         else:
             plain = {"msgtype": "stream", "stream": {"id": inbound.stream_id, "finish": True, "content": text}}
         timestamp = str(now or int(time.time()))
-        nonce = inbound.nonce or secrets.token_hex(8)
-        encrypted = self._crypto.encrypt(json.dumps(plain, ensure_ascii=False), RECEIVE_ID)
-        ciphertext = encrypted.decode() if isinstance(encrypted, bytes) else encrypted
+        nonce = self._reply_nonce(inbound.nonce)
+        ciphertext = self._encrypt(json.dumps(plain, ensure_ascii=False))
         return json.dumps(
             {
                 "encrypt": ciphertext,
-                "msgsignature": _signature(self.config.token, timestamp, nonce, ciphertext),
+                "msgsignature": self._sign(timestamp, nonce, ciphertext),
                 "timestamp": int(timestamp),
                 "nonce": nonce,
             }
@@ -237,12 +195,6 @@ class AiBotAdapter:
 def markdown_message(text: str) -> dict[str, Any]:
     """What a later reply POSTs to a response_url."""
     return {"msgtype": "markdown", "markdown": {"content": text}}
-
-
-def _signature(token: str, timestamp: str, nonce: str, ciphertext: str) -> str:
-    signer = WeChatSigner()
-    signer.add_data(token, timestamp, nonce, ciphertext)
-    return signer.signature
 
 
 def _envelope_ciphertext(body: bytes) -> str:
