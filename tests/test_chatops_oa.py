@@ -176,6 +176,19 @@ async def test_operator_tags_looks_up_and_untags_a_customer(bot: Any, s: Staff) 
     assert decisions == [("tag", "allowed", "operator"), ("lookup", "allowed", "operator"), ("untag", "allowed", "operator")]
 
 
+async def test_preview_shows_each_segment_of_an_announcement_in_chat(bot: Any, s: Staff) -> None:
+    # The demo announcements (scripts/): which ones there are, then what each segment receives.
+    assert await say(bot, s.operator, "/预告") == TEXTS.say("preview_choose", campaigns="weekly_flash_sale")
+    shown = await say(bot, s.operator, "/预告 weekly_flash_sale")
+    assert "weekly_flash_sale" in shown and "audience now:" in shown
+    assert all(f"-- {segment} --" in shown for segment in ("新客", "老客", "会员"))
+    assert "云柔棉柔巾" in shown  # the sale file's items, rendered into the scripts
+    unknown = await say(bot, s.operator, "/预告 nope")
+    assert unknown == TEXTS.say("preview_unknown", campaign="nope", campaigns="weekly_flash_sale")
+    decisions = [(row.command, row.decision) for row in await audit_rows(bot, s.operator)]
+    assert decisions == [("preview", "allowed")] * 3
+
+
 async def test_help_lists_only_what_that_person_may_run(bot: Any, s: Staff) -> None:
     agent_help = await say(bot, s.agent, "/帮助")
     admin_help = await say(bot, s.admin, "/help")

@@ -11,6 +11,7 @@ Order for a typed line (`/标签 oAbc 高意向`):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -423,7 +424,24 @@ class ChatOps:
         return [Reply(self.texts.say("released", customer=customer))]
 
     async def _do_preview(self, event: Event, role: Role, arguments: dict[str, str]) -> list[Action]:
-        return [Reply(self.texts.say("preview_unavailable"))]
+        """What `announce preview` prints (bot/campaigns), for staff in chat."""
+        from bot.campaigns.commands import preview  # noqa: PLC0415 - the announcements room, used here only
+        from bot.campaigns.library import load_library  # noqa: PLC0415
+        from bot.campaigns.settings import CampaignSettings  # noqa: PLC0415
+
+        now = datetime.now(UTC)
+        # Reading and checking the script files is file I/O and template compiling: off the event loop.
+        library, issues = await asyncio.to_thread(
+            load_library, CampaignSettings().scripts_dir, now, refuse_past_start=False
+        )
+        if library is None:
+            return [Reply(self.texts.say("preview_broken", issues="\n".join(map(str, issues[:5]))))]
+        name = arguments.get("announcement")
+        if not name:
+            return [Reply(self.texts.say("preview_choose", campaigns="、".join(library.campaigns) or "-"))]
+        if name not in library.campaigns:
+            return [Reply(self.texts.say("preview_unknown", campaign=name, campaigns="、".join(library.campaigns)))]
+        return [Reply(await preview(name, sessions=self._sessions, now=now, library=library))]
 
     # --- bulk, after 确认 -----------------------------------------------------------------------
 
