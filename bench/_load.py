@@ -102,16 +102,6 @@ def customer_text(i: int, *, repeat: bool = False) -> str:
     return f"{detail}，{question}" if shape < len(DETAILS) else f"{question} {detail}"
 
 
-#: Where wrk writes a number of its own into a plain-mode template's text (see write_wrk_template).
-NUMBER_GAP = "@@N@@"
-
-
-def template_text(i: int) -> str:
-    """A question with a gap for a number wrk fills in per request (an order number that always changes)."""
-    question = QUESTIONS[i % len(QUESTIONS)]
-    return f"订单{NUMBER_GAP}，{question}" if (i // len(QUESTIONS)) % 2 else f"{question} 单号{NUMBER_GAP}"
-
-
 SEND_HEADERS = "Content-Type: text/xml\r\nUser-Agent: Mozilla/4.0\r\n"
 
 
@@ -136,7 +126,6 @@ def build_pool(
     senders: int = 2000,
     via_peer: int = 200,
     repeat_texts: bool = False,
-    gaps: bool = False,
 ) -> list[tuple[str, bytes]]:
     """`count` signed callbacks with unique MsgIds (prefix + 1 + start+i), as WeChat sends them.
 
@@ -152,8 +141,7 @@ def build_pool(
     pool = []
     for i in range(start, start + count):
         sender = make_sender(run_tag, i % senders)
-        content = template_text(i) if gaps else customer_text(i, repeat=repeat_texts)
-        xml = text_xml(sender, content, int(f"{prefix}{i:09d}"))
+        xml = text_xml(sender, customer_text(i, repeat=repeat_texts), int(f"{prefix}{i:09d}"))
         if fast is None:
             query, body = peer.plain(xml)
         elif i - start < via_peer:
@@ -250,19 +238,6 @@ def write_wrk_pool(path: Path, pool: list[tuple[str, bytes]]) -> None:
         for target, body in pool:
             assert b"\t" not in body and b"\n" not in body
             f.write(target.encode() + b"\t" + body + b"\n")
-
-
-def write_wrk_template(path: Path, pool: list[tuple[str, bytes]]) -> None:
-    """Plain mode: the body is not signed, so wrk fills in a fresh MsgId (and, where the text has a
-    NUMBER_GAP, a number in the text): path<TAB>head<TAB>mid<TAB>tail, body = head [number] mid MsgId tail."""
-    gap = NUMBER_GAP.encode()
-    with open(path, "wb") as f:
-        for target, body in pool:
-            start = body.index(b"<MsgId>") + len(b"<MsgId>")
-            end = body.index(b"</MsgId>")
-            before, found, mid = body[:start].partition(gap)
-            head, mid = (before, mid) if found else (body[:start], b"")
-            f.write(b"\t".join((target.encode(), head, mid, body[end:])) + b"\n")
 
 
 # --- measurement -------------------------------------------------------------------------------

@@ -56,11 +56,9 @@ TARGET_START_S = 2.0
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 WRK_SCRIPT = r"""
--- Sends each pre-generated callback once. args: mode (template|pool), file, nthreads, msgid prefix.
--- template: lines path<TAB>head<TAB>mid<TAB>tail; the body is head .. [number] .. mid .. unique MsgId .. tail
---           (plain mode signs only the query, so wrk can mint MsgIds; with args[5] = "fresh" the same number
---           goes into the customer's text too, so no two texts are alike). pool: lines path<TAB>body, sent in order; if the pool runs
---           out it wraps and counts `wrapped` (those would be deduplicated by the bot: a sizing problem).
+-- Sends each pre-generated callback once. args: mode (pool), file, nthreads, msgid prefix.
+-- pool: lines path<TAB>body, sent in order; if the pool runs out it wraps and counts `wrapped` (those would
+--       be deduplicated by the bot: a sizing problem).
 local threads = {}
 local nthreads_setup = 0
 
@@ -74,21 +72,13 @@ function init(args)
   mode = args[1]
   local nthreads = tonumber(args[3])
   prefix = args[4] .. tostring(tid)
-  fresh = args[5] == "fresh"
   wrk.headers["Content-Type"] = "text/xml"
   items = {}
   local i = 0
   for line in io.lines(args[2]) do
     if i % nthreads == tid then
-      if mode == "template" then
-        local a, b = line:find("\t", 1, true)
-        local c, d = line:find("\t", b + 1, true)
-        local e, f = line:find("\t", d + 1, true)
-        table.insert(items, {line:sub(1, a - 1), line:sub(b + 1, c - 1), line:sub(d + 1, e - 1), line:sub(f + 1)})
-      else
-        local a, b = line:find("\t", 1, true)
-        table.insert(items, wrk.format("POST", line:sub(1, a - 1), nil, line:sub(b + 1)))
-      end
+      local a, b = line:find("\t", 1, true)
+      table.insert(items, wrk.format("POST", line:sub(1, a - 1), nil, line:sub(b + 1)))
     end
     i = i + 1
   end
@@ -109,14 +99,7 @@ function request()
     idx = 1
     if mode == "pool" then wrapped = wrapped + 1 end
   end
-  local item = items[idx]
-  if mode == "template" then
-    counter = counter + 1
-    local id = prefix .. string.format("%09d", counter)
-    local body = item[2] .. (fresh and id or "") .. item[3] .. id .. item[4]
-    return wrk.format("POST", item[1], nil, body)
-  end
-  return item
+  return items[idx]
 end
 
 function response(status, headers, body)
@@ -334,13 +317,13 @@ class Bench:
 
     # --- request pools ----------------------------------------------------------------------------
 
-    def pool(self, count: int, aes: bool, gaps: bool = False) -> list[tuple[str, bytes]]:
+    def pool(self, count: int, aes: bool) -> list[tuple[str, bytes]]:
         start = self.msg_counter
         self.msg_counter += count
         return _load.build_pool_parallel(
             processes=2 if count >= 20000 else 1,
             token=TOKEN, appid=APPID, aes_key=AES_KEY if aes else None, count=count, run_tag=self.run_tag, start=start,
-            repeat_texts=self.args.repeat_texts, gaps=gaps,
+            repeat_texts=self.args.repeat_texts,
         )
 
     # --- load -------------------------------------------------------------------------------------
@@ -372,7 +355,6 @@ class Bench:
         argv = self.pinned(LOAD_CORE) + [
             "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
             f"http://127.0.0.1:{port}/wechat/oa", "--", mode, str(path), "1", prefix,
-            "repeat" if self.args.repeat_texts else "fresh",
         ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
         result = _benchjson(out.stdout, out.stderr)
@@ -392,23 +374,17 @@ class Bench:
     def max_throughput(self, label: str, port: int, aes: bool, *, dedupes: bool = True) -> dict:
         seconds, connections = self.args.seconds, self.args.connections
         if self.use_wrk():
-            if not aes:
-                # Plain mode signs only the query: wrk mints a fresh MsgId for every request.
-                path = self.workdir / "plain.wrk"
-                sample = self.pool(len(_load.QUESTIONS) * 20, aes=False, gaps=not self.args.repeat_texts)
-                _load.write_wrk_template(path, sample)
-                mode = "template"
-            else:
-                # AES: every request is pre-encrypted; size the pool to outlast the run (plain rate × 1.3).
-                ceiling = max(self.plain_rate_seen, 2000) * 1.3 if dedupes else 30000
-                count = min(int(ceiling * seconds) + 2000, self.args.max_pool)
-                began = time.perf_counter()
-                pool = self.pool(count, aes=True)
-                print(f"  (pre-encrypted {count} AES callbacks in {time.perf_counter() - began:.1f} s)")
-                path = self.workdir / "aes.wrk"
-                _load.write_wrk_pool(path, pool)
-                del pool
-                mode = "pool"
+            # Every request pre-signed with a nonce of its own, sent once: a plain-mode query reused with
+            # another body is a replay (production's nonce cache refuses it), and AES bodies are signed.
+            ceiling = max(self.plain_rate_seen, 2000) * 1.3 if dedupes else 30000
+            count = min(int(ceiling * seconds) + 2000, self.args.max_pool)
+            began = time.perf_counter()
+            pool = self.pool(count, aes=aes)
+            print(f"  (pre-signed {count} {'AES' if aes else 'plain'} callbacks in {time.perf_counter() - began:.1f} s)")
+            path = self.workdir / ("aes.wrk" if aes else "plain.wrk")
+            _load.write_wrk_pool(path, pool)
+            del pool
+            mode = "pool"
             result = self.wrk_load(port, path, mode, seconds, connections)
             result["generator"] = f"wrk -t1 -c{connections} (core {LOAD_CORE})"
             if result.get("wrapped"):

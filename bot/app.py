@@ -143,7 +143,8 @@ class AppContext:
         )
         group_rules = open_group_rules(settings, store=store, http=http, metrics=metrics, senders=senders)
         services = Services(
-            store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops, group_rules=group_rules
+            store=store, sessions=services.sessions, wecom=wecom_services, chatops=chatops, group_rules=group_rules,
+            writer=writer,
         )
         senders.update(extra_senders or {})  # a test's or the console's own senders win
         runtime = JobRuntime(

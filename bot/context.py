@@ -25,6 +25,9 @@ class Services:
     chatops: Any = None
     #: Quiet hours and reply rate limit in group chats (bot.aibot.rules.GroupRules); None: no limits.
     group_rules: Any = None
+    #: The batched, group-committed writer (bot.storage.batched_writer.BatchedWriter): rows a handler
+    #: records through it are committed with the message log, before the callback is answered.
+    writer: Any = None
 
 
 @dataclass(slots=True)

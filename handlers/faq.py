@@ -14,9 +14,10 @@ from bot.context import Context
 from bot.events import Action, AddTag, Event, Reply
 from bot.faq.matcher import MatchResult
 from bot.faq.model import FaqEntry
-from bot.faq.outcomes import CLARIFIED, DECLINED, record_outcome
+from bot.faq.outcomes import CLARIFIED, DECLINED, FaqOutcome, outcome_values, record_outcome
 from bot.filters import has_text
 from bot.router import UNHANDLED, HandlerResult, Router
+from bot.storage.batched_writer import RowWrite
 from bot.tagging.answers import choice_number
 
 router = Router("faq")
@@ -77,20 +78,25 @@ async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
 
 
 async def _record(event: Event, ctx: Context, outcome: str, result: MatchResult) -> None:
-    """Keep the question for `faq misses` (declined and clarified only: the rare path)."""
+    """Keep the question for `faq misses` (declined and clarified only). Through the message log's
+    batched writer when the app has one: committed with the log, not a transaction of its own."""
+    values = outcome_values(
+        dedupe_key=event.dedupe_key,
+        persona=str(ctx.persona.path.resolve()),
+        channel=str(event.channel),
+        external_id=event.sender,
+        text=event.text,
+        outcome=outcome,
+        likely_entry=result.entry.id if result.entry is not None else None,
+        score=round(float(result.score), 4),
+        created_at=datetime.now(UTC),
+    )
+    writer = ctx.services.writer
+    if writer is not None:
+        writer.record_row(RowWrite(table=FaqOutcome.__table__, values=tuple(values.items()), dedupe_key=event.dedupe_key))
+        return
     try:
-        await record_outcome(
-            ctx.services.sessions,
-            dedupe_key=event.dedupe_key,
-            persona=str(ctx.persona.path.resolve()),
-            channel=str(event.channel),
-            external_id=event.sender,
-            text=event.text,
-            outcome=outcome,
-            likely_entry=result.entry.id if result.entry is not None else None,
-            score=round(float(result.score), 4),
-            created_at=datetime.now(UTC),
-        )
+        await record_outcome(ctx.services.sessions, **values)
     except Exception:  # the customer still gets an answer; the miss is only for admins
         log.exception("could not record the FAQ outcome", extra={"dedupe_key": event.dedupe_key})
 

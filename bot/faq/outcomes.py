@@ -43,6 +43,26 @@ class FaqOutcome(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+def outcome_values(
+    *, dedupe_key: str, persona: str, channel: str, external_id: str, text: str, outcome: str,
+    likely_entry: str | None, score: float, created_at: datetime,
+) -> dict[str, object]:
+    """One outcome row with every field bounded to its column (no poison rows: bot/storage/bounds.py)."""
+    from bot.storage import bounds  # noqa: PLC0415
+
+    return {
+        "dedupe_key": bounds.bounded_key(dedupe_key, bounds.DEDUPE_KEY),
+        "persona": bounds.bounded_key(persona, 255),
+        "channel": bounds.bounded_key(channel, bounds.CHANNEL),
+        "external_id": bounds.bounded_key(external_id, bounds.EXTERNAL_ID),
+        "text": bounds.clipped_text(text)[0],
+        "outcome": outcome,
+        "likely_entry": None if likely_entry is None else bounds.clipped(likely_entry, 64),
+        "score": score,
+        "created_at": created_at,
+    }
+
+
 async def record_outcome(sessions: async_sessionmaker[AsyncSession], **values: object) -> None:
     """Insert one outcome; a retried delivery (same dedupe_key) changes nothing."""
     async with sessions() as session:

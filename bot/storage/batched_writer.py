@@ -97,7 +97,17 @@ class TagWrite:
         }
 
 
-Record = LoggedMessage | TagWrite
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """A row for another domain's table (e.g. FAQ outcomes), written in the same batch and transaction;
+    a row whose unique key exists already (a retried delivery) is skipped."""
+
+    table: Any
+    values: tuple[tuple[str, Any], ...]
+    dedupe_key: str = ""
+
+
+Record = LoggedMessage | TagWrite | RowWrite
 
 # PostgreSQL: a batch as one INSERT ... SELECT FROM unnest(one array per column).
 _CONTACT_COLUMNS = ("channel", "account", "external_id", "seen")
@@ -168,6 +178,9 @@ class BatchedWriter(FlushLoop):
 
     def record_tag(self, tag: TagWrite) -> None:
         self._append(tag)
+
+    def record_row(self, row: RowWrite) -> None:
+        self._append(row)
 
     def _append(self, record: Record) -> None:
         if len(self._buffer) >= self._max_buffered:
@@ -267,8 +280,11 @@ class BatchedWriter(FlushLoop):
     async def _write(self, batch: list[Record]) -> None:
         messages = [record for record in batch if isinstance(record, LoggedMessage)]
         tags = [record for record in batch if isinstance(record, TagWrite)]
+        rows = [record for record in batch if isinstance(record, RowWrite)]
         contacts: dict[tuple[str, str, str], datetime] = {}
         for record in batch:
+            if isinstance(record, RowWrite):
+                continue
             key = (record.channel, record.account, record.external_id)
             seen = record.created_at if isinstance(record, LoggedMessage) else record.tagged_at
             contacts[key] = max(contacts.get(key, seen), seen)
@@ -278,11 +294,11 @@ class BatchedWriter(FlushLoop):
         # pre-ping round trip, several times a second under group commit.
         if self._task is None:  # not started (a one-off flush): nothing to keep the connection for
             async with self._engine.connect() as transient:
-                await self._write_on(transient, messages, tags, contact_rows)
+                await self._write_on(transient, messages, tags, contact_rows, rows)
             return
         connection = await self._connection()
         try:
-            await self._write_on(connection, messages, tags, contact_rows)
+            await self._write_on(connection, messages, tags, contact_rows, rows)
         except Exception as error:
             if _unreachable(error):
                 await self._drop_connection()
@@ -313,6 +329,7 @@ class BatchedWriter(FlushLoop):
         messages: list[LoggedMessage],
         tags: list[TagWrite],
         contact_rows: list[tuple[tuple[str, str, str], datetime]],
+        rows: list[RowWrite] = (),  # type: ignore[assignment]
     ) -> None:
         async with connection.begin():
             session = connection
@@ -342,6 +359,11 @@ class BatchedWriter(FlushLoop):
                     await session.execute(message_insert, [message.as_row() for message in messages])
             if tags:
                 await session.execute(tag_upsert, [tag.as_row() for tag in tags])
+            by_table: dict[Any, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_table.setdefault(row.table, []).append(dict(row.values))
+            for table, values in by_table.items():
+                await session.execute(insert_ignoring_conflicts(session, table), values)
 
     def _built(self, session: AsyncConnection) -> tuple[Any, Any, Any]:
         if self._statements is None:
