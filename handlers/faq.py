@@ -14,7 +14,7 @@ from bot.context import Context
 from bot.events import Action, AddTag, Event, Reply
 from bot.faq.matcher import MatchResult
 from bot.faq.model import FaqEntry
-from bot.faq.outcomes import CLARIFIED, DECLINED, FaqOutcome, outcome_values, record_outcome
+from bot.faq.outcomes import ANSWERED, CLARIFIED, DECLINED, FaqOutcome, outcome_values, record_outcome
 from bot.filters import has_text
 from bot.router import UNHANDLED, HandlerResult, Router
 from bot.storage.batched_writer import RowWrite
@@ -52,6 +52,7 @@ async def answer_clarify_choice(event: Event, ctx: Context) -> HandlerResult:
     if entry is None:  # the persona was edited in between
         return UNHANDLED
     await ctx.forget(_clarify_key(event))
+    await _record(event, ctx, ANSWERED, entry.id, 1.0)
     return _answer(entry, ctx)
 
 
@@ -64,22 +65,27 @@ async def answer_faq(event: Event, ctx: Context) -> HandlerResult:
     else:
         result = matcher.match(event.text, channel=str(event.channel), in_group=event.in_group)
     if result.decision == "answer" and result.entry is not None:
+        await _record(event, ctx, ANSWERED, result.entry.id, result.score)
         return _answer(result.entry, ctx)
     if result.decision == "clarify" and result.alternatives:
         await ctx.save(
             _clarify_key(event), "\t".join(entry.id for entry in result.alternatives), ttl=CLARIFY_TTL_SECONDS
         )
-        await _record(event, ctx, CLARIFIED, result)
+        await _record(event, ctx, CLARIFIED, _entry_id(result), result.score)
         options = [entry.question for entry in result.alternatives]
         return [Reply(ctx.persona.say("clarify", options=options))]
     if not event.in_group:  # in a group, an unanswered message is chatter, not a miss
-        await _record(event, ctx, DECLINED, result)
+        await _record(event, ctx, DECLINED, _entry_id(result), result.score)
     return UNHANDLED
 
 
-async def _record(event: Event, ctx: Context, outcome: str, result: MatchResult) -> None:
-    """Keep the question for `faq misses` (declined and clarified only). Through the message log's
-    batched writer when the app has one: committed with the log, not a transaction of its own."""
+def _entry_id(result: MatchResult) -> str | None:
+    return result.entry.id if result.entry is not None else None
+
+
+async def _record(event: Event, ctx: Context, outcome: str, entry_id: str | None, score: float) -> None:
+    """Keep the outcome: misses (declined, clarified) for `faq misses`, answers for `/统计`. Through the
+    message log's batched writer when the app has one: committed with the log, not a transaction of its own."""
     values = outcome_values(
         dedupe_key=event.dedupe_key,
         persona=str(ctx.persona.path.resolve()),
@@ -87,8 +93,8 @@ async def _record(event: Event, ctx: Context, outcome: str, result: MatchResult)
         external_id=event.sender,
         text=event.text,
         outcome=outcome,
-        likely_entry=result.entry.id if result.entry is not None else None,
-        score=round(float(result.score), 4),
+        likely_entry=entry_id,
+        score=round(float(score), 4),
         created_at=datetime.now(UTC),
     )
     writer = ctx.services.writer

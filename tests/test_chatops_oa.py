@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +258,24 @@ async def test_bad_arguments_get_the_usage_line_and_nothing_runs(arguments: str,
 async def test_broadcast_with_emoji_only_text_is_refused(bot: Any, s: Staff) -> None:
     reply = await say(bot, s.admin, "/群发 高意向 🎉🎉🎉")
     assert reply == TEXTS.say("usage", usage=TEXTS.usage("broadcast"))
+
+
+def _faq_counts(stats: str) -> tuple[int, int]:
+    match = re.search(r"FAQ 已回答 (\d+)，未答（兜底） (\d+)", stats)
+    assert match, stats
+    return int(match.group(1)), int(match.group(2))
+
+
+async def test_stats_count_todays_faq_answers_and_declines_from_the_database(
+    bot: Any, s: Staff, make_settings: Any, start_bot: Any, staff_file: Path
+) -> None:
+    answered, declined = _faq_counts(await say(bot, s.operator, "/统计"))
+    customer = customer_id()
+    assert "包邮" in await say(bot, customer, "满多少包邮啊")
+    await say(bot, customer, "世界上最高的山是哪座")
+    # Asked of another replica (or after a restart): the day's figures, not one process's.
+    other = await start_bot(make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file)))
+    assert _faq_counts(await say(other, s.operator, "/统计")) == (answered + 1, declined + 1)
 
 
 async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, s: Staff) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -29,6 +29,7 @@ from bot.chatops.proposals import PROPOSAL_TTL_SECONDS, Proposal, ProposalBox
 from bot.chatops.roles import Role, StaffDirectory
 from bot.chatops.specs import COMMANDS, BadArguments, CommandSpec, parse_arguments
 from bot.chatops.texts import ChatopsTexts
+from bot.faq.outcomes import ANSWERED, DECLINED, FaqOutcome
 from bot.events import Action, Channel, Event, Reply, SendText
 from bot.kv import KeyValueStore
 from bot.storage import tags as tag_repo
@@ -81,7 +82,6 @@ class ChatOps:
         sessions: async_sessionmaker[AsyncSession],
         store: KeyValueStore,
         flush_log: Callable[[], Awaitable[None]],
-        handler_counts: Callable[[], Mapping[str, float]],
         reload: Reloader,
         proposal_ttl: float = PROPOSAL_TTL_SECONDS,
     ) -> None:
@@ -90,7 +90,6 @@ class ChatOps:
         self._sessions = sessions
         self._store = store
         self._flush_log = flush_log
-        self._handler_counts = handler_counts
         self._reload = reload
         self.proposals = ProposalBox(store, proposal_ttl)
         self.names = CommandNames(texts, COMMANDS)
@@ -374,7 +373,15 @@ class ChatOps:
                 ).all()
             )
             funnel = await offers_bridge.funnel_today(session, since)
-        counts = self._handler_counts()
+            faq = dict(
+                (
+                    await session.execute(
+                        select(FaqOutcome.outcome, func.count())
+                        .where(FaqOutcome.created_at >= since)
+                        .group_by(FaqOutcome.outcome)
+                    )
+                ).all()
+            )
         return [
             Reply(
                 self.texts.say(
@@ -384,8 +391,8 @@ class ChatOps:
                     inbound=directions.get("in", 0),
                     outbound=directions.get("out", 0),
                     funnel=funnel,
-                    faq_answered=int(counts.get("faq.answer_faq", 0) + counts.get("faq.answer_clarify_choice", 0)),
-                    faq_declined=int(counts.get("fallback.say_fallback", 0)),
+                    faq_answered=faq.get(ANSWERED, 0),
+                    faq_declined=faq.get(DECLINED, 0),
                 )
             )
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,17 +43,6 @@ async def build_chatops(
         sessions=sessions,
         store=store,
         flush_log=writer.flush,
-        handler_counts=lambda: handler_counts(metrics),
         reload=reload,
         proposal_ttl=settings.chatops_proposal_ttl_seconds,
     )
-
-
-def handler_counts(metrics: Metrics) -> Mapping[str, float]:
-    """How many times each handler acted since start, from the handler latency histogram."""
-    counts: dict[str, float] = {}
-    for family in metrics.handler_latency.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                counts[sample.labels["handler"]] = sample.value
-    return counts

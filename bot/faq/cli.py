@@ -137,14 +137,15 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 async def _read_misses(database_url: str, since: timedelta, persona: str | None) -> list[FaqOutcome]:
     from sqlalchemy import select  # noqa: PLC0415 - the CLI module is imported by every `python -m bot`
 
-    from bot.faq.outcomes import FaqOutcome  # noqa: PLC0415
+    from bot.faq.outcomes import MISSES, FaqOutcome  # noqa: PLC0415
     from bot.storage.db import create_engine, session_factory  # noqa: PLC0415
 
     engine = create_engine(database_url)
     try:
         sessions = session_factory(engine)
         statement = select(FaqOutcome).where(
-            FaqOutcome.created_at >= datetime.now(UTC) - since, FaqOutcome.reviewed.is_(None)
+            FaqOutcome.created_at >= datetime.now(UTC) - since, FaqOutcome.reviewed.is_(None),
+            FaqOutcome.outcome.in_(MISSES),
         )
         if persona is not None:
             statement = statement.where(FaqOutcome.persona == persona)
@@ -284,7 +285,7 @@ def _write_atomically(path: Path, text: str) -> None:
 async def _mark_reviewed(database_url: str, persona: str, question: str, verdict: str) -> int:
     from sqlalchemy import select, update  # noqa: PLC0415
 
-    from bot.faq.outcomes import FaqOutcome  # noqa: PLC0415
+    from bot.faq.outcomes import MISSES, FaqOutcome  # noqa: PLC0415
     from bot.storage.db import create_engine, session_factory  # noqa: PLC0415
 
     engine = create_engine(database_url)
@@ -293,7 +294,7 @@ async def _mark_reviewed(database_url: str, persona: str, question: str, verdict
             rows = (
                 await session.execute(
                     select(FaqOutcome.id, FaqOutcome.text).where(
-                        FaqOutcome.persona == persona, FaqOutcome.reviewed.is_(None)
+                        FaqOutcome.persona == persona, FaqOutcome.reviewed.is_(None), FaqOutcome.outcome.in_(MISSES)
                     )
                 )
             ).all()

@@ -21,6 +21,11 @@ from bot.storage.models import Base, BigId
 #: What the bot did: the matcher declined (fallback + 转人工) or asked to choose.
 DECLINED = "declined"
 CLARIFIED = "clarified"
+#: Answered from the KB (by the matcher, or by the customer's "1"/"2" after a clarify): counted for
+#: `/统计`, never a miss.
+ANSWERED = "answered"
+#: What `faq misses` and `faq learn` read.
+MISSES = (DECLINED, CLARIFIED)
 
 
 class FaqOutcome(Base):
