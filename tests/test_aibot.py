@@ -344,12 +344,11 @@ async def test_staff_command_through_the_wecom_app(make_settings: Any, start_bot
     response = await client.post("/wechat/work", params=query, data=body)
     assert response.status == 200
     assert peer.read_reply(await response.text())["Content"].startswith("今天")
-    # Any other member of the corp writing to the app is staff (the channel marks it) with the agent role.
-    query, body = peer.encrypted(app_text_xml("someone-else", "/统计"))
+    # Any other member of the corp is an employee, not staff of this community: default deny until
+    # staff.yaml names them (a lookup of customers' messages is not for everyone in the company).
+    query, body = peer.encrypted(app_text_xml("someone-else", "/查 oCustomer"))
     response = await client.post("/wechat/work", params=query, data=body)
-    assert peer.read_reply(await response.text())["Content"] == TEXTS.say(
-        "not_allowed", role="agent", usage=TEXTS.usage("stats")
-    )
+    assert peer.read_reply(await response.text())["Content"] == TEXTS.say("not_staff")
 
 
 async def test_a_broadcast_typed_to_the_intelligent_bot_keeps_its_chinese_punctuation(

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.events import Event
+from bot.events import Channel, Event
 
 log = logging.getLogger("siyu.chatops.staff")
 
@@ -61,7 +61,9 @@ class StaffDirectory:
         role = self._roles.get(event.sender)
         if role is not None:
             return role
-        return Role.AGENT if event.from_staff else None
+        # STAFF_OPENIDS (OA openids marked staff by the channel) keep working as agents. A WeCom corp
+        # member is an employee, not yet staff of this community: default deny until staff.yaml names them.
+        return Role.AGENT if event.from_staff and event.channel is Channel.WECHAT_OA else None
 
     def reload(self) -> list[str]:
         """Re-read the staff file; returns problems (empty when the new list is in force or unchanged)."""
