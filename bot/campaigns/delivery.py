@@ -75,7 +75,7 @@ async def deliver_shard(
     )
     if interrupted:
         log.warning("campaigns.interrupted run=%s shard=%s-%s deliveries=%d", run_id, lo, hi, interrupted)
-    library = runtime.library.current()
+    library = await runtime.library.acurrent()
     campaign = library.campaign(run.campaign)
     slot = campaign.slot(run.slot)
     script = library.scripts[slot.script]

@@ -44,7 +44,7 @@ async def announce_tick(ctx: dict[str, Any], now: datetime | None = None) -> lis
     runtime = runtime_of(ctx)
     now = now or datetime.now(UTC)
     try:
-        library = runtime.library.current()
+        library = await runtime.library.acurrent()
     except ScriptsUnusable as exc:
         log.error("campaigns.tick_skipped scripts unusable: %s", exc)
         return []
@@ -67,7 +67,7 @@ async def announce_plan(ctx: dict[str, Any], run_id: int) -> int:
     run = await runs.get_run(runtime.sessions, run_id)
     if run is None:
         return 0
-    campaign = runtime.library.current().campaign(run.campaign)
+    campaign = (await runtime.library.acurrent()).campaign(run.campaign)
     total = await runs.plan_run(runtime.sessions, run_id, campaign)
     for lo, hi in await runs.shards(runtime.sessions, run_id, runtime.settings.announce_shard_size):
         await runtime.enqueue("announce_deliver", run_id, lo, hi, job_id=deliver_job_id(run_id, lo))

@@ -8,6 +8,8 @@ previous version keeps serving.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from dataclasses import dataclass
@@ -172,6 +174,13 @@ class LiveLibrary:
         if self._library is None:
             raise ScriptsUnusable(self.issues)
         return self._library
+
+    async def acurrent(self) -> ScriptLibrary:
+        """`current()` for code on an event loop: walking `scripts/` and re-checking its templates
+        (file I/O, compiling, sample renders) run in a thread, so a serving loop never waits on them."""
+        if self._library is not None and time.monotonic() - self._checked_at < self._min_interval:
+            return self._library
+        return await asyncio.to_thread(self.current)
 
     def _fingerprint(self) -> tuple[tuple[str, int], ...]:
         return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in self.root.rglob("*") if p.is_file()))
