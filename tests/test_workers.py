@@ -37,7 +37,11 @@ def _listening_inodes(port: int) -> set[str]:
 
 def _socket_inodes(pid: int) -> set[str]:
     inodes: set[str] = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process exited between listing children and reading its fds (a killed worker)
+        return inodes
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
