@@ -88,7 +88,8 @@ class AppContext:
     _staff_watcher: asyncio.Task[None] | None = None
     _wecom_upkeep: asyncio.Task[None] | None = None
     #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
-    _announcer: asyncio.Task[None] | None = None
+    #: Without Redis (no arq worker), the cron jobs of bot.jobs.registry run in this process.
+    _cron_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -193,9 +194,9 @@ class AppContext:
             context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
             context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
         if watch_personas and not settings.redis_url:
-            from bot.campaigns.scheduler import tick_every_minute
+            from bot.jobs.cron import start_in_process
 
-            context._announcer = asyncio.create_task(tick_every_minute(runtime, context._stop), name="announce-tick")
+            context._cron_tasks = start_in_process(runtime, context._stop)
         return context
 
     async def reload_personas(self) -> None:
@@ -212,7 +213,7 @@ class AppContext:
                 # (cancelling it mid-query would leave its connection half-closed).
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, timeout=2.0)
-        for watcher in (self._watcher, self._staff_watcher, self._announcer):
+        for watcher in (self._watcher, self._staff_watcher, *self._cron_tasks):
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -51,7 +51,7 @@ def test_run_and_report_on_the_embedded_default_with_a_progress_bar(tmp_path: Pa
 async def test_on_the_embedded_default_the_tick_plans_and_sends_in_process(
     tmp_path: Path, sqlite_url: str, fake_wechat_api, monkeypatch
 ) -> None:
-    """No Redis: the web process's own scheduler (bot/campaigns/scheduler.py) runs the tick on the app's
+    """No Redis: the web process's in-process cron (bot/jobs/cron.py) runs the tick on the app's
     JobRuntime; the run is planned and sent right there."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
