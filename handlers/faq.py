@@ -88,7 +88,7 @@ async def _record(event: Event, ctx: Context, outcome: str, entry_id: str | None
     message log's batched writer when the app has one: committed with the log, not a transaction of its own."""
     values = outcome_values(
         dedupe_key=event.dedupe_key,
-        persona=str(ctx.persona.path.resolve()),
+        persona=ctx.persona.folder_key,
         channel=str(event.channel),
         external_id=event.sender,
         text=event.text,

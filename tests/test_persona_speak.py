@@ -87,3 +87,21 @@ def test_shared_eval_kb_loads_as_a_persona_faq_file_as_it_is(tmp_path: Path, ana
     persona = load_persona(folder, analyzer=analyzer)
     assert len(persona.faq_entries) == 32
     assert persona.faq.match("你们家包邮吗？").entry.id == "shipping_fee"
+
+
+def test_lines_that_vary_are_rendered_each_time_while_fixed_ones_are_rendered_at_load(tmp_path: Path, analyzer: TextAnalyzer) -> None:
+    folder = tmp_path / "persona"
+    shutil.copytree(REPO / "persona" / "demo", folder)
+    source = (folder / "persona.yaml").read_text("utf-8")
+    varied = "  handoff: \"{{ ['稍等哦，马上请顾问来', '好的，这就转给顾问'] | random }}\"\n"
+    assert "\n  handoff:" in source
+    lines = [line for line in source.splitlines(keepends=True) if not line.startswith("  handoff:")]
+    at = next(i for i, line in enumerate(lines) if line.startswith("lines:")) + 1
+    lines.insert(at, varied)
+    (folder / "persona.yaml").write_text("".join(lines), "utf-8")
+    persona = load_persona(folder, analyzer=analyzer)
+    # A random line still varies (it is not frozen at load) ...
+    assert {persona.say("handoff") for _ in range(60)} == {"稍等哦，马上请顾问来", "好的，这就转给顾问"}
+    # ... a fixed one is the persona's text, and a line that reads a variable still reads it.
+    assert persona.say("fallback").startswith("亲爱的，这个问题小棉暂时还答不上来")
+    assert "宝宝3-6月" in persona.say("survey_thanks", tag="宝宝3-6月")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,13 @@ class LoadedPersona:
     _greetings: Mapping[tuple[str | None, str | None], Template] = field(repr=False)
     #: Other templates checked at load (survey ask/thanks), by their text.
     _texts: Mapping[str, Template] = field(repr=False)
+    #: Lines whose text depends on nothing but the persona, rendered at load (see loader).
+    _fixed_lines: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @cached_property
+    def folder_key(self) -> str:
+        """The persona's folder, resolved (FAQ outcomes are stored under it): once, not per message."""
+        return str(self.path.resolve())
 
     @property
     def line_keys(self) -> tuple[str, ...]:
@@ -49,6 +57,8 @@ class LoadedPersona:
 
     def say(self, key: str, **context: Any) -> str:
         """One of the persona's stock lines ("fallback", "handoff", "clarify", ...), rendered."""
+        if not context and (fixed := self._fixed_lines.get(key)) is not None:
+            return fixed
         template = self._lines.get(key)
         if template is None:
             raise KeyError(f"persona has no line '{key}'; lines: {', '.join(self._lines)}")

@@ -75,6 +75,19 @@ def _small_range(*args: int) -> range:
     return numbers
 
 
+#: Filters whose output may differ between two renders of the same variables.
+_IMPURE_FILTERS = frozenset({"random"})
+
+
+def is_fixed_text(env: PersonaTemplateEnvironment, source: str) -> bool:
+    """True when the template reads no variable but `persona` and nothing random: its text is
+    the same on every render for one persona version."""
+    tree = env.parse(source)
+    if not meta.find_undeclared_variables(tree) <= {"persona"}:
+        return False
+    return not any(node.name in _IMPURE_FILTERS for node in tree.find_all(nodes.Filter))
+
+
 def render(template: Template, variables: Mapping[str, Any]) -> str:
     contact = variables.get("contact")
     values = {**variables, "contact": ContactView(contact) if contact is not None else None}
