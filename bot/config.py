@@ -90,6 +90,10 @@ class Settings(BaseModel):
 
     #: Passive replies must be answered within WeChat's 5 s; past this we ack `success` and push later.
     reply_deadline_seconds: float = Field(4.0, alias="REPLY_DEADLINE_SECONDS")
+    #: arq timeout of background jobs (pushes, late answers). A job of a worker that died is picked
+    #: up by another worker once arq's lease runs out: the longest job timeout (this one or
+    #: ANNOUNCE_JOB_TIMEOUT_SECONDS) + 10 s after it started.
+    job_timeout_seconds: int = Field(60, alias="JOB_TIMEOUT_SECONDS", ge=5, le=3600)
     #: Accepted clock skew for callback timestamps.
     timestamp_tolerance_seconds: int = Field(300, alias="TIMESTAMP_TOLERANCE_SECONDS")
     #: WeChat callbacks are a few KB (a text message is at most 2,048 characters); 64 KB leaves room.

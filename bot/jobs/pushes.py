@@ -5,6 +5,9 @@ a customer never gets the survey question before the greeting. Each push has its
 in the message log (dedupe key `<event>:out:<hash>`), written `queued` when the job is
 enqueued and moved to `sent`, `failed` (with the API error) or `skipped` (with why) here.
 A push whose row says it went out already is not sent again (a job re-run after a crash).
+Right before its API call a push is marked `sending`: a re-run that finds that mark cannot know
+whether WeChat got it (there is no idempotency key to ask), so it records `failed` with that
+reason instead of sending it twice.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ QUEUED = "queued"
 SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
+SENDING = "sending"
+INTERRUPTED = "interrupted mid-send by a worker crash: outcome unknown, not sent again"
 #: States after which a push is never sent again.
 FINAL = frozenset({SENT, FAILED, SKIPPED})
 
@@ -60,9 +65,15 @@ async def send_pushes(ctx: dict[str, Any], pushes: Sequence[dict[str, Any]]) -> 
     states: list[str] = []
     for item in pushes:
         push = Push(**item)
-        if await _state_of(runtime.engine, push.log_key) in FINAL:
+        before = await _state_of(runtime.engine, push.log_key)
+        if before in FINAL:
             states.append("done")
             continue
+        if before == SENDING:
+            await record_push_state(runtime.engine, push, FAILED, INTERRUPTED)
+            states.append(FAILED)
+            continue
+        await record_push_state(runtime.engine, push, SENDING, None)
         state, detail = await _send(runtime, push)
         await record_push_state(runtime.engine, push, state, detail)
         states.append(state)

@@ -17,7 +17,6 @@ log = logging.getLogger("siyu.jobs.worker")
 #: A result is kept this long: while it is, a job with the same id is not queued again.
 #: Retries of one delivery come within ~15 s; this bounds Redis memory.
 KEEP_RESULT_SECONDS = 600
-JOB_TIMEOUT_SECONDS = 60
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -43,7 +42,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "keep_result": KEEP_RESULT_SECONDS,
-        "job_timeout": JOB_TIMEOUT_SECONDS,
+        "job_timeout": settings.job_timeout_seconds,
         "poll_delay": 0.1,
     }
     options.update(overrides)
