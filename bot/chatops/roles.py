@@ -14,7 +14,6 @@ the previous list keeps serving, as with personas.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from enum import StrEnum
 from pathlib import Path
@@ -23,15 +22,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.events import Channel, Event
+from bot.file_watch import reload_on_edit
 
 log = logging.getLogger("siyu.chatops.staff")
 
 STAFF_FILE_NAME = "staff.yaml"
 #: A staff list is a few hundred lines at most; anything bigger is a mistake.
 MAX_STAFF_FILE_BYTES = 256 * 1024
-WATCH_DEBOUNCE_MS = 400
-WATCH_STEP_MS = 1000
-WATCH_RETRY_SECONDS = 5.0
+#: The staff list changes rarely: its watch thread wakes less often than the persona's.
+STAFF_WATCH_STEP_MS = 1000
 
 
 class Role(StrEnum):
@@ -91,26 +90,10 @@ class StaffDirectory:
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload within a second or so of an edit to the staff file, until `stop` is set."""
-        watchfiles = await asyncio.to_thread(importlib.import_module, "watchfiles")
         folders = sorted({str(candidate.parent) for candidate in self._candidates if candidate.parent.is_dir()})
         names = {candidate.name for candidate in self._candidates}
-        while not stop.is_set() and folders:
-            try:
-                async for _changes in watchfiles.awatch(
-                    *folders,
-                    watch_filter=lambda _change, path: Path(path).name in names,
-                    debounce=WATCH_DEBOUNCE_MS,
-                    step=WATCH_STEP_MS,
-                    stop_event=stop,
-                    recursive=False,
-                ):
-                    await asyncio.to_thread(self.reload)
-            except Exception:
-                log.exception("staff watcher failed; retrying in %.0f s", WATCH_RETRY_SECONDS)
-                try:
-                    await asyncio.wait_for(stop.wait(), WATCH_RETRY_SECONDS)
-                except TimeoutError:
-                    pass
+        await reload_on_edit("staff list", folders, lambda path: Path(path).name in names, self.reload, stop,
+                             step_ms=STAFF_WATCH_STEP_MS)
 
 
 def staff_file_candidates(explicit: Path | None, persona: Path, repo_root: Path) -> list[Path]:

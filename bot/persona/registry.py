@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.file_watch import reload_on_edit
 from bot.persona.files import PERSONA_FILES, read_snapshot, version_of
 from bot.persona.history import PersonaHistory, PersonaVersion
 from bot.persona.issues import PersonaError, PersonaIssue
@@ -24,22 +24,10 @@ from bot.persona.loader import build_persona
 from bot.persona.sandbox import check_in_sandbox
 
 if TYPE_CHECKING:
-    import watchfiles
-
     from bot.faq.analyzer import TextAnalyzer
 
 logger = logging.getLogger("siyu.persona")
 
-#: How long the watcher waits for a burst of saves (editor + rollback writes) to settle.
-WATCH_DEBOUNCE_MS = 400
-#: How often the watch thread wakes (to check for shutdown, and to notice that a burst of saves
-#: has settled: a save is picked up one to two steps after it lands). Each wake takes the GIL
-#: from the serving thread; watchfiles' default (50 ms) cost the server ~4% of its CPU under
-#: load. 1 s made a reload take 1.6–2.6 s; at 200 ms a save is served in 0.7–1.1 s (measured
-#: with the sandboxed check on a loaded 2-core machine), the README's "about a second".
-WATCH_STEP_MS = 200
-#: Pause before re-arming the watcher after it failed (e.g. a persona folder was moved away).
-WATCH_RETRY_SECONDS = 5.0
 
 
 class PersonaRegistry:
@@ -136,27 +124,7 @@ class PersonaRegistry:
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload within seconds of any edit to a persona file, until `stop` is set."""
-        # Imported here, in a thread: watching is not needed to serve, and watchfiles (with
-        # anyio, which reads its own source at import) cost the start ~10 ms.
-        watchfiles = await asyncio.to_thread(importlib.import_module, "watchfiles")
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.reload)  # catch edits made while we were not watching
-                async for _changes in watchfiles.awatch(
-                    *self.paths,
-                    watch_filter=_is_persona_file,
-                    debounce=WATCH_DEBOUNCE_MS,
-                    step=WATCH_STEP_MS,
-                    stop_event=stop,
-                    recursive=False,
-                ):
-                    await asyncio.to_thread(self.reload)
-            except Exception:
-                logger.exception("persona watcher failed; retrying in %.0f s", WATCH_RETRY_SECONDS)
-                try:
-                    await asyncio.wait_for(stop.wait(), WATCH_RETRY_SECONDS)
-                except TimeoutError:
-                    pass
+        await reload_on_edit("persona", self.paths, _is_persona_file, self.reload, stop, reload_first=True)
 
     def versions(self, path: Path | None = None) -> list[PersonaVersion]:
         """Kept versions of a persona (default: the default persona), oldest first."""
@@ -167,5 +135,5 @@ class PersonaRegistry:
         return self._history.rollback(path or self._default, version)
 
 
-def _is_persona_file(_change: watchfiles.Change, path: str) -> bool:
+def _is_persona_file(path: str) -> bool:
     return Path(path).name in PERSONA_FILES
