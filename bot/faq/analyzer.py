@@ -574,6 +574,12 @@ class TextAnalyzer:
         self._memo = _Memo()
         self._shares_tokenizer = False
 
+    def prepare_fast_cut(self) -> None:
+        """Start loading jieba-rs with this analyzer's dictionary now, in a thread (see `_rust_cutter`),
+        so the first customers are not the ones who wait for it."""
+        if self._fast_cut:
+            _rust_cutter(self._tokenizer)
+
     # --- analysis -----------------------------------------------------------
 
     def words(self, text: str, *, memo: bool = False) -> Sequence[str]:
