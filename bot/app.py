@@ -230,6 +230,9 @@ class AppContext:
         await self.engine.dispose()
 
 
+#: When jieba-rs starts loading after the app opened (see create_app).
+FAST_CUT_AFTER_START_SECONDS = 1.0
+
 #: Shutdown budget (the whole of it stays under 5 s; see AppContext.close).
 SHUTDOWN_DRAIN_SECONDS = 1.5
 SHUTDOWN_FLUSH_SECONDS = 1.0
@@ -251,6 +254,9 @@ def create_app(
         if (aibot := aibot_endpoint(context)) is not None:
             app[AIBOT_ENDPOINT] = aibot
         _install_sighup(context)
+        # jieba-rs loads its copy of the dictionary in a thread (~0.4 s of CPU): once the bot serves,
+        # not while it starts (until then, and meanwhile, text is cut by jieba's own algorithm).
+        fast_cut = asyncio.get_running_loop().call_later(FAST_CUT_AFTER_START_SECONDS, context.personas.prepare_fast_cuts)
         ops_runner = web.AppRunner(ops.create_ops_app(context), access_log=None)
         await ops_runner.setup()
         try:
@@ -261,6 +267,7 @@ def create_app(
             context.ops_port = int(ops_runner.addresses[0][1])
             yield
         finally:
+            fast_cut.cancel()
             await ops_runner.cleanup()
             await context.close()
 

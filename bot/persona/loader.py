@@ -176,7 +176,6 @@ def build_persona(
         )
     except (ValueError, TypeError) as exc:
         raise PersonaError([PersonaIssue(path / FAQ_FILE, 0, f"FAQ index could not be built: {exc}")]) from exc
-    faq.analyzer.prepare_fast_cut()
     return LoadedPersona(
         name=definition.name,
         version=version_of(snapshot),

@@ -115,12 +115,18 @@ class PersonaRegistry:
             # The server froze what start-up built out of the cycle collector (bot/server.py);
             # the persona just replaced may be part of that: let its cycles be collected.
             gc.unfreeze()
+            persona.analyzer.prepare_fast_cut()  # (at start-up the app does this once it serves)
         logger.info("persona %s (%s): now serving version %s", persona.name, path, persona.version)
         try:
             self._history.keep(path, persona.version, snapshot)
         except OSError:
             logger.exception("persona %s: could not keep version %s for rollback", path, persona.version)
         return []
+
+    def prepare_fast_cuts(self) -> None:
+        """Start loading jieba-rs for every persona served (in threads; see TextAnalyzer.prepare_fast_cut)."""
+        for persona in list(self._loaded.values()):
+            persona.analyzer.prepare_fast_cut()
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload within seconds of any edit to a persona file, until `stop` is set."""
