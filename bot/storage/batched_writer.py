@@ -163,6 +163,7 @@ class BatchedWriter(FlushLoop):
         self._buffer: list[Record] = []
         self._flushing = asyncio.Lock()
         self._statements: tuple[Any, Any, Any] | None = None
+        self._row_statements: dict[tuple[Any, tuple[str, ...]], TextClause] = {}
         #: Records ever appended; those not in the buffer any more are written (or set aside).
         self._appended = 0
         #: Requests waiting for their rows: (records appended when they asked, future), in order.
@@ -359,11 +360,35 @@ class BatchedWriter(FlushLoop):
                     await session.execute(message_insert, [message.as_row() for message in messages])
             if tags:
                 await session.execute(tag_upsert, [tag.as_row() for tag in tags])
+            if dialect_name(session) == "postgresql":
+                # Other domains' rows too: one unnest statement per table and set of columns.
+                by_shape: dict[tuple[Any, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+                for row in rows:
+                    names = tuple(name for name, _ in row.values)
+                    by_shape.setdefault((row.table, names), []).append(tuple(value for _, value in row.values))
+                for (table, names), tuples in by_shape.items():
+                    await session.execute(self._pg_rows_insert(table, names), _columns(names, tuples))
+                return
             by_table: dict[Any, list[dict[str, Any]]] = {}
             for row in rows:
                 by_table.setdefault(row.table, []).append(dict(row.values))
             for table, values in by_table.items():
                 await session.execute(insert_ignoring_conflicts(session, table), values)
+
+    def _pg_rows_insert(self, table: Any, names: tuple[str, ...]) -> TextClause:
+        """INSERT ... SELECT FROM unnest(an array per column) ON CONFLICT DO NOTHING, built once per shape:
+        executemany binds and encodes row by row, about a third more client CPU for the same rows."""
+        statement = self._row_statements.get((table, names))
+        if statement is None:
+            from sqlalchemy.dialects import postgresql  # noqa: PLC0415 - the engine has imported it already
+
+            dialect = postgresql.dialect()
+            arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names)
+            statement = text(
+                f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+            )
+            self._row_statements[(table, names)] = statement
+        return statement
 
     def _built(self, session: AsyncConnection) -> tuple[Any, Any, Any]:
         if self._statements is None:
