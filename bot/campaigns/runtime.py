@@ -17,6 +17,7 @@ import aiohttp
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.aibot.sender import AiBotSender
 from bot.campaigns.delivery import DeliveryRuntime
 from bot.campaigns.library import LiveLibrary
 from bot.campaigns.ratelimit import LocalSendLimiter, RedisSendLimiter, SendLimiter
@@ -24,6 +25,7 @@ from bot.campaigns.settings import CampaignSettings
 from bot.kv import KeyValueStore, open_store
 from bot.storage.db import create_engine, session_factory
 from bot.wechat_api import WeChatApiClient
+from bot.wecom.api import WeComApi
 
 if TYPE_CHECKING:
     from bot.campaigns.models import AnnouncementRun
@@ -75,6 +77,13 @@ class CampaignRuntime:
             oa_api = WeChatApiClient(base_url=settings.wechat_api_base, appid=settings.wechat_oa_appid,
                                      secret=settings.wechat_oa_secret, store=store, session=http,
                                      max_backoff_attempts=0)
+        wecom_api = None
+        if settings.wecom_api_configured:
+            # No client-side retries either: a retried add_msg_template could create a task twice.
+            wecom_api = WeComApi(base_url=settings.wecom_api_base, corp_id=settings.wecom_corp_id,
+                                 secret=settings.wecom_secret, store=store, session=http,
+                                 agent_id=settings.wecom_agent_id, max_backoff_attempts=0)
+        aibot = AiBotSender(store=store, http=http, allowed_base=settings.wecom_aibot_response_base)
         name = f"wechat_oa:{settings.wechat_oa_appid or 'unconfigured'}"
         limiter: SendLimiter = (
             RedisSendLimiter(redis, name, settings.announce_rate_per_second)
@@ -83,7 +92,7 @@ class CampaignRuntime:
         )
         library = LiveLibrary(settings.scripts_dir)
         delivery = DeliveryRuntime(
-            sessions=sessions, library=library, limiter=limiter, oa_api=oa_api,
+            sessions=sessions, library=library, limiter=limiter, oa_api=oa_api, wecom_api=wecom_api, aibot=aibot,
             concurrency=settings.announce_concurrency, max_attempts=settings.announce_max_attempts,
             backoff_seconds=settings.announce_backoff_seconds, rate_per_second=settings.announce_rate_per_second,
             claim_lease_seconds=settings.announce_job_timeout_seconds,
