@@ -320,8 +320,10 @@ async def _read_results(runtime: DeliveryRuntime, task: Any) -> list[int]:
         for row in rows:
             key = str(row.get("chat_id") or row.get("external_userid") or "")
             state = SEND_RESULT.get(int(row.get("status") or 0))
+            if state is None:
+                continue  # 0: not sent yet
             delivery = recipients.pop(key, None)
-            if state is not None and delivery is not None:
+            if delivery is not None:
                 changes.append({"b_id": delivery, "b_status": state[0], "b_reason": state[1]})
         if not cursor:
             break
