@@ -322,7 +322,10 @@ async def coupons_held(session: AsyncSession, rows: Sequence[Any]) -> dict[tuple
     for row in (await session.execute(
         select(codes.c.channel, codes.c.account, codes.c.external_id, codes.c.code, codes.c.expires_at, batches.c.title)
         .join(batches, batches.c.id == codes.c.batch_id)
-        .where(codes.c.external_id.in_({row.external_id for row in rows if row.external_id}),
+        # Channel and account too: the holder index (channel, account, external_id) serves the lookup.
+        .where(codes.c.channel.in_({row.channel for row in rows if row.channel}),
+               codes.c.account.in_({row.account for row in rows if row.account}),
+               codes.c.external_id.in_({row.external_id for row in rows if row.external_id}),
                codes.c.status == "issued", or_(codes.c.expires_at.is_(None), codes.c.expires_at > now))
         .order_by(codes.c.issued_at.desc(), codes.c.id.desc())
     )).all():

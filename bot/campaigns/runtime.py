@@ -50,6 +50,8 @@ class CampaignRuntime:
     enqueue: Enqueue = field(default=None)  # type: ignore[assignment]
     #: False when engine, store and HTTP session are the shared worker's (bot.jobs.runtime.JobRuntime).
     owns: bool = True
+    #: Deferred jobs running in-process without Redis (embedded default), held so they aren't collected.
+    _later: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     async def open(cls, settings: CampaignSettings, redis: ArqRedis | None = None) -> CampaignRuntime:
@@ -105,7 +107,16 @@ class CampaignRuntime:
         from bot.campaigns import jobs
 
         if defer:
-            await asyncio.sleep(defer)
+            # Later work (WeCom send results every few minutes, back-off) must not hold up the caller
+            # (the scheduler's minute, `announce run`): it goes on beside it in this process.
+            async def later() -> None:
+                await asyncio.sleep(defer)
+                await getattr(jobs, function)({"campaigns": self}, *args)
+
+            task = asyncio.ensure_future(later())
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return
         await getattr(jobs, function)({"campaigns": self}, *args)
 
     async def tell_starter(self, run: AnnouncementRun, report: RunReport | None) -> None:
@@ -119,6 +130,8 @@ class CampaignRuntime:
             log.warning("campaigns.summary_not_sent run=%s to=%s", run.id, who, exc_info=True)
 
     async def close(self) -> None:
+        for task in self._later:
+            task.cancel()
         if not self.owns:
             return
         await self.http.close()
