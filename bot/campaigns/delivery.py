@@ -86,7 +86,9 @@ async def deliver_shard(
     slot = campaign.slot(run.slot)
     script = library.scripts[slot.script]
     shared = shared_variables(library, campaign, slot.name)
-    with_coupons = script.reads("coupons")
+    channel = campaign.channel
+    with_coupons = (script.reads("coupons") and await runs.any_coupons_held(runtime.sessions, channel)
+                    and (lambda segment: script.reads("coupons", segment, channel)))
     counts: dict[str, int] = {}
     # A sliding window, not batch after batch: more is claimed while half the window is still
     # sending, so the API (and the shared rate limit) never waits on our database round trips.
@@ -160,9 +162,9 @@ def render_for(item: Claimed, script: Any, channel: str, shared: dict[str, Any])
     Name and coupons join that key only when the script reads them (else the cache would
     hold one text per recipient for nothing)."""
     key: tuple[Any, ...] = (item.segment, item.tags, item.source_channel or "")
-    if script.reads("name"):
+    if script.reads("name", item.segment, channel):
         key += (item.name,)
-    if script.reads("coupons"):
+    if script.reads("coupons", item.segment, channel):
         key += (item.coupons,)
     text = shared["_rendered"].get(key)
     if text is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -258,7 +258,8 @@ class Claimed:
 
 
 async def claim(
-    sessions: Sessions, run_id: int, lo: int, hi: int, limit: int, *, with_coupons: bool = False
+    sessions: Sessions, run_id: int, lo: int, hi: int, limit: int, *,
+    with_coupons: bool | Callable[[str], bool] = False,
 ) -> list[Claimed]:
     """Take up to `limit` pending deliveries of the shard (status → sending), with what sending needs."""
     async with sessions.begin() as session:
@@ -299,7 +300,10 @@ async def claim(
             await session.execute(select(tag_table.c.contact_id, tag_table.c.tag).where(tag_table.c.contact_id.in_(people)))
         ).all() if people else ():
             tags.setdefault(contact_id, []).append(tag)
-        coupons = await coupons_held(session, rows) if with_coupons and people else {}
+        # Only for recipients whose wording reads recipient.coupons (one more query when any does).
+        wanting = [row for row in rows if row.contact_id is not None
+                   and (with_coupons is True or (callable(with_coupons) and with_coupons(row.segment)))]
+        coupons = await coupons_held(session, wanting) if wanting else {}
     return [
         Claimed(row.id, row.contact_id, row.segment, row.attempts, row.last_inbound_at, row.external_id or "",
                 row.source_channel, True if row.contact_id is None else bool(row.following), bool(row.opted_out),
@@ -307,6 +311,18 @@ async def claim(
                 coupons=coupons.get((row.channel, row.account, row.external_id), ()), sender=row.sender)
         for row in rows
     ]
+
+
+async def any_coupons_held(sessions: Sessions, channel: str) -> bool:
+    """Whether anyone on `channel` holds an unredeemed coupon: when nobody does (asked once per shard),
+    claims skip the per-batch coupon lookup."""
+    from bot.offers.models import CouponCode
+
+    codes = CouponCode.__table__
+    async with sessions() as session:
+        return bool((await session.execute(select(
+            select(codes.c.id).where(codes.c.channel == channel, codes.c.status == "issued").exists()
+        ))).scalar())
 
 
 async def coupons_held(session: AsyncSession, rows: Sequence[Any]) -> dict[tuple[str, str, str], tuple[Coupon, ...]]:

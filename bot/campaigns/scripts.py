@@ -66,6 +66,7 @@ class ScriptTemplate:
     default_segment: str
     variants: tuple[Variant, ...]
     env: ScriptEnvironment = field(repr=False)
+    _reads: dict[tuple[str, str | None, str | None], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def variant_for(self, segment: str, channel: str) -> Variant:
         by_key = {(v.segment, v.channel): v for v in self.variants}
@@ -75,9 +76,18 @@ class ScriptTemplate:
                 return by_key[key]
         raise LookupError(f"{self.file}: no variant for segment {segment!r} on {channel!r}")
 
-    def reads(self, field: str) -> bool:
-        """Whether any variant reads `recipient.<field>`."""
-        return any(field in v.recipient_fields or "*" in v.recipient_fields for v in self.variants)
+    def reads(self, field: str, segment: str | None = None, channel: str | None = None) -> bool:
+        """Whether the variant for (segment, channel) — any variant without them — reads `recipient.<field>`."""
+        key = (field, segment, channel)
+        found = self._reads.get(key)
+        if found is None:
+            try:
+                variants = self.variants if segment is None or channel is None else (self.variant_for(segment, channel),)
+            except LookupError:
+                variants = ()  # rendering says so, for that delivery
+            found = any(field in v.recipient_fields or "*" in v.recipient_fields for v in variants)
+            self._reads[key] = found  # asked per delivery on the hot path: answered once
+        return found
 
     def render(self, segment: str, channel: str, variables: Mapping[str, Any]) -> str:
         """The text for one recipient; raises TemplateError/SecurityError (bounded, sandboxed)."""

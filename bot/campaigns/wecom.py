@@ -77,13 +77,15 @@ async def build_tasks(runtime: DeliveryRuntime, run: Any) -> dict[str, int]:
     script = library.scripts[slot.script]
     shared = shared_variables(library, campaign, slot.name)
     counts: dict[str, int] = defaultdict(int)
+    with_coupons = (script.reads("coupons") and await runs.any_coupons_held(runtime.sessions, "wecom")
+                    and (lambda segment: script.reads("coupons", segment, "wecom")))
     # A delivery claimed by a job that died before attaching it to a task: claim it again.
     async with runtime.sessions.begin() as session:
         await session.execute(update(_deliveries).where(
             _deliveries.c.run_id == run.id, _deliveries.c.status == SENDING, _deliveries.c.task_id.is_(None)
         ).values(status=PENDING))
     while batch := await runs.claim(runtime.sessions, run.id, 0, 2**62, BUILD_BATCH,
-                                    with_coupons=script.reads("coupons")):
+                                    with_coupons=with_coupons):
         outcomes: list[Outcome] = []
         groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         for item in batch:
