@@ -19,16 +19,16 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
 
+from bot.aibot.sender import AiBotSender
 from bot.campaigns import runs
 from bot.campaigns.audience import OA_WINDOW, OUTSIDE_WINDOW
 from bot.campaigns.library import LiveLibrary
 from bot.campaigns.models import FAILED, PENDING, SENT, SKIPPED
 from bot.campaigns.ratelimit import SendLimiter
 from bot.campaigns.runs import Claimed, Outcome, Sessions
-from bot.aibot.sender import AiBotSender
 from bot.wechat_api import WeChatApiClient
-from bot.wecom.api import WeComApi
 from bot.wechat_api.errors import HTTP_ERROR, LOCK_TIMEOUT, RATE_LIMIT_ERRCODES, TRANSPORT_ERROR, WeChatApiError
+from bot.wecom.api import WeComApi
 
 log = logging.getLogger("siyu.campaigns")
 
@@ -145,7 +145,7 @@ def shared_variables(library: Any, campaign: Any, slot: str) -> dict[str, Any]:
         "campaign": {"name": campaign.name, "title": campaign.title},
         "slot": slot,
         "_rendered": {},
-        "_template": library.template_for(campaign.name, slot) if hasattr(library, "template_for") else None,
+        "_template": library.template_for(campaign.name, slot),
     }
 
 
