@@ -155,3 +155,47 @@ async def wait_done(runtime: CampaignRuntime, run_id: int, timeout: float = 30.0
     while (run := await runs.get_run(runtime.sessions, run_id)) is None or run.status != "done":
         assert time.monotonic() < deadline, f"run {run_id} not done: {run.status if run else None}"
         await asyncio.sleep(0.05)
+
+
+def open_scripts_to_all_channels(root: Path) -> None:
+    """The copied scripts/ written for every channel (the repo's are wechat_oa only)."""
+    for script in root.rglob("*.j2"):
+        text = script.read_text()
+        script.write_text(text.replace("channels: [wechat_oa]", "channels: [wechat_oa, wecom, wecom_aibot]", 1))
+
+
+async def seed_wecom_customers(
+    database_url: str, source: str, staff: str | None, count: int, *, prefix: str | None = None,
+    names: Iterable[str] | None = None,
+) -> list[str]:
+    """`count` WeCom customers from `source` added by `staff` (a welcome recorded), their external userids."""
+    from bot.wecom.models import WelcomeRecord
+
+    now = datetime.now(UTC)
+    prefix = prefix or f"wm{secrets.token_hex(3)}"
+    externals = [f"{prefix}_{i:04d}" for i in range(count)]
+    names = list(names) if names is not None else [None] * count
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Contact), [
+                {"channel": "wecom", "account": "corp-test", "external_id": external, "source_channel": source,
+                 "following": True, "first_seen": now - timedelta(days=90), "last_seen": now, "name": name}
+                for external, name in zip(externals, names)
+            ])
+            if staff is not None:
+                await connection.execute(insert(WelcomeRecord), [
+                    {"cause_key": f"seed:{external}:{secrets.token_hex(3)}", "staff_userid": staff,
+                     "external_userid": external, "channel": source, "status": "sent", "attempts": 1,
+                     "created_at": now} for external in externals
+                ])
+    finally:
+        await engine.dispose()
+    return externals
+
+
+def wecom_settings(postgres_url: str, api_base: str, scripts: Path, **overrides: Any) -> CampaignSettings:
+    return settings_for(postgres_url, api_base, scripts, **{
+        "WECOM_CORP_ID": "corp-test", "WECOM_SECRET": "wecom-secret", "WECOM_API_BASE": api_base,
+        "ANNOUNCE_WECOM_CHECK_SECONDS": "0.2", **overrides,
+    })

@@ -79,7 +79,10 @@ class FakeWeChatApi:
             "/cgi-bin/tags/members/batchtagging": self._batch_tag,
             "/cgi-bin/tags/members/batchuntagging": self._batch_untag,
             "/cgi-bin/media/upload": self._media_upload,
+            "/cgi-bin/message/template/send": self._template_send,
         }
+        #: OA template messages accepted (message/template/send bodies), in order.
+        self.template_messages: list[dict[str, Any]] = []
         #: Temporary media uploaded: media id → {"type", "filename", "size", "created_at"}.
         self.media: dict[str, dict[str, Any]] = {}
 
@@ -282,6 +285,14 @@ class FakeWeChatApi:
         self.media[media_id] = {"type": kind, "filename": media["filename"], "size": media["size"], "created_at": created}
         return {"type": kind, "media_id": media_id, "created_at": created}
 
+    async def _template_send(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not body.get("touser"):
+            return _err(40003, "invalid openid")
+        if not body.get("template_id"):
+            return _err(40037, "invalid template_id")
+        self.template_messages.append(body)
+        return _ok(msgid=len(self.template_messages))
+
     async def _qr_image(self, request: web.Request) -> web.Response:
         """Stands in for WeCom's CDN (wework.qpic.cn) serving a contact way's QR image."""
         return web.Response(body=FAKE_PNG, content_type="image/png")
@@ -319,8 +330,28 @@ class FakeWeCom:
         self.groups: dict[str, dict[str, Any]] = {}
         #: config_id → join way (chat_id_list, state, ...)
         self.join_ways: dict[str, dict[str, Any]] = {}
+        #: msgid → group-message task (add_msg_template): body, sender, chat_type, created (epoch),
+        #: recipients (external userids / chat ids), results (recipient → send status, 0 until confirmed).
+        self.group_msgs: dict[str, dict[str, Any]] = {}
+        #: msgids reminded with remind_groupmsg_send, in order.
+        self.reminders: list[str] = []
+        #: External userids add_msg_template puts in fail_list (not a contact of the sender).
+        self.not_contacts: set[str] = set()
         self._serial = 0
         self.base_url = ""
+
+    def tasks(self, sender: str | None = None, chat_type: str | None = None) -> list[dict[str, Any]]:
+        """Group-message tasks created, oldest first (optionally one sender's / one chat type's)."""
+        return [{"msgid": msgid, **task} for msgid, task in self.group_msgs.items()
+                if (sender is None or task["sender"] == sender) and (chat_type is None or task["chat_type"] == chat_type)]
+
+    def confirm(self, msgid: str, statuses: dict[str, int] | None = None) -> None:
+        """The staff member sends the task in WeCom: every recipient gets status 1 unless `statuses` says
+        otherwise (2: not a contact any more, 3: already received a group message)."""
+        task = self.group_msgs[msgid]
+        task["sent"] = True
+        for recipient in task["recipients"]:
+            task["results"][recipient] = (statuses or {}).get(recipient, 1)
 
     def routes(self) -> dict[str, Callable[[web.Request, Any], Awaitable[dict[str, Any]]]]:
         return {
@@ -337,6 +368,11 @@ class FakeWeCom:
             f"{EXTERNAL}/groupchat/add_join_way": self._add_join_way,
             f"{EXTERNAL}/groupchat/get_join_way": self._get_join_way,
             f"{EXTERNAL}/groupchat/update_join_way": self._update_join_way,
+            f"{EXTERNAL}/add_msg_template": self._add_msg_template,
+            f"{EXTERNAL}/get_groupmsg_send_result": self._groupmsg_send_result,
+            f"{EXTERNAL}/get_groupmsg_task": self._groupmsg_task,
+            f"{EXTERNAL}/get_groupmsg_list_v2": self._groupmsg_list_v2,
+            f"{EXTERNAL}/remind_groupmsg_send": self._remind_groupmsg,
         }
 
     def _next(self, prefix: str) -> str:
@@ -466,6 +502,64 @@ class FakeWeCom:
         if not 1 <= len(chats) <= 5:
             return _err(40058, "chat_id_list must hold 1-5 chats")
         way.update({k: v for k, v in body.items() if k != "config_id"})
+        return _ok()
+
+
+    async def _add_msg_template(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or body.get("chat_type", "single") not in ("single", "group"):
+            return _err(40058, "invalid chat_type")
+        chat_type = body.get("chat_type", "single")
+        sender = body.get("sender") or ""
+        if chat_type == "group" and not sender:
+            return _err(40058, "sender is required for chat_type group")
+        if not isinstance(body.get("text"), dict) or not body["text"].get("content"):
+            return _err(41036, "text content missing")
+        if chat_type == "single":
+            wanted = list(body.get("external_userid") or [])
+            if not wanted or len(wanted) > 10_000:
+                return _err(40058, "external_userid must hold 1-10000 customers")
+            fails = [e for e in wanted if e in self.not_contacts]
+            recipients = [e for e in wanted if e not in self.not_contacts]
+        else:
+            recipients = list(body.get("chat_id_list") or [c for c, g in self.groups.items() if g["owner"] == sender])
+            fails = []
+        msgid = f"msg{id(self):x}{self._next('')}"  # unique across fakes, as WeCom's are across a corp
+        self.group_msgs[msgid] = {"body": body, "sender": sender, "chat_type": chat_type, "created": int(time.time()),
+                                  "recipients": recipients, "results": {r: 0 for r in recipients}, "sent": False}
+        return _ok(msgid=msgid, fail_list=fails)
+
+    async def _groupmsg_send_result(self, request: web.Request, body: Any) -> dict[str, Any]:
+        task = self.group_msgs.get(body.get("msgid") if isinstance(body, dict) else None)
+        if task is None or body.get("userid") != task["sender"]:
+            return _err(41063, "msgid not found for this userid")
+        start = int(body.get("cursor") or 0)
+        limit = min(int(body.get("limit") or 500), 1000)
+        keys = list(task["results"])
+        page = keys[start : start + limit]
+        field = "external_userid" if task["chat_type"] == "single" else "chat_id"
+        rows = [{field: key, "userid": task["sender"], "status": task["results"][key],
+                 **({"send_time": task["created"]} if task["results"][key] == 1 else {})} for key in page]
+        nxt = str(start + limit) if start + limit < len(keys) else ""
+        return {"errcode": 0, "errmsg": "ok", "send_list": rows, "next_cursor": nxt}
+
+    async def _groupmsg_task(self, request: web.Request, body: Any) -> dict[str, Any]:
+        task = self.group_msgs.get(body.get("msgid") if isinstance(body, dict) else None)
+        if task is None:
+            return _err(41063, "msgid not found")
+        return _ok(task_list=[{"userid": task["sender"], "status": 2 if task["sent"] else 0}], next_cursor="")
+
+    async def _groupmsg_list_v2(self, request: web.Request, body: Any) -> dict[str, Any]:
+        start, end = int(body.get("start_time") or 0), int(body.get("end_time") or 0)
+        found = [{"msgid": msgid, "create_type": 0, "create_time": str(t["created"]), "text": t["body"]["text"]}
+                 for msgid, t in self.group_msgs.items()
+                 if t["chat_type"] == body.get("chat_type", "single") and start <= t["created"] <= end]
+        # API-created tasks carry no creator (as WeCom documents): get_groupmsg_task says whose they are.
+        return _ok(group_msg_list=found, next_cursor="")
+
+    async def _remind_groupmsg(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if (body.get("msgid") if isinstance(body, dict) else None) not in self.group_msgs:
+            return _err(41063, "msgid not found")
+        self.reminders.append(body["msgid"])
         return _ok()
 
 

@@ -116,3 +116,28 @@ def test_an_edit_reloads_and_a_broken_edit_keeps_the_last_good_version(scripts: 
     os.utime(sale, ns=(1, 2_000_000_000_100_000_000))
     assert str(live.current().sales["flash_sale/sale.yaml"].definition.items[0].flash_price) == "25.90"
     assert any("must be below original_price" in str(issue) for issue in live.issues)
+
+
+def test_template_message_fields_are_checked_like_scripts(scripts: Path) -> None:
+    campaigns = scripts / "campaigns.yaml"
+    edit(campaigns, "  exclude:\n", "  template:\n    id: TPL1\n    fields: {first: \"{{ sale.__class__ }}\", "
+                                    "keyword1: \"{{ shop }}\"}\n  exclude:\n")
+    code, out = check(scripts)
+    line = campaigns.read_text().splitlines().index("  template:") + 1
+    assert code == 1
+    assert f"{campaigns}:{line}: template field 'first': template reaches for Python internals" in out
+    assert f"{campaigns}:{line}: template field 'keyword1': undefined variable 'shop'" in out
+
+
+def test_announcement_channels_are_oa_wecom_and_ai_bot_groups(scripts: Path) -> None:
+    campaigns = scripts / "campaigns.yaml"
+    edit(campaigns, "channel: wechat_oa", "channel: sms")
+    code, out = check(scripts)
+    assert code == 1 and "channel 'sms': announcements go out on wechat_oa, wecom, wecom_aibot" in out
+    edit(campaigns, "channel: sms", "channel: wecom")
+    code, out = check(scripts)
+    # The scripts must be written for the campaign's channel; WeCom itself is no longer "not built".
+    assert code == 1 and "is not written for channel 'wecom'" in out and "not built" not in out
+    for script in (scripts / "flash_sale").glob("*.j2"):
+        edit(script, "channels: [wechat_oa]", "channels: [wechat_oa, wecom]")
+    assert check(scripts)[0] == 0

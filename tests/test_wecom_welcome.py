@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from bot.funnel.models import FunnelEvent
 from bot.offers import repository as offers_repo
 from bot.offers.models import CouponCode
+from bot.storage.models import Contact
 from bot.wecom.models import WelcomeRecord
 from tests.conftest import REDIS_URL, context_of
 from tests.fake_wechat_api import FakeWeChatApi
@@ -97,6 +98,8 @@ async def test_welcome_carries_name_coupon_and_group_link(
     assert body["attachments"][0]["link"]["url"] == "https://work.weixin.qq.com/gm/abc"
     row = await welcome_row(client, customer)
     assert (row.status, row.coupon_status, row.attempts) == ("sent", "issued", 1)
+    # Kept on the contact: announcements greet by it (recipient.name).
+    assert await count(client, Contact, Contact.external_id == customer, Contact.name == "王小丫") == 1
     steps = await funnel_steps(client, customer)
     assert {"followed", "welcomed", "coupon_issued", "invited"} <= steps
 

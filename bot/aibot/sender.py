@@ -42,23 +42,31 @@ class AiBotSender:
         self._on_error = on_error
 
     async def send_text(self, to: str, text: str, chat: str | None = None) -> None:
-        key = response_url_key(chat or to)
+        await self.push(chat or to, text, to=to)
+
+    async def push(self, conversation: str, text: str, *, to: str | None = None) -> str | None:
+        """POST `text` to the conversation's response_url; None when WeCom took it, else why not
+        ("no_response_url" when there is none to use). Announcements read the reason."""
+        key = response_url_key(conversation)
         url = await self._store.get(key)
         if not url:
-            log.warning("no response_url left for this conversation; message dropped", extra={"to": to, "chat": chat})
-            return
+            log.warning("no response_url left for this conversation; message dropped", extra={"to": to, "conversation": conversation})
+            return "no_response_url"
         await self._store.delete(key)  # one use
         if not url.startswith(self._allowed_base):
-            log.warning("response_url outside WECOM_AIBOT_RESPONSE_BASE refused", extra={"to": to, "chat": chat})
-            return
+            log.warning("response_url outside WECOM_AIBOT_RESPONSE_BASE refused", extra={"to": to, "conversation": conversation})
+            return "response_url outside WECOM_AIBOT_RESPONSE_BASE refused"
         try:
             async with self._http.post(url, json=markdown_message(text)) as response:
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            log.warning("response_url call failed: %s", type(error).__name__, extra={"to": to, "chat": chat})
+            log.warning("response_url call failed: %s", type(error).__name__, extra={"to": to, "conversation": conversation})
             if self._on_error:
                 self._on_error("/cgi-bin/aibot/response", -1)
-            return
+            return f"response_url call failed: {type(error).__name__}"
         errcode = int(answer.get("errcode", 0)) if isinstance(answer, dict) else -1
-        if errcode != 0 and self._on_error:
-            self._on_error("/cgi-bin/aibot/response", errcode)
+        if errcode != 0:
+            if self._on_error:
+                self._on_error("/cgi-bin/aibot/response", errcode)
+            return f"errcode {errcode}: {answer.get('errmsg', '') if isinstance(answer, dict) else 'bad answer'}"
+        return None

@@ -9,11 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, String, and_, case, cast, exists, false, func, literal, not_, null, or_, select, true
 
 from bot.campaigns.campaign import Audience, Campaign, Segment
 from bot.campaigns.models import SENT, AnnouncementDelivery, AnnouncementOptOut, AnnouncementRun
+from bot.funnel.models import FunnelEvent
+from bot.offers.models import CouponBatch, CouponCode, GroupInviteRow, GroupPool, PoolGroup
 from bot.storage.models import Contact, ContactTag, MessageLog
+from bot.wecom.models import WelcomeRecord
 
 #: OA customer-service messages may only be sent this long after the customer's last message.
 OA_WINDOW = timedelta(hours=48)
@@ -29,6 +32,42 @@ def _has_tag(tags: list[str], now: datetime) -> ColumnElement[bool]:
         _tags.c.tag.in_(tags),
         or_(_tags.c.expires_at.is_(None), _tags.c.expires_at > now),
     )
+
+
+def _holds_coupon(batches: list[str], now: datetime, *, redeemed: bool) -> ColumnElement[bool]:
+    codes, batch_table = CouponCode.__table__, CouponBatch.__table__
+    state = (
+        [codes.c.status == "redeemed"]
+        if redeemed
+        else [codes.c.status == "issued", or_(codes.c.expires_at.is_(None), codes.c.expires_at > now)]
+    )
+    return exists().where(
+        codes.c.channel == _contacts.c.channel,
+        codes.c.account == _contacts.c.account,
+        codes.c.external_id == _contacts.c.external_id,
+        codes.c.batch_id == batch_table.c.id,
+        batch_table.c.name.in_(batches),
+        *state,
+    )
+
+
+def _in_pools(pools: list[str]) -> ColumnElement[bool]:
+    """Handed a pool's group invite, or joined one of its WeCom groups (funnel step group_joined)."""
+    invites, pool_table, groups, steps = (GroupInviteRow.__table__, GroupPool.__table__, PoolGroup.__table__,
+                                          FunnelEvent.__table__)
+    invited = exists().where(
+        invites.c.pool_id == pool_table.c.id, pool_table.c.name.in_(pools),
+        invites.c.channel == _contacts.c.channel, invites.c.account == _contacts.c.account,
+        invites.c.external_id == _contacts.c.external_id,
+    )
+    # group_joined's detail is JSON written by bot.funnel.steps (json.dumps: '{"chat_id": "…"}').
+    joined = exists().where(
+        steps.c.step == "group_joined", steps.c.channel == _contacts.c.channel,
+        steps.c.account == _contacts.c.account, steps.c.external_id == _contacts.c.external_id,
+        groups.c.pool_id == pool_table.c.id, pool_table.c.name.in_(pools), groups.c.external_group_id.is_not(None),
+        steps.c.detail.contains(literal('"chat_id": "') + groups.c.external_group_id + literal('"')),
+    )
+    return or_(invited, joined)
 
 
 def _conditions(rule: Segment | Audience, now: datetime) -> list[ColumnElement[bool]]:
@@ -47,7 +86,29 @@ def _conditions(rule: Segment | Audience, now: datetime) -> list[ColumnElement[b
         conditions.append(_contacts.c.source_channel.in_(rule.source_channels))
     if rule.active_within_days:
         conditions.append(_contacts.c.last_seen >= now - timedelta(days=rule.active_within_days))
+    if rule.coupons_unredeemed:
+        conditions.append(_holds_coupon(rule.coupons_unredeemed, now, redeemed=False))
+    if rule.coupons_none:
+        conditions.append(not_(_holds_coupon(rule.coupons_none, now, redeemed=False)))
+    if rule.coupons_redeemed:
+        conditions.append(_holds_coupon(rule.coupons_redeemed, now, redeemed=True))
+    if rule.group_pools_in:
+        conditions.append(_in_pools(rule.group_pools_in))
+    if rule.group_pools_not_in:
+        conditions.append(not_(_in_pools(rule.group_pools_not_in)))
     return conditions
+
+
+def wecom_sender_expression() -> ColumnElement[Any]:
+    """The staff member who last added the WeCom customer (their welcome), or NULL."""
+    welcomes = WelcomeRecord.__table__
+    return (
+        select(welcomes.c.staff_userid)
+        .where(welcomes.c.external_userid == _contacts.c.external_id, welcomes.c.staff_userid != "")
+        .order_by(welcomes.c.created_at.desc(), welcomes.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def segment_expression(campaign: Campaign, now: datetime) -> ColumnElement[Any]:
@@ -70,7 +131,7 @@ def last_inbound_expression() -> ColumnElement[Any]:
 
 
 def audience_query(campaign: Campaign, now: datetime) -> Select[Any]:
-    """(contact_id, segment, last_inbound_at) of everyone the campaign reaches now."""
+    """(contact_id, segment, last_inbound_at, sender) of everyone the campaign reaches now (sender: WeCom only)."""
     deliveries = AnnouncementDelivery.__table__
     runs = AnnouncementRun.__table__
     optouts = AnnouncementOptOut.__table__
@@ -93,16 +154,20 @@ def audience_query(campaign: Campaign, now: datetime) -> Select[Any]:
                 )
             )
         )
+    sender = wecom_sender_expression() if campaign.channel == "wecom" else cast(null(), String(64))
     inner = (
         select(
             _contacts.c.id.label("contact_id"),
             segment_expression(campaign, now).label("segment"),
             last_inbound_expression().label("last_inbound_at"),
+            sender.label("sender"),
         )
         .where(*where)
         .subquery("audience")
     )
-    return select(inner.c.contact_id, inner.c.segment, inner.c.last_inbound_at).where(inner.c.segment.is_not(None))
+    return select(inner.c.contact_id, inner.c.segment, inner.c.last_inbound_at, inner.c.sender).where(
+        inner.c.segment.is_not(None)
+    )
 
 
 def window_open(last_inbound_at: ColumnElement[Any], channel: str, now: datetime) -> ColumnElement[bool]:

@@ -31,6 +31,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TemplateMessage(_Strict):
+    """An OA template message (message/template/send) for customers outside the 48-hour window.
+
+        template:
+          id: TEMPLATE_ID_FROM_MP_ADMIN
+          fields: {first: "{{ sale.name }}今晚开抢", keyword1: "{{ sale.date }} {{ sale.start_time }}", remark: "回复 TD 退订"}
+          url: https://shop.example.com/flash      # optional
+          miniprogram: {appid: wx123, pagepath: pages/flash/index}   # optional
+
+    Field values are templates in the same sandbox as the scripts, with the same variables.
+    """
+
+    id: str = Field(min_length=1, max_length=128)
+    fields: dict[str, str] = Field(min_length=1)
+    url: str = ""
+    miniprogram: dict[str, str] | None = None
+
+
 class Slot(_Strict):
     name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")
     script: str
@@ -38,6 +56,8 @@ class Slot(_Strict):
     cron: str | None = None
     #: Instead of cron: this many minutes before the sale ends ("10 minutes left").
     before_end_minutes: int | None = Field(None, ge=1, le=24 * 60)
+    #: This slot's template message outside the 48-hour window (overrides the campaign's).
+    template: TemplateMessage | None = None
 
     @field_validator("cron")
     @classmethod
@@ -53,7 +73,22 @@ class Slot(_Strict):
         return self
 
 
-class Segment(_Strict):
+class _Conditions(_Strict):
+    """Conditions on coupons (by batch name) and group pools (by pool name)."""
+
+    #: Holds an issued, unexpired, unredeemed coupon of one of these batches.
+    coupons_unredeemed: list[str] = Field(default_factory=list)
+    #: Holds no unredeemed coupon of any of these batches.
+    coupons_none: list[str] = Field(default_factory=list)
+    #: Has redeemed a coupon of one of these batches.
+    coupons_redeemed: list[str] = Field(default_factory=list)
+    #: Is in a group of one of these pools (joined it, as WeCom reports, or was handed its invite).
+    group_pools_in: list[str] = Field(default_factory=list)
+    #: Is in no group of these pools.
+    group_pools_not_in: list[str] = Field(default_factory=list)
+
+
+class Segment(_Conditions):
     name: str = Field(min_length=1, max_length=32)
     tags_any: list[str] = Field(default_factory=list)
     tags_all: list[str] = Field(default_factory=list)
@@ -64,7 +99,7 @@ class Segment(_Strict):
     active_within_days: int | None = Field(None, ge=1)
 
 
-class Audience(_Strict):
+class Audience(_Conditions):
     segments: list[Segment] = Field(min_length=1)
     #: Conditions everyone in the audience meets, whatever their segment.
     tags_none: list[str] = Field(default_factory=list)
@@ -84,6 +119,12 @@ class Exclusions(_Strict):
     contacted_within_hours: int = Field(0, ge=0, le=24 * 30)
 
 
+#: Channels announcements are sent on (bot.events.Channel values).
+CHANNELS = ("wechat_oa", "wecom", "wecom_aibot")
+#: The segment of a group-chat recipient: scripts may write a `## 群聊` variant (else the default's).
+GROUP_SEGMENT = "群聊"
+
+
 class Campaign(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     title: str = ""
@@ -92,6 +133,19 @@ class Campaign(_Strict):
     slots: list[Slot] = Field(min_length=1)
     audience: Audience
     exclude: Exclusions = Field(default_factory=Exclusions)
+    #: wechat_oa: the template message for customers outside the 48-hour window (else they are skipped).
+    template: TemplateMessage | None = None
+    #: wecom: send to the customers of `audience` (chat_type single); false for groups only.
+    customers: bool = True
+    #: wecom: also the WeCom customer groups of these pools (chat_type group, sent by each group's owner).
+    group_pools: list[str] = Field(default_factory=list)
+    #: wecom_aibot: these group chats; empty = every AI-bot group heard from within `chats_active_days`.
+    chats: list[str] = Field(default_factory=list)
+    chats_active_days: int = Field(30, ge=1)
+
+    def template_for(self, slot: str) -> TemplateMessage | None:
+        found = next((s for s in self.slots if s.name == slot), None)
+        return (found.template if found else None) or self.template
 
     def slot(self, name: str) -> Slot:
         for slot in self.slots:

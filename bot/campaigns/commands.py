@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.campaigns import runs
 from bot.campaigns.campaign import next_time
 from bot.campaigns.library import ScriptLibrary, load_library
+from bot.campaigns.models import AWAITING, PENDING, SENDING
 from bot.campaigns.runs import Sessions
 from bot.campaigns.settings import CampaignSettings
 
@@ -127,6 +128,11 @@ async def _run(settings: CampaignSettings, campaign_name: str, slot_name: str | 
                     detail = ", ".join(f"{k} {v}" for k, v in sorted(report.by_status.items()))
                     progress.update(bar, total=report.run.total, completed=report.done, detail=detail)
                     if report.run.status == "done":
+                        break
+                    if report.by_status.get(AWAITING) and not any(report.by_status.get(s) for s in (PENDING, SENDING)):
+                        # WeCom: the rest is up to staff members in the WeCom app (tracked by the workers).
+                        progress.update(bar, detail=detail + f" — {report.by_status[AWAITING]} await their staff "
+                                        "member's confirmation in WeCom")
                         break
                 if task is not None and task.done():
                     task.result()  # raise what went wrong in-process

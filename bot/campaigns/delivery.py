@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
 
+from bot.aibot.sender import AiBotSender
 from bot.campaigns import runs
 from bot.campaigns.audience import OA_WINDOW, OUTSIDE_WINDOW
 from bot.campaigns.library import LiveLibrary
@@ -27,6 +28,7 @@ from bot.campaigns.ratelimit import SendLimiter
 from bot.campaigns.runs import Claimed, Outcome, Sessions
 from bot.wechat_api import WeChatApiClient
 from bot.wechat_api.errors import HTTP_ERROR, LOCK_TIMEOUT, RATE_LIMIT_ERRCODES, TRANSPORT_ERROR, WeChatApiError
+from bot.wecom.api import WeComApi
 
 log = logging.getLogger("siyu.campaigns")
 
@@ -47,6 +49,10 @@ class DeliveryRuntime:
     library: LiveLibrary
     limiter: SendLimiter
     oa_api: WeChatApiClient | None
+    #: WeCom customer contact (add_msg_template tasks, bot/campaigns/wecom.py); None when not configured.
+    wecom_api: WeComApi | None = None
+    #: AI-bot group pushes (response_url of the group's latest message); None without a store/HTTP.
+    aibot: AiBotSender | None = None
     concurrency: int = 50
     max_attempts: int = 5
     backoff_seconds: float = 1.0
@@ -79,13 +85,10 @@ async def deliver_shard(
     campaign = library.campaign(run.campaign)
     slot = campaign.slot(run.slot)
     script = library.scripts[slot.script]
-    now = datetime.now(UTC)
-    shared = {
-        "sale": library.sale_of(campaign).variables(now),
-        "campaign": {"name": campaign.name, "title": campaign.title},
-        "slot": slot.name,
-        "_rendered": {},
-    }
+    shared = shared_variables(library, campaign, slot.name)
+    channel = campaign.channel
+    with_coupons = (script.reads("coupons") and await runs.any_coupons_held(runtime.sessions, channel)
+                    and (lambda segment: script.reads("coupons", segment, channel)))
     counts: dict[str, int] = {}
     # A sliding window, not batch after batch: more is claimed while half the window is still
     # sending, so the API (and the shared rate limit) never waits on our database round trips.
@@ -99,7 +102,8 @@ async def deliver_shard(
             if deadline is not None and time.monotonic() > deadline:
                 exhausted = True  # out of time: finish what is in flight, leave the rest pending
             if not exhausted and len(in_flight) <= window // 2:
-                batch = await runs.claim(runtime.sessions, run_id, lo, hi, window - len(in_flight))
+                batch = await runs.claim(runtime.sessions, run_id, lo, hi, window - len(in_flight),
+                                         with_coupons=with_coupons)
                 exhausted = not batch
                 in_flight.update(
                     asyncio.ensure_future(
@@ -133,6 +137,44 @@ async def _record(runtime: DeliveryRuntime, outcomes: list[Outcome], counts: dic
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
 
 
+def shared_variables(library: Any, campaign: Any, slot: str) -> dict[str, Any]:
+    """What every recipient's text of one run shares, plus the render cache ("_rendered")."""
+    now = datetime.now(UTC)
+    return {
+        "sale": library.sale_of(campaign).variables(now),
+        "campaign": {"name": campaign.name, "title": campaign.title},
+        "slot": slot,
+        "_rendered": {},
+        "_template": library.template_for(campaign.name, slot),
+    }
+
+
+def recipient_variables(item: Claimed) -> dict[str, Any]:
+    return {"name": item.name, "tags": list(item.tags), "source_channel": item.source_channel or "",
+            "segment": item.segment,
+            "coupons": [{"title": c.title, "code": c.code, "valid_to": c.valid_to} for c in item.coupons]}
+
+
+def render_for(item: Claimed, script: Any, channel: str, shared: dict[str, Any]) -> str:
+    """The recipient's text; raises TemplateError/SecurityError/LookupError.
+
+    Recipients with the same segment, tags and source read the same text: it is rendered once.
+    Name and coupons join that key only when the script reads them (else the cache would
+    hold one text per recipient for nothing)."""
+    key: tuple[Any, ...] = (item.segment, item.tags, item.source_channel or "")
+    if script.reads("name", item.segment, channel):
+        key += (item.name,)
+    if script.reads("coupons", item.segment, channel):
+        key += (item.coupons,)
+    text = shared["_rendered"].get(key)
+    if text is None:
+        variables = {name: value for name, value in shared.items() if not name.startswith("_")}
+        text = script.render(item.segment, channel, {**variables, "recipient": recipient_variables(item)})
+        if len(shared["_rendered"]) < 10_000:
+            shared["_rendered"][key] = text
+    return text
+
+
 async def _deliver_one(
     runtime: DeliveryRuntime, item: Claimed, script: Any, channel: str, shared: dict[str, Any], dry_run: bool,
     attempts_key: str,
@@ -143,34 +185,40 @@ async def _deliver_one(
     if not item.following:
         return Outcome(item.id, SKIPPED, "customer no longer follows the account", item.attempts)
     now = datetime.now(UTC)
-    if channel == "wechat_oa" and (item.last_inbound_at is None or _aware(item.last_inbound_at) < now - OA_WINDOW):
+    template = shared.get("_template")
+    outside = channel == "wechat_oa" and (item.last_inbound_at is None or _aware(item.last_inbound_at) < now - OA_WINDOW)
+    if outside and template is None:
         return Outcome(item.id, SKIPPED, OUTSIDE_WINDOW, item.attempts)
-    # Recipients with the same segment, tags and source read the same text: render it once.
-    # (Names and coupons are not known to the planner yet; they'd join this key.)
-    key = (item.segment, item.tags, item.source_channel or "")
-    text = shared["_rendered"].get(key)
-    if text is None:
-        recipient = {"name": "", "tags": list(item.tags), "source_channel": item.source_channel or "",
-                     "segment": item.segment, "coupons": []}
-        variables = {name: value for name, value in shared.items() if not name.startswith("_")}
-        try:
-            text = script.render(item.segment, channel, {**variables, "recipient": recipient})
-        except (TemplateError, SecurityError, LookupError) as exc:
-            return Outcome(item.id, FAILED, f"script did not render: {exc}", attempts)
-        if len(shared["_rendered"]) < 10_000:
-            shared["_rendered"][key] = text
+    try:
+        text = render_for(item, script, channel, shared)
+    except (TemplateError, SecurityError, LookupError) as exc:
+        return Outcome(item.id, FAILED, f"script did not render: {exc}", attempts)
     if not text:
         return Outcome(item.id, SKIPPED, "script rendered nothing for this recipient", item.attempts)
     if dry_run:
         return Outcome(item.id, SKIPPED, "dry run: rendered, not sent", item.attempts)
+    if channel == "wecom_aibot":
+        return await _push_to_aibot_group(runtime, item, text, attempts, attempts_key)
     if channel != "wechat_oa":
-        return Outcome(item.id, FAILED, f"sending on {channel} is not implemented yet", attempts)
+        return Outcome(item.id, FAILED, f"sending on {channel} is not done per recipient", attempts)
     if runtime.oa_api is None:
         return Outcome(item.id, FAILED, "WECHAT_OA_APPID/SECRET are not configured", attempts)
     await runtime.limiter.acquire(attempts_key, item.id)
     try:
-        await runtime.oa_api.send_text(item.external_id, text)
+        if outside:
+            await _send_template(runtime.oa_api, item, template, shared)
+        else:
+            await runtime.oa_api.send_text(item.external_id, text)
     except WeChatApiError as exc:
+        if exc.errcode == 45015 and template is not None and not outside:
+            # The window closed since planning: the template message is what this customer can get.
+            try:
+                await _send_template(runtime.oa_api, item, template, shared)
+                return Outcome(item.id, SENT, "template message (outside the 48-hour window)", attempts)
+            except WeChatApiError as second:
+                exc = second
+            except (TemplateError, SecurityError) as error:
+                return Outcome(item.id, FAILED, f"template message did not render: {error}", attempts)
         if exc.errcode in _SKIP_ERRCODES:
             return Outcome(item.id, SKIPPED, _SKIP_ERRCODES[exc.errcode], attempts)
         if _retryable(exc):
@@ -179,7 +227,45 @@ async def _deliver_one(
             if attempts < runtime.max_attempts:
                 return Outcome(item.id, PENDING, f"will retry: errcode {exc.errcode} {exc.errmsg}", attempts)
         return Outcome(item.id, FAILED, f"errcode {exc.errcode}: {exc.errmsg}", attempts)
+    except (TemplateError, SecurityError) as error:
+        return Outcome(item.id, FAILED, f"template message did not render: {error}", attempts)
+    if outside:
+        return Outcome(item.id, SENT, "template message (outside the 48-hour window)", attempts)
     return Outcome(item.id, SENT, None, attempts)
+
+
+TEMPLATE_SEND = "/cgi-bin/message/template/send"
+
+
+async def _send_template(api: WeChatApiClient, item: Claimed, template: Any, shared: dict[str, Any]) -> None:
+    variables = {name: value for name, value in shared.items() if not name.startswith("_")}
+    values = template.render({**variables, "recipient": recipient_variables(item)})
+    body: dict[str, Any] = {"touser": item.external_id, "template_id": template.spec.id,
+                            "data": {name: {"value": value} for name, value in values.items()}}
+    if template.spec.url:
+        body["url"] = template.spec.url
+    if template.spec.miniprogram:
+        body["miniprogram"] = dict(template.spec.miniprogram)
+    await api.call("POST", TEMPLATE_SEND, json=body)
+
+
+#: No response_url: the AI bot can only speak in a group within an hour of being addressed there.
+NO_RESPONSE_URL = "no push channel: nobody @-mentioned the AI bot in this group within the last hour"
+
+
+async def _push_to_aibot_group(
+    runtime: DeliveryRuntime, item: Claimed, text: str, attempts: int, attempts_key: str
+) -> Outcome:
+    if runtime.aibot is None or not item.chat_id:
+        return Outcome(item.id, FAILED, "the AI bot is not configured", attempts)
+    await runtime.limiter.acquire(attempts_key, item.id)
+    problem = await runtime.aibot.push(item.chat_id, text)
+    if problem is None:
+        return Outcome(item.id, SENT, None, attempts)
+    if problem == "no_response_url":
+        return Outcome(item.id, SKIPPED, NO_RESPONSE_URL, attempts)
+    # The response_url is used up either way (one use): nothing to retry with.
+    return Outcome(item.id, FAILED, problem, attempts)
 
 
 def _retryable(exc: WeChatApiError) -> bool:

@@ -4,6 +4,8 @@ announce_tick      cron, every minute: start the runs whose slot time has come (
                    however many replicas fire: the run's unique key in the database decides)
 announce_plan      plan a run into deliveries, then enqueue one announce_deliver per shard
 announce_deliver   send one shard; a killed worker's shard is retried by arq and resumes
+announce_wecom     WeCom runs: group deliveries into add_msg_template tasks and create them (bot/campaigns/wecom.py)
+announce_wecom_track  WeCom runs: read send results every ANNOUNCE_WECOM_CHECK_SECONDS, remind, expire
 
 Job ids are derived from the run (and shard), so enqueueing twice is harmless.
 """
@@ -18,7 +20,7 @@ from typing import Any
 from arq import cron
 from arq.worker import func
 
-from bot.campaigns import runs
+from bot.campaigns import runs, wecom
 from bot.campaigns.campaign import due_slots
 from bot.campaigns.delivery import DeliveryRuntime, deliver_shard
 from bot.campaigns.library import ScriptsUnusable
@@ -37,6 +39,14 @@ def plan_job_id(run_id: int) -> str:
 
 def deliver_job_id(run_id: int, lo: int, part: int = 0) -> str:
     return f"announce:deliver:{run_id}:{lo}" + (f":{part}" if part else "")
+
+
+def wecom_job_id(run_id: int, part: int = 0) -> str:
+    return f"announce:wecom:{run_id}" + (f":{part}" if part else "")
+
+
+def wecom_track_job_id(run_id: int, round_: int) -> str:
+    return f"announce:wecom-track:{run_id}:{round_}"
 
 
 async def announce_tick(ctx: dict[str, Any], now: datetime | None = None) -> list[int]:
@@ -69,6 +79,11 @@ async def announce_plan(ctx: dict[str, Any], run_id: int) -> int:
         return 0
     campaign = (await runtime.library.acurrent()).campaign(run.campaign)
     total = await runs.plan_run(runtime.sessions, run_id, campaign)
+    if campaign.channel == "wecom":
+        # Not one call per recipient: tasks per staff member (bot/campaigns/wecom.py).
+        await runtime.enqueue("announce_wecom", run_id, job_id=wecom_job_id(run_id))
+        await _finish(runtime, run_id)
+        return total
     for lo, hi in await runs.shards(runtime.sessions, run_id, runtime.settings.announce_shard_size):
         await runtime.enqueue("announce_deliver", run_id, lo, hi, job_id=deliver_job_id(run_id, lo))
     await _finish(runtime, run_id)
@@ -91,13 +106,53 @@ async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int, p
     return counts
 
 
-async def _finish(runtime: CampaignRuntime, run_id: int) -> None:
+async def announce_wecom(ctx: dict[str, Any], run_id: int, part: int = 0) -> dict[str, int]:
+    runtime = runtime_of(ctx)
+    run = await runs.get_run(runtime.sessions, run_id)
+    if run is None:
+        return {}
+    counts = await wecom.build_tasks(runtime.delivery, run)
+    if runtime.delivery.wecom_api is None:
+        await wecom.fail_unconfigured(runtime.delivery, run_id)
+    elif await wecom.create_tasks(runtime.delivery, run_id):
+        # Some task met 45009/5xx: again after the shared back-off, in a new job.
+        await runtime.enqueue("announce_wecom", run_id, part + 1, job_id=wecom_job_id(run_id, part + 1),
+                              defer=runtime.settings.announce_backoff_seconds)
+        return counts
+    elif await wecom.creating(runtime.delivery, run_id):
+        # A task left mid-create by a stopped worker: looked up in WeCom once its lease is over.
+        await runtime.enqueue("announce_wecom", run_id, part + 1, job_id=wecom_job_id(run_id, part + 1),
+                              defer=runtime.settings.announce_job_timeout_seconds + 1)
+        return counts
+    if not await _finish(runtime, run_id):
+        await runtime.enqueue("announce_wecom_track", run_id, 1, job_id=wecom_track_job_id(run_id, 1),
+                              defer=runtime.settings.announce_wecom_check_seconds)
+    return counts
+
+
+async def announce_wecom_track(ctx: dict[str, Any], run_id: int, round_: int = 1) -> int:
+    runtime = runtime_of(ctx)
+    settings = runtime.settings
+    if runtime.delivery.wecom_api is None:
+        return 0
+    timing = wecom.WeComTiming(remind_after=timedelta(seconds=settings.announce_wecom_remind_seconds),
+                               expire_after=timedelta(seconds=settings.announce_wecom_expire_seconds))
+    still_open = await wecom.track(runtime.delivery, run_id, timing)
+    if not await _finish(runtime, run_id) and (still_open or await wecom.creating(runtime.delivery, run_id)):
+        await runtime.enqueue("announce_wecom_track", run_id, round_ + 1, job_id=wecom_track_job_id(run_id, round_ + 1),
+                              defer=settings.announce_wecom_check_seconds)
+    return still_open
+
+
+async def _finish(runtime: CampaignRuntime, run_id: int) -> bool:
+    """True when THIS call finished the run."""
     finished = await runs.finish_if_done(runtime.sessions, run_id)
     if finished is None:
-        return
+        return False
     report = await runs.report(runtime.sessions, run_id)
     log.info("campaigns.run_done run=%s %s", run_id, report.by_status if report else {})
     await runtime.tell_starter(finished, report)
+    return True
 
 
 def _functions(timeout: int) -> list[Any]:
@@ -106,6 +161,8 @@ def _functions(timeout: int) -> list[Any]:
     return [
         func(announce_plan, name="announce_plan", timeout=timeout, keep_result=0),
         func(announce_deliver, name="announce_deliver", timeout=timeout, keep_result=0),
+        func(announce_wecom, name="announce_wecom", timeout=timeout, keep_result=0),
+        func(announce_wecom_track, name="announce_wecom_track", timeout=timeout, keep_result=0),
     ]
 
 

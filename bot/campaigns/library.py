@@ -12,17 +12,19 @@ import asyncio
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from bot.campaigns.campaign import Campaign, CampaignFile
+from jinja2 import Template
+
+from bot.campaigns.campaign import CHANNELS, Campaign, CampaignFile, TemplateMessage
 from bot.campaigns.sale import Sale, load_sale
-from bot.campaigns.sandbox import ScriptEnvironment
-from bot.campaigns.scripts import ScriptTemplate, check_renders, load_script
+from bot.campaigns.sandbox import ScriptEnvironment, as_view
+from bot.campaigns.scripts import VARIABLES, ScriptTemplate, _compile, check_renders, load_script
 from bot.persona.issues import PersonaIssue as Issue
 from bot.persona.yaml_source import parse_yaml
 
@@ -33,11 +35,29 @@ SCRIPT_SUFFIX = ".j2"
 
 
 @dataclass(frozen=True)
+class TemplateFields:
+    """A campaign's (or slot's) OA template message, its field values compiled in the sandbox."""
+
+    spec: TemplateMessage
+    fields: dict[str, Template]
+    env: ScriptEnvironment
+
+    def render(self, variables: dict[str, Any]) -> dict[str, str]:
+        views = {key: as_view(value) for key, value in variables.items() if key in VARIABLES}
+        return {name: self.env.render_bounded(template, views).strip() for name, template in self.fields.items()}
+
+
+@dataclass(frozen=True)
 class ScriptLibrary:
     root: Path
     scripts: dict[str, ScriptTemplate]
     sales: dict[str, Sale]  # by path relative to root, as campaigns name them
     campaigns: dict[str, Campaign]
+    #: (campaign, slot) → its template message (slot's own, else the campaign's); absent: none.
+    templates: dict[tuple[str, str], TemplateFields] = field(default_factory=dict)
+
+    def template_for(self, campaign: str, slot: str) -> TemplateFields | None:
+        return self.templates.get((campaign, slot))
 
     def campaign(self, name: str) -> Campaign:
         try:
@@ -61,11 +81,12 @@ SAMPLE_SALE: dict[str, Any] = {
 def sample_recipients(segments: list[str]) -> list[dict[str, Any]]:
     """Recipients a script must render for: one per segment, one we know nothing about."""
     samples: list[dict[str, Any]] = [
-        {"name": "", "tags": [], "source_channel": "", "segment": segments[0] if segments else "", "coupons": []}
+        {"name": "", "tags": [], "source_channel": "", "segment": segments[0] if segments else "", "coupons": []},
     ]
     for segment in segments:
         samples.append({"name": "小美", "tags": [segment, "宝宝0-6月"], "source_channel": "taobao_card",
-                        "segment": segment, "coupons": [{"title": "满99减20", "valid_to": "2026-12-31"}]})
+                        "segment": segment,
+                        "coupons": [{"title": "满99减20", "code": "SAMPLE-CODE", "valid_to": "2026-12-31"}]})
     return samples
 
 
@@ -90,6 +111,7 @@ def load_library(
     campaigns_file = root / CAMPAIGNS_FILE
     campaigns: dict[str, Campaign] = {}
     sales: dict[str, Sale] = {}
+    templates: dict[tuple[str, str], TemplateFields] = {}
     if campaigns_file.exists():
         document, problems = parse_yaml(campaigns_file, campaigns_file.read_bytes())
         issues += problems
@@ -108,10 +130,22 @@ def load_library(
                     issues.append(Issue(campaigns_file, line, f"campaign '{campaign.name}' appears twice"))
                     continue
                 campaigns[campaign.name] = campaign
-                if campaign.channel != "wechat_oa":
+                if campaign.channel not in CHANNELS:
                     issues.append(Issue(campaigns_file, document.line_of([index, "channel"]),
-                                        f"channel '{campaign.channel}': only wechat_oa announcements are sent so far "
-                                        "(WeCom add_msg_template and AI-bot groups are not built yet)"))
+                                        f"channel '{campaign.channel}': announcements go out on {', '.join(CHANNELS)}"))
+                if campaign.channel != "wechat_oa" and (campaign.template or any(s.template for s in campaign.slots)):
+                    issues.append(Issue(campaigns_file, document.line_of([index, "template"]),
+                                        "template messages are for wechat_oa campaigns (the 48-hour window)"))
+                for slot in campaign.slots:
+                    spec = slot.template or campaign.template
+                    if spec is None or campaign.channel != "wechat_oa":
+                        continue
+                    where = ([index, "slots", campaign.slots.index(slot), "template"] if slot.template
+                             else [index, "template"])
+                    compiled, problems = _compile_template_message(env, spec, campaigns_file, document.line_of(where))
+                    issues += problems
+                    if compiled is not None:
+                        templates[(campaign.name, slot.name)] = compiled
                 if campaign.sale not in sales:
                     sale, problems = load_sale(root / campaign.sale, now, refuse_past_start=refuse_past_start)
                     issues += problems
@@ -140,9 +174,36 @@ def load_library(
         ]
         if samples:
             issues += check_renders(script, samples)
+    for (campaign_name, slot_name), compiled in templates.items():
+        campaign = campaigns[campaign_name]
+        segments = [seg.name for seg in campaign.audience.segments]
+        sale_variables = [sales[campaign.sale].variables(now)] if campaign.sale in sales else [SAMPLE_SALE]
+        for sale in sale_variables:
+            for recipient in sample_recipients(segments):
+                try:
+                    compiled.render({"sale": sale, "recipient": recipient, "campaign": {"name": "sample", "title": "样例"},
+                                     "slot": slot_name})
+                except Exception as exc:  # noqa: BLE001 - an admin template's failure is a finding
+                    issues.append(Issue(campaigns_file, 1, f"campaign '{campaign_name}' slot '{slot_name}': template "
+                                        f"message fields fail to render: {type(exc).__name__}: {exc}"))
+                    break
     if issues:
         return None, issues
-    return ScriptLibrary(root, scripts, sales, campaigns), []
+    return ScriptLibrary(root, scripts, sales, campaigns, templates), []
+
+
+def _compile_template_message(
+    env: ScriptEnvironment, spec: TemplateMessage, file: Path, line: int
+) -> tuple[TemplateFields | None, list[Issue]]:
+    fields: dict[str, Template] = {}
+    issues: list[Issue] = []
+    for name, source in spec.fields.items():
+        template, problems = _compile(env, source, file)
+        # Field values are one-liners inside campaigns.yaml: report them at the template's line.
+        issues += [Issue(file, line, f"template field '{name}': {problem.message}") for problem in problems]
+        if template is not None:
+            fields[name] = template
+    return (TemplateFields(spec, fields, env), []) if not issues else (None, issues)
 
 
 class LiveLibrary:

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, literal, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.campaigns.audience import OUTSIDE_WINDOW, audience_query, window_open
-from bot.campaigns.campaign import Campaign
+from bot.campaigns.campaign import GROUP_SEGMENT, Campaign
 from bot.campaigns.models import (
     FAILED,
+    OPEN_STATES,
     PENDING,
     SENDING,
     SKIPPED,
@@ -22,7 +40,7 @@ from bot.campaigns.models import (
     AnnouncementRun,
 )
 from bot.storage.db import insert_ignoring_conflicts
-from bot.storage.models import Contact, ContactTag
+from bot.storage.models import Contact, ContactTag, MessageLog
 
 Sessions = async_sessionmaker[AsyncSession]
 _runs = AnnouncementRun.__table__
@@ -64,38 +82,106 @@ async def get_run(sessions: Sessions, run_id: int) -> AnnouncementRun | None:
         return await session.get(AnnouncementRun, run_id)
 
 
+#: A WeCom customer no staff member is known to hold (no welcome recorded): no task can carry it.
+NO_STAFF = "no staff member is known to hold this WeCom customer (no add recorded)"
+NO_OWNER = "the WeCom group's owner is not known yet (groups are read from WeCom every few minutes)"
+
+
 async def plan_run(sessions: Sessions, run_id: int, campaign: Campaign, now: datetime | None = None) -> int:
     """Write one delivery per recipient (INSERT ... SELECT, idempotent); returns how many the run has.
 
-    Recipients outside OA's 48-hour window are planned as skipped with that reason: they
-    never occupy the queue.
+    Recipients outside OA's 48-hour window are planned as skipped with that reason (unless the
+    campaign has a template message for them): they never occupy the queue. Group chats (WeCom
+    customer groups of the campaign's pools, AI-bot groups) are recipients by chat id.
     """
     now = now or utcnow()
     async with sessions.begin() as session:
-        run = (await session.execute(select(_runs.c.status).where(_runs.c.id == run_id).with_for_update())).scalar_one()
-        if run == "planning":
-            audience = audience_query(campaign, now).subquery("recipients")
-            open_window = window_open(audience.c.last_inbound_at, campaign.channel, now)
-            rows = select(
-                literal(run_id).label("run_id"),
-                audience.c.contact_id,
-                audience.c.segment,
-                case((open_window, literal(PENDING)), else_=literal(SKIPPED)).label("status"),
-                case((open_window, None), else_=literal(OUTSIDE_WINDOW)).label("reason"),
-                literal(0).label("attempts"),
-                audience.c.last_inbound_at,
-                case((open_window, None), else_=literal(now)).label("updated_at"),
-            ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-            columns = ["run_id", "contact_id", "segment", "status", "reason", "attempts", "last_inbound_at", "updated_at"]
-            await session.execute(
-                insert_ignoring_conflicts(session, _deliveries).from_select(columns, rows)
-            )
+        status, slot = (await session.execute(
+            select(_runs.c.status, _runs.c.slot).where(_runs.c.id == run_id).with_for_update()
+        )).one()
+        if status == "planning":
+            if campaign.channel != "wecom_aibot" and (campaign.customers or campaign.channel != "wecom"):
+                await session.execute(_plan_contacts(session, run_id, campaign, slot, now))
+            if campaign.channel == "wecom" and campaign.group_pools:
+                await session.execute(_plan_wecom_groups(session, run_id, campaign, now))
+            if campaign.channel == "wecom_aibot":
+                await _plan_aibot_groups(session, run_id, campaign, now)
             total = (await session.execute(select(func.count()).where(_deliveries.c.run_id == run_id))).scalar_one()
             await session.execute(
                 update(_runs).where(_runs.c.id == run_id).values(status="running", planned_at=now, total=total)
             )
             return int(total)
         return int((await session.execute(select(_runs.c.total).where(_runs.c.id == run_id))).scalar_one())
+
+
+_COLUMNS = ["run_id", "contact_id", "chat_id", "sender", "segment", "status", "reason", "attempts", "last_inbound_at",
+            "updated_at"]
+
+
+def _plan_contacts(session: AsyncSession, run_id: int, campaign: Campaign, slot: str, now: datetime) -> Any:
+    audience = audience_query(campaign, now).subquery("recipients")
+    has_template = campaign.channel == "wechat_oa" and campaign.template_for(slot) is not None
+    # With a template message, customers outside the window are sent that instead of skipped.
+    open_window = true() if has_template else window_open(audience.c.last_inbound_at, campaign.channel, now)
+    no_sender = audience.c.sender.is_(None) if campaign.channel == "wecom" else false()
+    rows = select(
+        literal(run_id).label("run_id"),
+        audience.c.contact_id,
+        cast(null(), String(128)).label("chat_id"),
+        audience.c.sender,
+        audience.c.segment,
+        case((no_sender, literal(SKIPPED)), (open_window, literal(PENDING)), else_=literal(SKIPPED)).label("status"),
+        case((no_sender, literal(NO_STAFF)), (open_window, None), else_=literal(OUTSIDE_WINDOW)).label("reason"),
+        literal(0).label("attempts"),
+        audience.c.last_inbound_at,
+        case((and_(open_window, not_(no_sender)), None), else_=literal(now)).label("updated_at"),
+    ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+    return insert_ignoring_conflicts(session, _deliveries).from_select(_COLUMNS, rows)
+
+
+def _plan_wecom_groups(session: AsyncSession, run_id: int, campaign: Campaign, now: datetime) -> Any:
+    from bot.offers.models import GroupPool, PoolGroup
+    from bot.wecom.models import WeComGroup
+
+    pools, groups, chats = GroupPool.__table__, PoolGroup.__table__, WeComGroup.__table__
+    no_owner = or_(chats.c.owner.is_(None), chats.c.owner == "")
+    rows = (
+        select(
+            literal(run_id).label("run_id"),
+            cast(null(), BigInteger).label("contact_id"),
+            groups.c.external_group_id,
+            chats.c.owner,
+            literal(GROUP_SEGMENT).label("segment"),
+            case((no_owner, literal(SKIPPED)), else_=literal(PENDING)).label("status"),
+            case((no_owner, literal(NO_OWNER)), else_=None).label("reason"),
+            literal(0).label("attempts"),
+            cast(null(), DateTime(timezone=True)).label("last_inbound_at"),
+            case((no_owner, literal(now)), else_=None).label("updated_at"),
+        )
+        .select_from(groups.join(pools, pools.c.id == groups.c.pool_id)
+                     .outerjoin(chats, chats.c.chat_id == groups.c.external_group_id))
+        .where(pools.c.name.in_(campaign.group_pools), groups.c.external_group_id.is_not(None),
+               groups.c.state != "closed", or_(chats.c.dismissed.is_(None), chats.c.dismissed == false()))
+    )
+    return insert_ignoring_conflicts(session, _deliveries).from_select(_COLUMNS, rows)
+
+
+async def _plan_aibot_groups(session: AsyncSession, run_id: int, campaign: Campaign, now: datetime) -> None:
+    chats = list(campaign.chats)
+    if not chats:
+        messages = MessageLog.__table__
+        chats = list((await session.execute(
+            select(messages.c.chat_id).where(
+                messages.c.channel == "wecom_aibot", messages.c.chat_id.is_not(None),
+                messages.c.created_at >= now - timedelta(days=campaign.chats_active_days),
+            ).distinct()
+        )).scalars())
+    if chats:
+        await session.execute(insert_ignoring_conflicts(session, _deliveries), [
+            {"run_id": run_id, "contact_id": None, "chat_id": chat, "sender": None, "segment": GROUP_SEGMENT,
+             "status": PENDING, "reason": None, "attempts": 0, "last_inbound_at": None, "updated_at": None}
+            for chat in dict.fromkeys(chats)
+        ])
 
 
 async def shards(sessions: Sessions, run_id: int, size: int) -> list[tuple[int, int]]:
@@ -144,9 +230,16 @@ async def mark_interrupted(
 
 
 @dataclass(frozen=True, slots=True)
+class Coupon:
+    title: str
+    code: str
+    valid_to: str  # YYYY-MM-DD (Asia/Shanghai), "" when it doesn't expire
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
-    contact_id: int
+    contact_id: int | None
     segment: str
     attempts: int
     last_inbound_at: datetime | None
@@ -155,9 +248,19 @@ class Claimed:
     following: bool
     opted_out: bool
     tags: tuple[str, ...]
+    #: A group chat recipient (AI-bot group); then contact fields are empty.
+    chat_id: str | None = None
+    name: str = ""
+    #: Unredeemed, unexpired coupons held (loaded only when the script reads recipient.coupons).
+    coupons: tuple[Coupon, ...] = ()
+    #: WeCom: the staff member whose task carries it.
+    sender: str | None = None
 
 
-async def claim(sessions: Sessions, run_id: int, lo: int, hi: int, limit: int) -> list[Claimed]:
+async def claim(
+    sessions: Sessions, run_id: int, lo: int, hi: int, limit: int, *,
+    with_coupons: bool | Callable[[str], bool] = False,
+) -> list[Claimed]:
     """Take up to `limit` pending deliveries of the shard (status → sending), with what sending needs."""
     async with sessions.begin() as session:
         ids = select(_deliveries.c.id).where(
@@ -180,30 +283,74 @@ async def claim(sessions: Sessions, run_id: int, lo: int, hi: int, limit: int) -
             await session.execute(
                 select(
                     _deliveries.c.id, _deliveries.c.contact_id, _deliveries.c.segment, _deliveries.c.attempts,
-                    _deliveries.c.last_inbound_at, contacts.c.external_id, contacts.c.source_channel,
-                    contacts.c.following, optouts.c.contact_id.is_not(None).label("opted_out"),
+                    _deliveries.c.last_inbound_at, _deliveries.c.chat_id, _deliveries.c.sender, contacts.c.external_id,
+                    contacts.c.source_channel, contacts.c.following, contacts.c.name, contacts.c.channel,
+                    contacts.c.account, optouts.c.contact_id.is_not(None).label("opted_out"),
                 )
-                .join(contacts, contacts.c.id == _deliveries.c.contact_id)
+                .outerjoin(contacts, contacts.c.id == _deliveries.c.contact_id)
                 .outerjoin(optouts, optouts.c.contact_id == _deliveries.c.contact_id)
                 .where(_deliveries.c.id.in_(claimed))
                 .order_by(_deliveries.c.id)
             )
         ).all()
+        people = [row.contact_id for row in rows if row.contact_id is not None]
         tags: dict[int, list[str]] = {}
         tag_table = ContactTag.__table__
         for contact_id, tag in (
-            await session.execute(
-                select(tag_table.c.contact_id, tag_table.c.tag).where(
-                    tag_table.c.contact_id.in_([row.contact_id for row in rows])
-                )
-            )
-        ).all():
+            await session.execute(select(tag_table.c.contact_id, tag_table.c.tag).where(tag_table.c.contact_id.in_(people)))
+        ).all() if people else ():
             tags.setdefault(contact_id, []).append(tag)
+        # Only for recipients whose wording reads recipient.coupons (one more query when any does).
+        wanting = [row for row in rows if row.contact_id is not None
+                   and (with_coupons is True or (callable(with_coupons) and with_coupons(row.segment)))]
+        coupons = await coupons_held(session, wanting) if wanting else {}
     return [
-        Claimed(row.id, row.contact_id, row.segment, row.attempts, row.last_inbound_at, row.external_id,
-                row.source_channel, bool(row.following), bool(row.opted_out), tuple(sorted(tags.get(row.contact_id, []))))
+        Claimed(row.id, row.contact_id, row.segment, row.attempts, row.last_inbound_at, row.external_id or "",
+                row.source_channel, True if row.contact_id is None else bool(row.following), bool(row.opted_out),
+                tuple(sorted(tags.get(row.contact_id, []))), chat_id=row.chat_id, name=row.name or "",
+                coupons=coupons.get((row.channel, row.account, row.external_id), ()), sender=row.sender)
         for row in rows
     ]
+
+
+async def any_coupons_held(sessions: Sessions, channel: str) -> bool:
+    """Whether anyone on `channel` holds an unredeemed coupon: when nobody does (asked once per shard),
+    claims skip the per-batch coupon lookup."""
+    from bot.offers.models import CouponCode
+
+    codes = CouponCode.__table__
+    async with sessions() as session:
+        return bool((await session.execute(select(
+            select(codes.c.id).where(codes.c.channel == channel, codes.c.status == "issued").exists()
+        ))).scalar())
+
+
+async def coupons_held(session: AsyncSession, rows: Sequence[Any]) -> dict[tuple[str, str, str], tuple[Coupon, ...]]:
+    """(channel, account, external id) → the issued, unexpired, unredeemed coupons each holds, newest first."""
+    from zoneinfo import ZoneInfo
+
+    from bot.offers.models import CouponBatch, CouponCode
+
+    codes, batches = CouponCode.__table__, CouponBatch.__table__
+    now = utcnow()
+    found: dict[tuple[str, str, str], list[Coupon]] = {}
+    shanghai = ZoneInfo("Asia/Shanghai")
+    for row in (await session.execute(
+        select(codes.c.channel, codes.c.account, codes.c.external_id, codes.c.code, codes.c.expires_at, batches.c.title)
+        .join(batches, batches.c.id == codes.c.batch_id)
+        # Channel and account too: the holder index (channel, account, external_id) serves the lookup.
+        .where(codes.c.channel.in_({row.channel for row in rows if row.channel}),
+               codes.c.account.in_({row.account for row in rows if row.account}),
+               codes.c.external_id.in_({row.external_id for row in rows if row.external_id}),
+               codes.c.status == "issued", or_(codes.c.expires_at.is_(None), codes.c.expires_at > now))
+        .order_by(codes.c.issued_at.desc(), codes.c.id.desc())
+    )).all():
+        expires = row.expires_at
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+        valid_to = expires.astimezone(shanghai).strftime("%Y-%m-%d") if expires is not None else ""
+        found.setdefault((row.channel, row.account, row.external_id), []).append(Coupon(row.title, row.code, valid_to))
+    return {key: tuple(value) for key, value in found.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +396,7 @@ async def finish_if_done(sessions: Sessions, run_id: int) -> AnnouncementRun | N
     """Mark the run done when nothing is left; the run when THIS call finished it (once, across workers)."""
     async with sessions.begin() as session:
         left = (await session.execute(
-            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_((PENDING, SENDING)))
+            select(func.count()).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_(OPEN_STATES))
         )).scalar_one()
         if left:
             return None
@@ -271,7 +418,7 @@ class RunReport:
 
     @property
     def done(self) -> int:
-        return sum(count for status, count in self.by_status.items() if status not in (PENDING, SENDING))
+        return sum(count for status, count in self.by_status.items() if status not in OPEN_STATES)
 
     def text(self) -> str:
         run = self.run

@@ -17,6 +17,7 @@ import aiohttp
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.aibot.sender import AiBotSender
 from bot.campaigns.delivery import DeliveryRuntime
 from bot.campaigns.library import LiveLibrary
 from bot.campaigns.ratelimit import LocalSendLimiter, RedisSendLimiter, SendLimiter
@@ -24,6 +25,7 @@ from bot.campaigns.settings import CampaignSettings
 from bot.kv import KeyValueStore, open_store
 from bot.storage.db import create_engine, session_factory
 from bot.wechat_api import WeChatApiClient
+from bot.wecom.api import WeComApi
 
 if TYPE_CHECKING:
     from bot.campaigns.models import AnnouncementRun
@@ -48,6 +50,8 @@ class CampaignRuntime:
     enqueue: Enqueue = field(default=None)  # type: ignore[assignment]
     #: False when engine, store and HTTP session are the shared worker's (bot.jobs.runtime.JobRuntime).
     owns: bool = True
+    #: Deferred jobs running in-process without Redis (embedded default), held so they aren't collected.
+    _later: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     async def open(cls, settings: CampaignSettings, redis: ArqRedis | None = None) -> CampaignRuntime:
@@ -75,6 +79,13 @@ class CampaignRuntime:
             oa_api = WeChatApiClient(base_url=settings.wechat_api_base, appid=settings.wechat_oa_appid,
                                      secret=settings.wechat_oa_secret, store=store, session=http,
                                      max_backoff_attempts=0)
+        wecom_api = None
+        if settings.wecom_api_configured:
+            # No client-side retries either: a retried add_msg_template could create a task twice.
+            wecom_api = WeComApi(base_url=settings.wecom_api_base, corp_id=settings.wecom_corp_id,
+                                 secret=settings.wecom_secret, store=store, session=http,
+                                 agent_id=settings.wecom_agent_id, max_backoff_attempts=0)
+        aibot = AiBotSender(store=store, http=http, allowed_base=settings.wecom_aibot_response_base)
         name = f"wechat_oa:{settings.wechat_oa_appid or 'unconfigured'}"
         limiter: SendLimiter = (
             RedisSendLimiter(redis, name, settings.announce_rate_per_second)
@@ -83,7 +94,7 @@ class CampaignRuntime:
         )
         library = LiveLibrary(settings.scripts_dir)
         delivery = DeliveryRuntime(
-            sessions=sessions, library=library, limiter=limiter, oa_api=oa_api,
+            sessions=sessions, library=library, limiter=limiter, oa_api=oa_api, wecom_api=wecom_api, aibot=aibot,
             concurrency=settings.announce_concurrency, max_attempts=settings.announce_max_attempts,
             backoff_seconds=settings.announce_backoff_seconds, rate_per_second=settings.announce_rate_per_second,
             claim_lease_seconds=settings.announce_job_timeout_seconds,
@@ -96,7 +107,16 @@ class CampaignRuntime:
         from bot.campaigns import jobs
 
         if defer:
-            await asyncio.sleep(defer)
+            # Later work (WeCom send results every few minutes, back-off) must not hold up the caller
+            # (the scheduler's minute, `announce run`): it goes on beside it in this process.
+            async def later() -> None:
+                await asyncio.sleep(defer)
+                await getattr(jobs, function)({"campaigns": self}, *args)
+
+            task = asyncio.ensure_future(later())
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return
         await getattr(jobs, function)({"campaigns": self}, *args)
 
     async def tell_starter(self, run: AnnouncementRun, report: RunReport | None) -> None:
@@ -110,6 +130,8 @@ class CampaignRuntime:
             log.warning("campaigns.summary_not_sent run=%s to=%s", run.id, who, exc_info=True)
 
     async def close(self) -> None:
+        for task in self._later:
+            task.cancel()
         if not self.owns:
             return
         await self.http.close()

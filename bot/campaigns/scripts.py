@@ -54,6 +54,8 @@ class Variant:
     channel: str | None
     line: int
     template: Template
+    #: Attributes of `recipient` the text reads ("*": the whole object, e.g. passed to a filter).
+    recipient_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ScriptTemplate:
     default_segment: str
     variants: tuple[Variant, ...]
     env: ScriptEnvironment = field(repr=False)
+    _reads: dict[tuple[str, str | None, str | None], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def variant_for(self, segment: str, channel: str) -> Variant:
         by_key = {(v.segment, v.channel): v for v in self.variants}
@@ -72,6 +75,19 @@ class ScriptTemplate:
             if key in by_key:
                 return by_key[key]
         raise LookupError(f"{self.file}: no variant for segment {segment!r} on {channel!r}")
+
+    def reads(self, field: str, segment: str | None = None, channel: str | None = None) -> bool:
+        """Whether the variant for (segment, channel) — any variant without them — reads `recipient.<field>`."""
+        key = (field, segment, channel)
+        found = self._reads.get(key)
+        if found is None:
+            try:
+                variants = self.variants if segment is None or channel is None else (self.variant_for(segment, channel),)
+            except LookupError:
+                variants = ()  # rendering says so, for that delivery
+            found = any(field in v.recipient_fields or "*" in v.recipient_fields for v in variants)
+            self._reads[key] = found  # asked per delivery on the hot path: answered once
+        return found
 
     def render(self, segment: str, channel: str, variables: Mapping[str, Any]) -> str:
         """The text for one recipient; raises TemplateError/SecurityError (bounded, sandboxed)."""
@@ -125,7 +141,7 @@ def load_script(file: Path, env: ScriptEnvironment) -> tuple[ScriptTemplate | No
         template, problems = _compile(env, source, file)
         issues += problems
         if template is not None:
-            variants.append(Variant(segment, channel, header_line, template))
+            variants.append(Variant(segment, channel, header_line, template, recipient_fields(env.parse(source))))
     if not issues and not any(v.segment in (matter.default_segment, None) for v in variants):
         issues.append(Issue(file, _front_line(lines, closing, ("default_segment",)),
                             f"default_segment '{matter.default_segment}' has no '## {matter.default_segment}' variant"))
@@ -152,6 +168,27 @@ def check_renders(script: ScriptTemplate, samples: Iterable[Mapping[str, Any]]) 
                                     f"fails to render: {type(exc).__name__}: {exc}"))
                 break
     return issues
+
+
+def recipient_fields(tree: Any) -> frozenset[str]:
+    """Which `recipient.<field>` a template reads: delivery renders once per distinct value of
+    those only (recipient.name in a text makes it per recipient; a text without it is shared)."""
+    from jinja2 import nodes
+
+    fields: set[str] = set()
+    wrapped: set[int] = set()
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "recipient":
+            fields.add(node.attr)
+            wrapped.add(id(node.node))
+    for node in tree.find_all(nodes.Getitem):
+        if isinstance(node.node, nodes.Name) and node.node.name == "recipient":
+            key = node.arg.value if isinstance(node.arg, nodes.Const) else "*"
+            fields.add(str(key))
+            wrapped.add(id(node.node))
+    if any(n.name == "recipient" and id(n) not in wrapped for n in tree.find_all(nodes.Name)):
+        fields.add("*")
+    return frozenset(fields)
 
 
 def _compile(env: ScriptEnvironment, source: str, file: Path) -> tuple[Template | None, list[Issue]]:

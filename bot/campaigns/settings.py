@@ -25,3 +25,9 @@ class CampaignSettings(Settings):
     #: arq timeout of one delivery job; a killed worker's job is retried after this + 10 s. A shard
     #: stops claiming at half of it and goes on in a new job, so shards of any size fit.
     announce_job_timeout_seconds: int = Field(60, alias="ANNOUNCE_JOB_TIMEOUT_SECONDS", ge=1)
+    #: WeCom: how often the send results of add_msg_template tasks are read (get_groupmsg_send_result).
+    announce_wecom_check_seconds: float = Field(300.0, alias="ANNOUNCE_WECOM_CHECK_SECONDS", gt=0)
+    #: WeCom: a task not yet sent by its staff member this long after creation gets one reminder.
+    announce_wecom_remind_seconds: float = Field(3600.0, alias="ANNOUNCE_WECOM_REMIND_SECONDS", ge=0)
+    #: WeCom: recipients still unconfirmed this long after creation are failed and the run ends.
+    announce_wecom_expire_seconds: float = Field(86400.0, alias="ANNOUNCE_WECOM_EXPIRE_SECONDS", gt=0)

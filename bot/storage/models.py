@@ -32,6 +32,8 @@ class Contact(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     unfollowed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The name the channel gave us (WeCom externalcontact/get); OA gives none. Scripts' recipient.name.
+    name: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class MessageLog(Base):

@@ -246,3 +246,75 @@ def _check_state(state: str) -> None:
 def _check_chats(chat_ids: Sequence[str]) -> None:
     if not 1 <= len(chat_ids) <= JOIN_WAY_MAX_CHATS:
         raise ValueError(f"a join way holds 1-{JOIN_WAY_MAX_CHATS} chats, got {len(chat_ids)}")
+
+
+# -- customer group messages (客户群发), used by announcements (bot/campaigns/wecom.py) ---------------
+
+#: add_msg_template takes at most this many external_userid per task.
+MSG_TEMPLATE_MAX_CUSTOMERS = 10_000
+
+
+async def add_msg_template(
+    api: WeComApi, *, chat_type: str, sender: str, text: str, external_userids: Sequence[str] = (),
+    chat_ids: Sequence[str] = (), max_retries: int | None = 0,
+) -> tuple[str, list[str]]:
+    """Create a group-message task for `sender` to confirm in WeCom; (msgid, fail_list).
+
+    One try by default: a retried POST could create the task twice (WeCom has no idempotency key);
+    the caller decides, knowing whether the first one may have arrived."""
+    if chat_type not in ("single", "group"):
+        raise ValueError(f"chat_type is single or group, got {chat_type!r}")
+    if len(external_userids) > MSG_TEMPLATE_MAX_CUSTOMERS:
+        raise ValueError(f"add_msg_template takes at most {MSG_TEMPLATE_MAX_CUSTOMERS} customers")
+    body: dict[str, Any] = {"chat_type": chat_type, "sender": sender, "text": {"content": text}}
+    if chat_type == "single":
+        body["external_userid"] = list(external_userids)
+    elif chat_ids:
+        body["chat_id_list"] = list(chat_ids)
+    path = f"{EXTERNAL}/add_msg_template"
+    payload = await api.post(path, body, max_retries=max_retries)
+    msgid = payload.get("msgid")
+    if not isinstance(msgid, str) or not msgid:
+        raise WeChatApiError(BAD_RESPONSE, "add_msg_template lacks msgid", path)
+    fails = payload.get("fail_list") or []
+    return msgid, [str(item) for item in fails] if isinstance(fails, list) else []
+
+
+async def get_groupmsg_send_result(
+    api: WeComApi, msgid: str, userid: str, *, cursor: str = "", limit: int = 1000
+) -> tuple[list[dict[str, Any]], str]:
+    """(send_list, next cursor): per customer / group, status 0 not sent, 1 sent, 2 not a contact, 3 already received."""
+    body: dict[str, Any] = {"msgid": msgid, "userid": userid, "limit": limit}
+    if cursor:
+        body["cursor"] = cursor
+    payload = await api.post(f"{EXTERNAL}/get_groupmsg_send_result", body)
+    rows = payload.get("send_list") or []
+    return [row for row in rows if isinstance(row, dict)], str(payload.get("next_cursor") or "")
+
+
+async def get_groupmsg_task(api: WeComApi, msgid: str, *, cursor: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+    """(task_list, next cursor): which staff members hold the task, status 0 not sent / 2 sent."""
+    body: dict[str, Any] = {"msgid": msgid, "limit": limit}
+    if cursor:
+        body["cursor"] = cursor
+    payload = await api.post(f"{EXTERNAL}/get_groupmsg_task", body)
+    rows = payload.get("task_list") or []
+    return [row for row in rows if isinstance(row, dict)], str(payload.get("next_cursor") or "")
+
+
+async def get_groupmsg_list_v2(
+    api: WeComApi, *, chat_type: str, start_time: int, end_time: int, cursor: str = "", limit: int = 100
+) -> tuple[list[dict[str, Any]], str]:
+    """(group_msg_list, next cursor) of tasks the company created in [start_time, end_time] (epoch seconds)."""
+    body: dict[str, Any] = {"chat_type": chat_type, "start_time": start_time, "end_time": end_time,
+                            "filter_type": 0, "limit": limit}
+    if cursor:
+        body["cursor"] = cursor
+    payload = await api.post(f"{EXTERNAL}/get_groupmsg_list_v2", body)
+    rows = payload.get("group_msg_list") or []
+    return [row for row in rows if isinstance(row, dict)], str(payload.get("next_cursor") or "")
+
+
+async def remind_groupmsg_send(api: WeComApi, msgid: str) -> None:
+    """WeCom reminds the staff members who have not sent the task yet (once a day at most, WeCom says)."""
+    await api.post(f"{EXTERNAL}/remind_groupmsg_send", {"msgid": msgid})

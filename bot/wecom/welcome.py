@@ -35,6 +35,7 @@ from bot.offers.models import CouponBatch, GroupPool, PoolGroup
 from bot.offers.service import CouponOutcome, GroupInvite, invite_for, issue_coupon
 from bot.storage.contacts import set_following_by_id, touch_contact
 from bot.storage.db import insert_ignoring_conflicts
+from bot.storage.models import Contact
 from bot.wechat_api import WeChatApiError
 from bot.wechat_api.transport import transient
 from bot.wecom import channels
@@ -138,7 +139,7 @@ class WelcomeService:
             if not name_task.done():
                 name_task.cancel()
         await self._finish(event, status, coupon=coupon, attempts=attempts, errcode=errcode, source=source,
-                           staff=staff)
+                           staff=staff, name=name)
         if invite is not None:
             await self._invite(channel, contact, event.dedupe_key, source)
         return WelcomeResult(status, channel, source, coupon, invite, attempts)
@@ -292,11 +293,18 @@ class WelcomeService:
 
     async def _finish(
         self, event: Event, status: str, *, coupon: CouponOutcome | None, attempts: int = 0,
-        errcode: int | None = None, source: str | None = None, staff: str = "",
+        errcode: int | None = None, source: str | None = None, staff: str = "", name: str | None = None,
     ) -> None:
         """The welcome's outcome, and when it went out the `welcomed` steps — one transaction."""
         now = self.clock()
         async with self.engine.begin() as connection:
+            if name:
+                # Kept for announcements' recipient.name (bot/campaigns); WeCom told us while welcoming.
+                contacts = Contact.__table__
+                await connection.execute(update(contacts).where(
+                    contacts.c.channel == str(event.channel), contacts.c.account == event.account,
+                    contacts.c.external_id == event.sender,
+                ).values(name=name[:64]))
             await connection.execute(
                 update(WelcomeRecord.__table__)
                 .where(WelcomeRecord.__table__.c.cause_key == event.dedupe_key[:200])
