@@ -4,16 +4,18 @@ batches created before revision 0010 keep their stock."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import secrets
 from pathlib import Path
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from bot.offers import repository
 from bot.offers.models import CouponCode
 from bot.offers.service import ContactRef, issue_coupon
 from bot.storage.db import create_engine, session_factory
 from bot.storage.migrate import upgrade
+from tests.conftest import _admin
 
 
 def _who(n: int) -> ContactRef:
@@ -76,32 +78,45 @@ async def test_an_eligible_contact_in_a_burst_gets_a_code_and_others_are_refused
     assert [o.status for o in outcomes] == ["not_eligible", "issued"] * 4
 
 
-async def test_a_generated_batch_made_before_0010_keeps_the_rest_of_its_stock(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    url = f"sqlite+aiosqlite:///{path}"
-    await asyncio.to_thread(upgrade, url, "0008")
-    with sqlite3.connect(path) as db:  # as revision 0004's code left it: 2 issued of 5, counted on the batch
-        db.execute(
-            "INSERT INTO coupon_batches (name, title, code_kind, stock, issued_count, per_customer, valid_days,"
-            " eligibility, closed, created_at) VALUES ('legacy', '满99减20', 'generated', 5, 2, 1, 30, '{}', 0,"
-            " '2026-01-01 00:00:00')"
-        )
-        for n in range(2):
-            db.execute(
-                "INSERT INTO coupon_codes (batch_id, code, status, external_id, cause_key)"
-                f" VALUES (1, 'OLDCODE{n}AB', 'issued', 'old{n}', 'old{n}')"
-            )
-    await asyncio.to_thread(upgrade, url)
-    engine = create_engine(url)
-    sessions = session_factory(engine)
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+async def test_a_generated_batch_made_before_0010_keeps_the_rest_of_its_stock(
+    database: str, postgres_url: str, tmp_path: Path
+) -> None:
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
+    else:  # a database of its own: the shared one is at head already
+        name = f"siyu_legacy_{secrets.token_hex(4)}"
+        await _admin(f'CREATE DATABASE "{name}"')
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        outcomes = [
-            await issue_coupon(sessions, batch="legacy", contact=_who(n), cause_key=f"new{n}") for n in range(5)
-        ]
-        async with sessions() as session:
-            summary = await repository.summarize(session, await repository.require_batch(session, "legacy"))
-            total = await session.scalar(select(func.count()).select_from(CouponCode))
-    finally:
+        await asyncio.to_thread(upgrade, url, "0008")
+        engine = create_engine(url)
+        async with engine.begin() as connection:  # as revision 0004's code left it: 2 issued of 5, counted on the batch
+            await connection.execute(text(
+                "INSERT INTO coupon_batches (name, title, code_kind, stock, issued_count, per_customer, valid_days,"
+                " eligibility, closed, created_at) VALUES ('legacy', '满99减20', 'generated', 5, 2, 1, 30, '{}', false,"
+                " '2026-01-01 00:00:00+00')"
+            ))
+            for n in range(2):
+                await connection.execute(text(
+                    "INSERT INTO coupon_codes (batch_id, code, status, external_id, cause_key)"
+                    f" SELECT id, 'OLDCODE{n}AB', 'issued', 'old{n}', 'old{n}' FROM coupon_batches"
+                ))
         await engine.dispose()
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url)
+        sessions = session_factory(engine)
+        try:
+            outcomes = [
+                await issue_coupon(sessions, batch="legacy", contact=_who(n), cause_key=f"new{n}") for n in range(5)
+            ]
+            async with sessions() as session:
+                summary = await repository.summarize(session, await repository.require_batch(session, "legacy"))
+                total = await session.scalar(select(func.count()).select_from(CouponCode))
+        finally:
+            await engine.dispose()
+    finally:
+        if database == "postgres":
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert [o.status for o in outcomes] == ["issued"] * 3 + ["out_of_stock"] * 2
     assert (summary.issued, summary.remaining, total) == (5, 0, 5)

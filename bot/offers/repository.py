@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.offers.codes import new_code
 from bot.offers.models import CouponBatch, CouponCode, GroupPool, PoolGroup
 from bot.offers.service import aware, pool_places_left
+from bot.storage.db import dialect_name, insert_ignoring_conflicts
 
 
 class OffersError(ValueError):
@@ -59,8 +60,8 @@ async def create_batch(
     return batch
 
 
-#: Codes drawn and checked per round trip (well under SQLite's limit of bound variables).
-GENERATE_CHUNK = 900
+#: Codes drawn per statement when a batch is created.
+GENERATE_CHUNK = 10_000
 
 
 async def generate_codes(session: AsyncSession, batch_id: int, count: int) -> None:
@@ -68,17 +69,27 @@ async def generate_codes(session: AsyncSession, batch_id: int, count: int) -> No
 
     Issuing then claims a row (FOR UPDATE SKIP LOCKED on PostgreSQL) instead of counting on
     the batch row, so concurrent claimers of one batch do not queue on one hot row; the stock
-    is the number of rows, so it can never be exceeded.
+    is the number of rows, so it can never be exceeded. A code drawn twice (50 random bits:
+    rare) is skipped by the unique index and drawn again.
     """
     table = CouponCode.__table__
-    made = 0
-    while made < count:
-        fresh = {new_code() for _ in range(min(GENERATE_CHUNK, count - made))}
-        taken = set((await session.execute(select(table.c.code).where(table.c.code.in_(fresh)))).scalars())
-        rows = [{"batch_id": batch_id, "code": code, "status": "available"} for code in fresh - taken]
-        if rows:
-            await session.execute(table.insert(), rows)
-        made += len(rows)
+    postgres = dialect_name(session) == "postgresql"
+    # One array parameter on PostgreSQL (one statement per chunk, whatever its size).
+    insert_array = text(
+        "INSERT INTO coupon_codes (batch_id, code, status) SELECT :batch_id, code, 'available'"
+        " FROM unnest(CAST(:codes AS TEXT[])) AS code ON CONFLICT (code) DO NOTHING"
+    )
+    have = 0
+    while have < count:
+        fresh = [new_code() for _ in range(min(GENERATE_CHUNK, count - have))]
+        if postgres:
+            await session.execute(insert_array, {"batch_id": batch_id, "codes": fresh})
+        else:
+            await session.execute(
+                insert_ignoring_conflicts(session, table),
+                [{"batch_id": batch_id, "code": code, "status": "available"} for code in fresh],
+            )
+        have = int(await session.scalar(select(func.count()).select_from(table).where(table.c.batch_id == batch_id)) or 0)
 
 
 async def add_codes(session: AsyncSession, batch: CouponBatch, codes: list[str]) -> int:

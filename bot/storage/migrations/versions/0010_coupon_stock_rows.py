@@ -32,20 +32,26 @@ def _code() -> str:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    codes = sa.table("coupon_codes", sa.column("batch_id"), sa.column("code"), sa.column("status"))
     batches = bind.execute(
         sa.text("SELECT id, stock - issued_count FROM coupon_batches WHERE code_kind = 'generated' AND NOT closed"
                 " AND stock > issued_count")
     ).all()
+    available = sa.text("SELECT count(*) FROM coupon_codes WHERE batch_id = :b AND status = 'available'")
     for batch_id, missing in batches:
-        made = 0
-        while made < missing:
-            fresh = {_code() for _ in range(min(900, missing - made))}
-            taken = set(bind.execute(sa.select(codes.c.code).where(codes.c.code.in_(fresh))).scalars())
-            rows = [{"batch_id": batch_id, "code": code, "status": "available"} for code in fresh - taken]
-            if rows:
-                bind.execute(codes.insert(), rows)
-            made += len(rows)
+        # Drawn in chunks; a code drawn twice is skipped by the unique index and drawn again.
+        while (have := bind.execute(available, {"b": batch_id}).scalar_one()) < missing:
+            fresh = [_code() for _ in range(min(10_000, missing - have))]
+            if bind.dialect.name == "postgresql":
+                bind.execute(
+                    sa.text("INSERT INTO coupon_codes (batch_id, code, status) SELECT :b, code, 'available'"
+                            " FROM unnest(CAST(:codes AS TEXT[])) AS code ON CONFLICT (code) DO NOTHING"),
+                    {"b": batch_id, "codes": fresh},
+                )
+            else:
+                bind.execute(
+                    sa.text("INSERT OR IGNORE INTO coupon_codes (batch_id, code, status) VALUES (:b, :code, 'available')"),
+                    [{"b": batch_id, "code": code} for code in fresh],
+                )
     # A plain ALTER (SQLite >= 3.35 has DROP COLUMN): batch mode would copy coupon_batches and drop
     # the old table, whose ON DELETE CASCADE would take every code and holding with it.
     op.execute("ALTER TABLE coupon_batches DROP COLUMN issued_count")
