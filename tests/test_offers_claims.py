@@ -4,12 +4,14 @@ batches created before revision 0010 keep their stock."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
+from bot.funnel.models import FunnelEvent
 from bot.offers import repository
 from bot.offers.models import CouponCode
 from bot.offers.service import ContactRef, issue_coupon
@@ -51,8 +53,21 @@ async def test_two_processes_claiming_the_same_causes_at_once_issue_each_cause_o
     async with session_factory(engine)() as session:
         batch = await repository.require_batch(session, "twice_claimed")
         summary = await repository.summarize(session, batch)
+        steps = (
+            await session.execute(
+                select(FunnelEvent.external_id, FunnelEvent.detail).where(
+                    FunnelEvent.step == "coupon_issued", FunnelEvent.cause_key.like("twice_claimed:%")
+                )
+            )
+        ).all()
     await engine.dispose()
     assert (summary.issued, summary.remaining) == (40, 60)
+    # One funnel step per issue, naming the code the customer got.
+    assert len(steps) == 40
+    codes = {f"openid-{n}": next(iter(by_cause[n])) for n in range(40)}
+    assert {who: json.loads(detail) for who, detail in steps} == {
+        who: {"batch": "twice_claimed", "code": code} for who, code in codes.items()
+    }
 
 
 async def test_an_eligible_contact_in_a_burst_gets_a_code_and_others_are_refused(postgres_url: str) -> None:

@@ -92,7 +92,9 @@ WITH req AS (
     INSERT INTO funnel_events (step, channel, account, external_id, cause_key, source, detail, created_at)
     SELECT 'coupon_issued', claim.channel, claim.account, claim.external_id,
            left(claim.batch || ':' || claim.cause_key, 200), claim.source,
-           json_build_object('batch', claim.batch, 'code', issued.code)::text, claim.now
+           -- the text json.dumps gives on SQLite: {"batch": ..., "code": ...}
+           '{"batch": ' || to_json(claim.batch)::text || ', "code": ' || to_json(issued.code)::text || '}',
+           claim.now
     FROM issued JOIN claim ON claim.n = issued.n
     ON CONFLICT DO NOTHING
 )

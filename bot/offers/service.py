@@ -203,7 +203,7 @@ WITH batch AS (
     INSERT INTO funnel_events (step, channel, account, external_id, cause_key, source, detail, created_at)
     SELECT 'coupon_issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR), CAST(:external_id AS VARCHAR),
            CAST(:funnel_cause AS VARCHAR), CAST(:source AS VARCHAR),
-           json_build_object('batch', CAST(:batch AS VARCHAR), 'code', issued.code)::text,
+           '{"batch": ' || to_json(CAST(:batch AS TEXT))::text || ', "code": ' || to_json(issued.code)::text || '}',
            CAST(:now AS TIMESTAMPTZ)
     FROM issued
     ON CONFLICT DO NOTHING
