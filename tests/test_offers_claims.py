@@ -135,3 +135,40 @@ async def test_a_generated_batch_made_before_0010_keeps_the_rest_of_its_stock(
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert [o.status for o in outcomes] == ["issued"] * 3 + ["out_of_stock"] * 2
     assert (summary.issued, summary.remaining, total) == (5, 0, 5)
+
+
+async def test_a_claim_waits_for_a_code_another_claimer_holds_and_gets_it_when_that_one_lets_go(
+    postgres_url: str,
+) -> None:
+    # SKIP LOCKED passes over codes others are claiming; when they are the last ones, a claim must
+    # not answer out_of_stock while the holder may still let go (refused over its limit, say).
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        await repository.create_batch(session, name="last_one", title="满99减20", stock=1)
+        await repository.create_batch(session, name="last_taken", title="满99减20", stock=1)
+        await session.commit()
+    try:
+        for batch, holder_ends in (("last_one", "rollback"), ("last_taken", "commit")):
+            async with engine.connect() as holder:
+                await holder.execute(text(
+                    "SELECT c.id FROM coupon_codes c JOIN coupon_batches b ON b.id = c.batch_id"
+                    " WHERE b.name = :batch FOR UPDATE OF c"
+                ), {"batch": batch})
+                claim = asyncio.create_task(
+                    issue_coupon(sessions, batch=batch, contact=_who(1), cause_key=f"wait-{batch}")
+                )
+                await asyncio.sleep(0.5)
+                assert not claim.done()  # waiting for the holder, not answered out_of_stock
+                if holder_ends == "commit":  # the holder issued it after all
+                    await holder.execute(text(
+                        "UPDATE coupon_codes SET status = 'issued', cause_key = 'other' WHERE batch_id ="
+                        " (SELECT id FROM coupon_batches WHERE name = :batch)"
+                    ), {"batch": batch})
+                    await holder.commit()
+                else:
+                    await holder.rollback()
+                outcome = await asyncio.wait_for(claim, timeout=10)
+            assert outcome.status == ("issued" if holder_ends == "rollback" else "out_of_stock")
+    finally:
+        await engine.dispose()
