@@ -3,8 +3,9 @@
     .venv/bin/python bench/coupons.py [--claimers 32] [--claims 4000] [--postgres URL]
 
 Creates `siyu_bench_coupons_<pid>` on the server (dropped at the end), migrates it, and issues
-generated codes through `bot.offers.service.issue_coupon` (one transaction per claim, each claim
-a distinct customer and cause, as new followers typing 新人 would). Prints issues/s and the
+generated codes through `bot.offers.service.issue_coupon` (each claim a distinct customer and
+cause, as new followers typing 新人 would; the claims of one process in flight at once share
+statements, bot/offers/claims.py). Prints issues/s and the
 p50/p99 latency of one claim, per scenario; the last line is JSON. Target: >= 1,000 issues/s on
 one batch, p99 <= 20 ms. Figures are printed, never asserted.
 """

@@ -35,8 +35,6 @@ from bot.jobs.runtime import JobRuntime, build_oa_api, build_senders
 from bot.kv import KeyValueStore, open_store
 from bot.kv.guarded import GuardedStore
 from bot.metrics import Metrics
-from bot.offers.media import QrMediaRefresher
-from bot.offers.watch import PoolWatch
 from bot.persona import PersonaRegistry
 from bot.senders import Sender
 from bot.storage.db import create_engine, session_factory
@@ -79,12 +77,6 @@ class AppContext:
     wecom_api: WeComApi | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
-    #: Keeps group QR images uploaded as OA media (bot/offers/media.py); None without OA credentials.
-    media_refresher: QrMediaRefresher | None = None
-    _media_task: asyncio.Task[None] | None = None
-    #: Group pools running low → log + metric (bot/offers/watch.py).
-    pool_watch: PoolWatch | None = None
-    _pool_task: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
     _wecom_upkeep: asyncio.Task[None] | None = None
     #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
@@ -188,11 +180,6 @@ class AppContext:
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
             context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
-        context.pool_watch = PoolWatch(services.sessions, metrics.registry)
-        context._pool_task = asyncio.create_task(context.pool_watch.run(context._stop), name="pool-watch")
-        if oa_api is not None:
-            context.media_refresher = QrMediaRefresher(api=oa_api, store=store, sessions=services.sessions)
-            context._media_task = asyncio.create_task(context.media_refresher.run(context._stop), name="qr-media")
         if watch_personas and not settings.redis_url:
             from bot.jobs.cron import start_in_process
 
@@ -207,7 +194,7 @@ class AppContext:
         """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
         pushes and late answers get 1.5 s, the log's last rows 1 s, the store 1 s."""
         self._stop.set()
-        for task in (self._media_task, self._pool_task, self._wecom_upkeep):
+        for task in (self._wecom_upkeep,):
             if task is not None:
                 # They stop on `_stop` between passes; a pass under way gets a moment to finish
                 # (cancelling it mid-query would leave its connection half-closed).

@@ -55,6 +55,14 @@ class Metrics:
             "siyu_announce_deliveries", "Announcement deliveries of the last day's runs, by state (read at scrape)",
             ["campaign", "slot", "status"], registry=self.registry,
         )
+        # Set at scrape from the pool watch's last figures (bot/offers/watch.py; the pass is an arq cron job).
+        self.group_pool_places_left = Gauge(
+            "siyu_group_pool_places_left", "Places left in a group pool's open groups", ["pool"], registry=self.registry
+        )
+        self.group_pool_low = Gauge(
+            "siyu_group_pool_low", "1 while a group pool is below its warn_below places", ["pool"],
+            registry=self.registry,
+        )
 
         # Bound children by label, looked up once: `labels()` costs ~20 µs a call on the hot path.
         self._handler_children: dict[str, Histogram] = {}

@@ -461,7 +461,7 @@ async def _name_and_coupons(
             for openid, name in names.items():
                 await connection.execute(update(Contact).where(Contact.external_id == openid).values(name=name))
             batch_id = (await connection.execute(insert(CouponBatch).returning(CouponBatch.id), [
-                {"name": batch, "title": "满99减20（测试）", "code_kind": "generated", "stock": 100, "issued_count": 0,
+                {"name": batch, "title": "满99减20（测试）", "code_kind": "generated", "stock": 100,
                  "per_customer": 1, "eligibility": "{}", "closed": False, "created_at": now}])).scalar_one()
             rows = [(openid, "issued") for openid in holders] + [(openid, "redeemed") for openid in redeemed]
             await connection.execute(insert(CouponCode), [

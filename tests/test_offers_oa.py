@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from bot.funnel.models import FunnelEvent
 from bot.offers import repository
 from bot.offers.demo import DEMO_BATCH, DEMO_POOL, demo_qr, seed_demo
-from bot.offers.media import cached_media_id, media_key
+from bot.offers.media import QrMediaRefresher, cached_media_id, media_key
+from bot.offers.watch import check_pools
 from bot.offers.models import CouponCode
 from tests.conftest import context_of, ops_get
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
@@ -29,6 +30,13 @@ async def deliver(client: Any, query: dict[str, str], body: bytes) -> tuple[int,
 
 async def seeded(client: Any, tmp_path: Path) -> None:
     await seed_demo(context_of(client).services.sessions, qr_dir=tmp_path / "qr")
+
+
+def refresher(client: Any) -> QrMediaRefresher:
+    """One pass of what the `cron:offers_qr_media` job runs (tests/test_offers_jobs.py runs the job itself)."""
+    context = context_of(client)
+    assert context.oa_api is not None
+    return QrMediaRefresher(api=context.oa_api, store=context.services.store, sessions=context.services.sessions)
 
 
 async def test_xinren_retried_three_times_across_two_bots_issues_one_code_in_the_reply(
@@ -78,12 +86,11 @@ async def test_ruqun_replies_with_the_uploaded_qr_image_after_the_persona_text(
     bot = await start_bot(settings)
     await seeded(bot, tmp_path)
     context = context_of(bot)
-    assert context.media_refresher is not None
     async with context.services.sessions() as session:
         pools = await repository.describe_pools(session)
     qr = next(p for p in pools if p["name"] == DEMO_POOL)["groups"][0]["qr"]
     await context.services.store.delete(media_key(qr))
-    await context.media_refresher.refresh_once()  # uploads ahead, off the hot path
+    await refresher(bot).refresh_once()  # uploads ahead, off the hot path
     assert await cached_media_id(context.services.store, qr) is not None
     uploads = len(fake_wechat_api.calls("/cgi-bin/media/upload"))
     peer = WeChatPeer()
@@ -99,11 +106,11 @@ async def test_ruqun_replies_with_the_uploaded_qr_image_after_the_persona_text(
         assert image["msgtype"] == "image" and image["image"]["media_id"] in fake_wechat_api.media
     # The media id was reused: no upload while customers asked, none on a pass with a fresh id.
     assert len(fake_wechat_api.calls("/cgi-bin/media/upload")) == uploads
-    assert await context.media_refresher.refresh_once() == 0
+    assert await refresher(bot).refresh_once() == 0
     # Close to expiry, the next pass uploads again (refresh ahead).
     import time
 
-    assert await context.media_refresher.refresh_once(now=time.time() + 2.8 * 24 * 3600) == 1
+    assert await refresher(bot).refresh_once(now=time.time() + 2.8 * 24 * 3600) == 1
     assert len(fake_wechat_api.calls("/cgi-bin/media/upload")) == uploads + 1
 
 
@@ -165,12 +172,11 @@ async def test_a_pool_running_low_is_logged_and_exported_as_a_metric(
         await session.commit()
     from bot.offers.service import ContactRef, offer_invite
 
-    assert context.pool_watch is not None
-    assert (await context.pool_watch.check_once())[name] == 3
+    assert (await check_pools(context.services.sessions, context.services.store))[name] == 3
     await offer_invite(context.services.sessions, pool=name, contact=ContactRef("wechat_oa", "gh", "a"), cause_key=name + "a")
     await offer_invite(context.services.sessions, pool=name, contact=ContactRef("wechat_oa", "gh", "b"), cause_key=name + "b")
     caplog.clear()
-    assert (await context.pool_watch.check_once())[name] == 1
+    assert (await check_pools(context.services.sessions, context.services.store))[name] == 1
     assert any("places left" in record.getMessage() and name in record.getMessage() for record in caplog.records)
     metrics = (await ops_get(bot, "/metrics"))[1]
     assert f'siyu_group_pool_places_left{{pool="{name}"}} 1.0' in metrics
@@ -196,7 +202,7 @@ async def test_ruqun_retried_three_times_across_two_bots_counts_one_invite_and_s
         pool = await repository.create_pool(session, name=name, title="重试")
         await repository.add_group(session, pool, name="R群", capacity=10, qr_path=str(demo_qr(tmp_path, "r")))
         await session.commit()
-    await context_of(first).media_refresher.refresh_once()
+    await refresher(first).refresh_once()
     peer = WeChatPeer(aes_key=TEST_AES_KEY)
     user = openid()
     xml = text_xml(user, "进群", msg_id=secrets.randbelow(10**15))

@@ -10,10 +10,14 @@ import secrets
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
+_BITS_PER_CHAR = 5  # len(ALPHABET) == 32
 
 
 def new_code() -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    # One 50-bit draw cut into 5-bit letters: the same distribution as ten secrets.choice
+    # calls, about ten times cheaper (a batch's stock of codes is drawn at creation).
+    value = secrets.randbits(CODE_LENGTH * _BITS_PER_CHAR)
+    return "".join(ALPHABET[(value >> (i * _BITS_PER_CHAR)) & 31] for i in range(CODE_LENGTH))
 
 
 def normalize_code(code: str) -> str:

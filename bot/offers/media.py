@@ -1,16 +1,15 @@
 """Group QR images as Official Account media: uploaded ahead, never while a customer waits.
 
 A temporary image (`/cgi-bin/media/upload`) lives 3 days on WeChat's side. Its media id is
-kept in the store under the QR file's path until it expires; a background pass uploads the
-QR of every open group that has none, or whose media expires within REFRESH_AHEAD, or whose
-file changed. The invite handler only reads the store: on a miss it answers with text (and
-the next pass uploads).
+kept in the store under the QR file's path until it expires; a pass (the arq cron job
+`cron:offers_qr_media`, bot/offers/jobs.py, every minute) uploads the QR of every open group
+that has none, or whose media expires within REFRESH_AHEAD, or whose file changed. The invite
+handler only reads the store: on a miss it answers with text (and the next pass uploads).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -30,7 +29,6 @@ MEDIA_LIFETIME_SECONDS = 3 * 24 * 3600
 REFRESH_AHEAD_SECONDS = 12 * 3600
 #: A media id this close to expiry is not handed out any more.
 SAFETY_SECONDS = 600
-REFRESH_INTERVAL_SECONDS = 60.0
 
 
 def media_key(qr_path: str) -> str:
@@ -65,21 +63,10 @@ class QrMediaRefresher:
         api: WeChatApiClient,
         store: KeyValueStore,
         sessions: async_sessionmaker[AsyncSession],
-        interval: float = REFRESH_INTERVAL_SECONDS,
     ) -> None:
         self.api = api
         self.store = store
         self.sessions = sessions
-        self.interval = interval
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh_once()
-            except Exception:  # noqa: BLE001 - a failed pass is retried on the next one
-                log.exception("QR media refresh failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
 
     async def refresh_once(self, now: float | None = None) -> int:
         """Upload what needs it; returns how many uploads were made."""

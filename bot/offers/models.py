@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,9 +32,9 @@ class CouponBatch(Base):
     title: Mapped[str] = mapped_column(String(200))
     #: "generated" (codes made at issue time) or "imported" (a pool of the shop's codes).
     code_kind: Mapped[str] = mapped_column(String(16))
+    #: How many codes the batch was given (generated up front, or imported): each is one row of
+    #: `coupon_codes`, so what is left is the rows still `available` (no hot counter to update).
     stock: Mapped[int] = mapped_column(Integer)
-    #: Counted up by the conditional UPDATE that issues (never above `stock`).
-    issued_count: Mapped[int] = mapped_column(Integer, default=0)
     per_customer: Mapped[int] = mapped_column(Integer, default=1)
     valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -46,7 +47,7 @@ class CouponBatch(Base):
 
 
 class CouponCode(Base):
-    """One code. Imported codes wait as `available`; generated ones are born `issued`.
+    """One code. Every code (generated at batch creation, or imported) waits as `available`.
 
     An issued row is the issue itself: who got it and what caused it (unique per batch,
     so a retried delivery or a repeated staff command finds the first issue).
@@ -56,7 +57,13 @@ class CouponCode(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "cause_key", name="uq_coupon_codes_cause"),
         Index("ix_coupon_codes_holder", "channel", "account", "external_id"),
-        Index("ix_coupon_codes_batch_status", "batch_id", "status"),
+        # What claimers scan for a free code: only the rows still available (revision 0010, which
+        # dropped (batch_id, status): per batch, uq_coupon_codes_cause leads with batch_id, and
+        # with it the planner could answer a cause lookup by scanning the whole batch).
+        Index(
+            "ix_coupon_codes_available", "batch_id", "id",
+            postgresql_where=text("status = 'available'"), sqlite_where=text("status = 'available'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.offers.codes import new_code
 from bot.offers.models import CouponBatch, CouponCode, GroupPool, PoolGroup
 from bot.offers.service import aware, pool_places_left
+from bot.storage.db import dialect_name, insert_ignoring_conflicts
 
 
 class OffersError(ValueError):
@@ -45,7 +47,7 @@ async def create_batch(
         raise OffersError("--valid-to must be after --valid-from")
     batch = CouponBatch(
         name=name, title=title, code_kind="imported" if imported_codes is not None else "generated",
-        stock=stock, issued_count=0, per_customer=per_customer, valid_days=valid_days, valid_from=valid_from,
+        stock=stock, per_customer=per_customer, valid_days=valid_days, valid_from=valid_from,
         valid_to=valid_to, eligibility=json.dumps(eligibility or {}, ensure_ascii=False), closed=False,
         created_at=utcnow(),
     )
@@ -53,12 +55,46 @@ async def create_batch(
     await session.flush()
     if imported_codes is not None:
         await add_codes(session, batch, imported_codes)
+    else:
+        await generate_codes(session, batch.id, stock)
     return batch
+
+
+#: Codes drawn per statement when a batch is created.
+GENERATE_CHUNK = 10_000
+
+
+async def generate_codes(session: AsyncSession, batch_id: int, count: int) -> None:
+    """The whole stock of a generated batch, drawn up front as `available` rows.
+
+    Issuing then claims a row (FOR UPDATE SKIP LOCKED on PostgreSQL) instead of counting on
+    the batch row, so concurrent claimers of one batch do not queue on one hot row; the stock
+    is the number of rows, so it can never be exceeded. A code drawn twice (50 random bits:
+    rare) is skipped by the unique index and drawn again.
+    """
+    table = CouponCode.__table__
+    postgres = dialect_name(session) == "postgresql"
+    # One array parameter on PostgreSQL (one statement per chunk, whatever its size).
+    insert_array = text(
+        "INSERT INTO coupon_codes (batch_id, code, status) SELECT :batch_id, code, 'available'"
+        " FROM unnest(CAST(:codes AS TEXT[])) AS code ON CONFLICT (code) DO NOTHING"
+    )
+    have = 0
+    while have < count:
+        fresh = [new_code() for _ in range(min(GENERATE_CHUNK, count - have))]
+        if postgres:
+            await session.execute(insert_array, {"batch_id": batch_id, "codes": fresh})
+        else:
+            await session.execute(
+                insert_ignoring_conflicts(session, table),
+                [{"batch_id": batch_id, "code": code, "status": "available"} for code in fresh],
+            )
+        have = int(await session.scalar(select(func.count()).select_from(table).where(table.c.batch_id == batch_id)) or 0)
 
 
 async def add_codes(session: AsyncSession, batch: CouponBatch, codes: list[str]) -> int:
     """Import the shop's codes into an imported batch; its stock grows by as many."""
-    if batch.code_kind != "imported" and batch.issued_count == 0 and batch.stock == 0:
+    if batch.code_kind != "imported" and batch.stock == 0:
         batch.code_kind = "imported"
     if batch.code_kind != "imported":
         raise OffersError(f"batch {batch.name!r} generates its own codes; import codes into a batch created with --codes-file")
@@ -121,13 +157,15 @@ async def summarize(session: AsyncSession, batch: CouponBatch, now: datetime | N
                 func.count().filter(CouponCode.status.in_(("issued", "redeemed"))).label("given"),
                 func.count().filter(CouponCode.status == "redeemed").label("redeemed"),
                 func.count().filter((CouponCode.status == "issued") & expired_now).label("expired"),
+                func.count().filter(CouponCode.status == "available").label("remaining"),
             ).where(CouponCode.batch_id == batch.id)
         )
     ).one()
     given, redeemed, expired = int(row.given), int(row.redeemed), int(row.expired)
+    # The stock is the code rows themselves: what is left is what is still `available`.
     return BatchSummary(
         name=batch.name, title=batch.title, code_kind=batch.code_kind, stock=batch.stock,
-        issued=given, redeemed=redeemed, expired=expired, remaining=max(0, batch.stock - batch.issued_count),
+        issued=given, redeemed=redeemed, expired=expired, remaining=int(row.remaining),
         per_customer=batch.per_customer, valid_days=batch.valid_days, valid_from=aware(batch.valid_from),
         valid_to=aware(batch.valid_to), closed=batch.closed, eligibility=json.loads(batch.eligibility or "{}"),
     )

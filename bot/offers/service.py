@@ -5,13 +5,15 @@ factory; each call is one short transaction.
 
 Issuing is atomic and idempotent on PostgreSQL and SQLite alike, without reading before
 writing in a way that could race:
+- the stock is the batch's code rows (generated up front, or imported): an issue claims one
+  `available` row (FOR UPDATE SKIP LOCKED on PostgreSQL), so it can never exceed the stock
+  and no code goes to two people,
 - the per-customer limit is a conditional upsert on `coupon_holdings` (held < per_customer),
-- the stock is a conditional UPDATE on the batch (issued_count < stock) RETURNING,
-- imported codes are claimed with UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED),
 - the cause (event dedupe key / staff command id) is unique per batch, so a retried delivery
   finds the first issue instead of making a second.
-PostgreSQL takes row locks for these statements; SQLite serializes writers (the first write
-takes the database's write lock, so the rest of the transaction runs alone).
+On PostgreSQL all of it is one statement in its own transaction (bot.offers.service
+_ISSUE_POSTGRES); SQLite serializes writers (the first write takes the database's write
+lock, so the rest of the transaction runs alone).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.funnel.steps import record_step
-from bot.offers.codes import new_code, normalize_code
+from bot.offers.claims import Claim, coalescer_for
+from bot.offers.codes import normalize_code
 from bot.offers.contact import ContactRef
 from bot.offers.models import CouponBatch, CouponCode, CouponHolding, GroupInviteRow, GroupPool, PoolGroup
 from bot.storage.db import Executor, upsert
@@ -54,8 +57,6 @@ CouponStatus = Literal[
 ]
 InviteStatus = Literal["invited", "already_invited", "full", "closed", "unknown_pool"]
 
-#: Generated codes are 50 random bits: a collision is rare enough that a few retries always do.
-CODE_COLLISION_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +117,39 @@ async def issue_coupon(
         raise ValueError("cause_key is required (the event's dedupe key or a staff command id)")
     now = now or utcnow()
     engine = _engine_of(sessions)
-    for _ in range(CODE_COLLISION_RETRIES):
-        # A bare connection, Core statements: issuing is the hot path of a campaign, and the
-        # ORM session costs about as much again as the statements themselves.
-        async with engine.connect() as connection:
-            outcome = await _try_issue(connection, batch, contact, cause_key, source, now)
-        if outcome is not None:
-            return outcome
-    raise RuntimeError("could not draw an unused coupon code; is the code space exhausted?")
+    # A bare connection, Core statements: issuing is the hot path of a campaign, and the
+    # ORM session costs about as much again as the statements themselves.
+    if engine.dialect.name == "postgresql":
+        # Most claims are settled together with the others in flight (bot.offers.claims); the
+        # rest (eligibility rules, contention for the last codes) take the single statement.
+        row = await coalescer_for(engine).claim(
+            Claim(batch, cause_key, contact.channel, contact.account, contact.external_id, source, now)
+        )
+        if row is not None:
+            if row.id is None:
+                return CouponOutcome("unknown_batch", batch)
+            settled = _settled(row, batch, now)
+            if settled is not None:
+                return settled
+    async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            return await _issue_postgres(connection, batch, contact, cause_key, source, now)
+        return await _issue_portable(connection, batch, contact, cause_key, source, now)
+
+
+def _settled(row: Any, batch_name: str, now: datetime) -> CouponOutcome | None:
+    """The outcome a claim statement's row gives, or None when the claim needs another try."""
+    if row.earlier_code is not None:
+        return CouponOutcome("already_issued", batch_name, code=row.earlier_code, title=row.title,
+                             valid_to=aware(row.earlier_expires_at))
+    if row.code is not None:
+        return CouponOutcome("issued", batch_name, code=row.code, title=row.title, valid_to=aware(row.expires_at))
+    refusal = _batch_refusal(row, now)
+    if refusal is not None:
+        return CouponOutcome(refusal, batch_name, title=row.title)
+    # Eligibility rules to check, and refusals (over the limit, no free code): the single
+    # statement decides these, and looks again for this cause's issue by a concurrent delivery.
+    return None
 
 
 def _engine_of(sessions: Sessions) -> AsyncEngine:
@@ -133,10 +159,137 @@ def _engine_of(sessions: Sessions) -> AsyncEngine:
     return bind
 
 
-async def _try_issue(
+#: The whole issue as one statement on PostgreSQL, run in autocommit (one round trip, its own
+#: transaction): read the batch and this cause's earlier issue, claim a free code row, count it
+#: against the contact's limit, mark it issued, record the funnel step. No batch-wide row is
+#: written, so claimers of one batch do not queue behind each other's commits: each locks only
+#: the code row it claims (SKIP LOCKED passes over the ones others are claiming) and its own
+#: holding row. Every write depends on the one before (EXISTS), so a refusal writes nothing.
+_ISSUE_POSTGRES = """
+WITH batch AS (
+    SELECT id, title, per_customer, closed, valid_to, valid_days, eligibility
+    FROM coupon_batches WHERE name = :batch
+), earlier AS (
+    SELECT c.code, c.expires_at FROM coupon_codes c JOIN batch ON c.batch_id = batch.id
+    WHERE c.cause_key = :cause_key
+), go AS (
+    SELECT id, per_customer,
+           CASE WHEN valid_days IS NULL THEN valid_to
+                ELSE LEAST(CAST(:now AS TIMESTAMPTZ) + valid_days * INTERVAL '1 day', valid_to) END AS expires_at
+    FROM batch
+    WHERE NOT closed AND (valid_to IS NULL OR valid_to > CAST(:now AS TIMESTAMPTZ))
+      AND (CAST(:checked AS BOOLEAN) OR eligibility IN ('{}', ''))
+      AND NOT EXISTS (SELECT 1 FROM earlier)
+), slot AS MATERIALIZED (
+    SELECT c.id FROM coupon_codes c JOIN go ON c.batch_id = go.id
+    WHERE c.status = 'available' LIMIT 1 FOR UPDATE OF c %(wait)s
+), holding AS (
+    INSERT INTO coupon_holdings (batch_id, channel, account, external_id, held)
+    SELECT go.id, CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR), CAST(:external_id AS VARCHAR), 1
+    FROM go WHERE EXISTS (SELECT 1 FROM slot)
+    ON CONFLICT (batch_id, channel, account, external_id)
+    DO UPDATE SET held = coupon_holdings.held + 1
+    WHERE coupon_holdings.held < (SELECT per_customer FROM go)
+    RETURNING held
+), issued AS (
+    UPDATE coupon_codes c
+    SET status = 'issued', channel = CAST(:channel AS VARCHAR), account = CAST(:account AS VARCHAR),
+        external_id = CAST(:external_id AS VARCHAR), cause_key = CAST(:cause_key AS VARCHAR),
+        issued_at = CAST(:now AS TIMESTAMPTZ), expires_at = go.expires_at
+    FROM slot, go
+    WHERE c.id = slot.id AND EXISTS (SELECT 1 FROM holding)  -- by primary key: `slot` locked it while available
+    RETURNING c.code, c.expires_at
+), recorded AS (
+    INSERT INTO funnel_events (step, channel, account, external_id, cause_key, source, detail, created_at)
+    SELECT 'coupon_issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR), CAST(:external_id AS VARCHAR),
+           CAST(:funnel_cause AS VARCHAR), CAST(:source AS VARCHAR),
+           '{"batch": ' || to_json(CAST(:batch AS TEXT))::text || ', "code": ' || to_json(issued.code)::text || '}',
+           CAST(:now AS TIMESTAMPTZ)
+    FROM issued
+    ON CONFLICT DO NOTHING
+)
+SELECT batch.id, batch.title, batch.per_customer, batch.closed, batch.valid_to, batch.eligibility,
+       earlier.code AS earlier_code, earlier.expires_at AS earlier_expires_at,
+       (SELECT count(*) FROM slot) AS slotted, (SELECT count(*) FROM holding) AS held,
+       issued.code, issued.expires_at,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM slot) THEN EXISTS (
+           SELECT 1 FROM coupon_codes c WHERE c.batch_id = batch.id AND c.status = 'available'
+       ) END AS any_left
+FROM batch LEFT JOIN earlier ON true LEFT JOIN issued ON true
+"""
+_ISSUE_SKIPPING = text(_ISSUE_POSTGRES % {"wait": "SKIP LOCKED"})
+#: When every free code is locked by claimers still deciding (one may be refused over its limit
+#: and let its code go), wait for them rather than answer out_of_stock while stock is left.
+_ISSUE_WAITING = text(_ISSUE_POSTGRES % {"wait": ""})
+#: Rounds of waiting for locked codes before answering out_of_stock (each round some claimer
+#: finished, so this only bounds a pathological stream of refused claimers).
+WAIT_ROUNDS = 20
+
+
+async def _issue_postgres(
     connection: AsyncConnection, batch_name: str, contact: ContactRef, cause_key: str, source: str | None,
     now: datetime,
-) -> CouponOutcome | None:
+) -> CouponOutcome:
+    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+    params = {
+        "batch": batch_name, "cause_key": cause_key, "now": now, "checked": False, "channel": contact.channel,
+        "account": contact.account, "external_id": contact.external_id,
+        "funnel_cause": f"{batch_name}:{cause_key}"[:200], "source": source,
+    }
+    statement = _ISSUE_SKIPPING
+    for _ in range(WAIT_ROUNDS):
+        try:
+            row = (await connection.execute(statement, params)).first()
+        except IntegrityError:
+            # The same cause was issued meanwhile by a concurrent delivery (unique per batch).
+            earlier = await _issue_of(connection, batch_name, cause_key)
+            if earlier is None:
+                raise
+            return earlier
+        if row is None:
+            return CouponOutcome("unknown_batch", batch_name)
+        if row.earlier_code is not None or row.code is not None or _batch_refusal(row, now) is not None:
+            return _settled(row, batch_name, now)  # type: ignore[return-value]
+        if not params["checked"] and (row.eligibility or "{}") != "{}":
+            if not await _eligible(connection, row, contact, now):
+                return CouponOutcome("not_eligible", batch_name, title=row.title)
+            params["checked"] = True
+            continue
+        if row.slotted and not row.held:
+            return await _refusal(connection, "over_limit", row, batch_name, contact, cause_key)
+        if not row.any_left:
+            return await _refusal(connection, "out_of_stock", row, batch_name, contact, cause_key)
+        statement = _ISSUE_WAITING
+    return await _refusal(connection, "out_of_stock", row, batch_name, contact, cause_key)
+
+
+async def _refusal(
+    connection: Executor, status: CouponStatus, batch: Any, batch_name: str, contact: ContactRef, cause_key: str
+) -> CouponOutcome:
+    """A refusal, unless a concurrent delivery of the same cause issued meanwhile (its holding is
+    what made this one over the limit: answer its code); out of stock says over_limit when the
+    contact is over its limit anyway (that answer tells them more)."""
+    earlier = await _issue_of(connection, batch_name, cause_key)
+    if earlier is not None:
+        return earlier
+    if status == "over_limit":
+        return CouponOutcome(status, batch_name, title=batch.title)
+    table = CouponHolding.__table__
+    held = await connection.scalar(
+        select(table.c.held).where(
+            table.c.batch_id == batch.id, table.c.channel == contact.channel, table.c.account == contact.account,
+            table.c.external_id == contact.external_id,
+        )
+    )
+    status: CouponStatus = "over_limit" if held is not None and held >= batch.per_customer else "out_of_stock"
+    return CouponOutcome(status, batch_name, title=batch.title)
+
+
+async def _issue_portable(
+    connection: AsyncConnection, batch_name: str, contact: ContactRef, cause_key: str, source: str | None,
+    now: datetime,
+) -> CouponOutcome:
+    """SQLite: the same writes as separate statements; its single writer lock makes them atomic."""
     batches = CouponBatch.__table__
     codes = CouponCode.__table__
     # The batch and this cause's earlier issue, in one round trip.
@@ -158,36 +311,13 @@ async def _try_issue(
         return CouponOutcome(refusal, batch_name, title=title)
     if not await _eligible(connection, batch, contact, now):
         return CouponOutcome("not_eligible", batch_name, title=title)
-    if batch.code_kind != "imported" and connection.dialect.name == "postgresql":
-        return await _issue_generated_postgres(connection, batch, contact, cause_key, source, now)
     try:
-        # First write of the transaction: on SQLite it takes the write lock, so nothing
-        # below races; on PostgreSQL it locks this contact's holding row.
+        # First write of the transaction: it takes SQLite's write lock, so nothing below races.
         if not await _take_holding(connection, batch, contact):
             return await _refused(connection, "over_limit", batch_name, title, cause_key)
         expires_at = _expiry(batch, now)
-        if batch.code_kind == "imported":
-            code = await _claim_imported(connection, batch, contact, cause_key, now, expires_at)
-            if code is None:
-                return await _refused(connection, "out_of_stock", batch_name, title, cause_key)
-        else:
-            code = new_code()
-            await connection.execute(
-                codes.insert().values(
-                    batch_id=batch.id, code=code, status="issued", channel=contact.channel,
-                    account=contact.account, external_id=contact.external_id, cause_key=cause_key,
-                    issued_at=now, expires_at=expires_at,
-                )
-            )
-        # The stock last: the batch row is the one every claimer wants, so it is locked
-        # for as short a time as possible (this statement to the commit).
-        counted = await connection.execute(
-            update(batches)
-            .where(batches.c.id == batch.id, batches.c.issued_count < batches.c.stock, batches.c.closed.is_(False))
-            .values(issued_count=batches.c.issued_count + 1)
-            .returning(batches.c.issued_count)
-        )
-        if counted.first() is None:
+        code = await _claim_code(connection, batch, contact, cause_key, now, expires_at)
+        if code is None:
             return await _refused(connection, "out_of_stock", batch_name, title, cause_key)
         await record_step(
             connection, step="coupon_issued", contact=contact, cause_key=f"{batch_name}:{cause_key}",
@@ -196,70 +326,12 @@ async def _try_issue(
         await connection.commit()
     except IntegrityError:
         await connection.rollback()
-        # The same cause issued meanwhile; otherwise two generated codes collided: draw again (None).
-        return await _issue_of(connection, batch_name, cause_key)
+        # The same cause issued meanwhile (unique per batch).
+        earlier = await _issue_of(connection, batch_name, cause_key)
+        if earlier is None:
+            raise
+        return earlier
     return CouponOutcome("issued", batch_name, code=code, title=title, valid_to=expires_at)
-
-
-#: The generated-code issue as one statement on PostgreSQL: the same conditional writes as the
-#: portable path below (holding, stock, code, funnel row), in one round trip instead of four, so
-#: the batch row (everyone's hot row) is locked from this statement to the commit only.
-_ISSUE_GENERATED_POSTGRES = text("""
-WITH holding AS (
-    INSERT INTO coupon_holdings (batch_id, channel, account, external_id, held)
-    VALUES (:batch_id, :channel, :account, :external_id, 1)
-    ON CONFLICT (batch_id, channel, account, external_id)
-    DO UPDATE SET held = coupon_holdings.held + 1 WHERE coupon_holdings.held < :per_customer
-    RETURNING held
-), counted AS (
-    UPDATE coupon_batches SET issued_count = issued_count + 1
-    WHERE id = :batch_id AND issued_count < stock AND NOT closed AND EXISTS (SELECT 1 FROM holding)
-    RETURNING id
-), issued AS (
-    INSERT INTO coupon_codes (batch_id, code, status, channel, account, external_id, cause_key, issued_at, expires_at)
-    SELECT :batch_id, CAST(:code AS VARCHAR), 'issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR),
-           CAST(:external_id AS VARCHAR), CAST(:cause_key AS VARCHAR), CAST(:now AS TIMESTAMPTZ),
-           CAST(:expires_at AS TIMESTAMPTZ)
-    WHERE EXISTS (SELECT 1 FROM counted)
-    RETURNING code
-), recorded AS (
-    INSERT INTO funnel_events (step, channel, account, external_id, cause_key, source, detail, created_at)
-    SELECT 'coupon_issued', CAST(:channel AS VARCHAR), CAST(:account AS VARCHAR), CAST(:external_id AS VARCHAR),
-           CAST(:funnel_cause AS VARCHAR), CAST(:source AS VARCHAR), CAST(:detail AS TEXT), CAST(:now AS TIMESTAMPTZ)
-    WHERE EXISTS (SELECT 1 FROM issued)
-    ON CONFLICT DO NOTHING
-)
-SELECT (SELECT count(*) FROM holding) AS held, (SELECT count(*) FROM issued) AS issued
-""")
-
-
-async def _issue_generated_postgres(
-    connection: AsyncConnection, batch: Any, contact: ContactRef, cause_key: str, source: str | None, now: datetime
-) -> CouponOutcome | None:
-    code = new_code()
-    expires_at = _expiry(batch, now)
-    try:
-        row = (
-            await connection.execute(
-                _ISSUE_GENERATED_POSTGRES,
-                {
-                    "batch_id": batch.id, "per_customer": batch.per_customer, "channel": contact.channel,
-                    "account": contact.account, "external_id": contact.external_id, "code": code,
-                    "cause_key": cause_key, "now": now, "expires_at": expires_at,
-                    "funnel_cause": f"{batch.name}:{cause_key}"[:200], "source": source,
-                    "detail": json.dumps({"batch": batch.name, "code": code}, ensure_ascii=False),
-                },
-            )
-        ).one()
-        if not row.held:
-            return await _refused(connection, "over_limit", batch.name, batch.title, cause_key)
-        if not row.issued:
-            return await _refused(connection, "out_of_stock", batch.name, batch.title, cause_key)
-        await connection.commit()
-    except IntegrityError:
-        await connection.rollback()
-        return await _issue_of(connection, batch.name, cause_key)
-    return CouponOutcome("issued", batch.name, code=code, title=batch.title, valid_to=expires_at)
 
 
 async def _refused(
@@ -290,8 +362,6 @@ def _batch_refusal(batch: Any, now: datetime) -> CouponStatus | None:
     valid_to = aware(batch.valid_to)
     if valid_to is not None and now >= valid_to:
         return "expired"
-    if batch.issued_count >= batch.stock:
-        return "out_of_stock"
     return None
 
 
@@ -316,7 +386,7 @@ async def _take_holding(session: Executor, batch: Any, contact: ContactRef) -> b
     return (await session.execute(statement)).first() is not None
 
 
-async def _claim_imported(
+async def _claim_code(
     session: Executor,
     batch: Any,
     contact: ContactRef,

@@ -1,73 +1,71 @@
 """Staff are told when a group pool runs low: a log warning and the `siyu_group_pool_places_left` gauge.
 
-A pass every WATCH_INTERVAL_SECONDS sets the gauge for every open pool and warns when a pool
-goes below its `warn_below` (once, until it recovers, so the log is not flooded). The invite
-itself also logs at once (bot.offers.service). Chat notices come with chat-ops.
+A pass (the arq cron job `cron:offers_pool_watch`, bot/offers/jobs.py, twice a minute: on the
+worker with Redis, in the web process on the embedded default) counts the places left in every
+open pool and warns when a pool goes below its `warn_below` (once, until it recovers: the
+"warned" mark lives in the shared store, so neither a new tick nor another worker repeats it).
+It leaves its figures in the store; /metrics (in the web process, wherever the pass ran) reads
+them into `siyu_group_pool_places_left` and `siyu_group_pool_low`. The invite itself also logs
+at once (bot.offers.service). Chat notices come with chat-ops.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import json
 import logging
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.kv import KeyValueStore
 from bot.offers.models import GroupPool
 from bot.offers.service import pool_places_left
 
 log = logging.getLogger("siyu.offers.watch")
 
-WATCH_INTERVAL_SECONDS = 30.0
+#: The last pass's figures, read by /metrics.
+SNAPSHOT_KEY = "offers:pool_watch"
+#: Figures older than this are dropped rather than shown: gauges that vanish say the watch stopped.
+SNAPSHOT_TTL_SECONDS = 180.0
+#: A pool still low after this long is warned about again.
+WARN_AGAIN_SECONDS = 24 * 3600.0
 
 
-class PoolWatch:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        registry: CollectorRegistry,
-        interval: float = WATCH_INTERVAL_SECONDS,
-    ) -> None:
-        self.sessions = sessions
-        self.interval = interval
-        self.places_left = Gauge(
-            "siyu_group_pool_places_left", "Places left in a group pool's open groups", ["pool"], registry=registry
-        )
-        self.low = Gauge(
-            "siyu_group_pool_low", "1 while a group pool is below its warn_below places", ["pool"], registry=registry
-        )
-        self._warned: set[str] = set()
+def _warned_key(pool: str) -> str:
+    return f"offers:pool_low:{pool}"
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.check_once()
-            except Exception:  # noqa: BLE001 - the next pass tries again
-                log.exception("group pool watch failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
 
-    async def check_once(self) -> dict[str, int]:
-        """Places left per open pool; warns for pools that just went low."""
-        found: dict[str, int] = {}
-        async with self.sessions() as session:
-            pools = (await session.execute(select(GroupPool).where(GroupPool.closed.is_(False)))).scalars().all()
-            for pool in pools:
-                left = await pool_places_left(session, pool.id)
-                found[pool.name] = left
-                self.places_left.labels(pool.name).set(left)
-                low = left < pool.warn_below
-                self.low.labels(pool.name).set(1 if low else 0)
-                if low and pool.name not in self._warned:
-                    self._warned.add(pool.name)
+async def check_pools(sessions: async_sessionmaker[AsyncSession], store: KeyValueStore) -> dict[str, int]:
+    """Places left per open pool; warns for pools that just went low; leaves the figures in the store."""
+    found: dict[str, dict[str, Any]] = {}
+    async with sessions() as session:
+        pools = (await session.execute(select(GroupPool).where(GroupPool.closed.is_(False)))).scalars().all()
+        for pool in pools:
+            left = await pool_places_left(session, pool.id)
+            low = left < pool.warn_below
+            found[pool.name] = {"left": left, "low": low}
+            if low:
+                if await store.set_nx(_warned_key(pool.name), str(left), ttl=WARN_AGAIN_SECONDS):
                     log.warning(
                         "group pool %s has %d places left (warn below %d): add a group with "
                         "python -m bot group pool add %s GROUP --qr FILE",
                         pool.name, left, pool.warn_below, pool.name,
                         extra={"pool": pool.name, "places_left": left},
                     )
-                elif not low:
-                    self._warned.discard(pool.name)
-        return found
+            else:
+                await store.delete(_warned_key(pool.name))
+    await store.set(SNAPSHOT_KEY, json.dumps(found, ensure_ascii=False), ttl=SNAPSHOT_TTL_SECONDS)
+    return {name: figures["left"] for name, figures in found.items()}
+
+
+async def refresh_gauges(places_left: Gauge, low: Gauge, store: KeyValueStore) -> None:
+    """Set the gauges from the last pass's figures (at scrape time, in the web process)."""
+    raw = await store.get(SNAPSHOT_KEY)
+    figures: dict[str, dict[str, Any]] = json.loads(raw) if raw else {}
+    places_left.clear()  # a pool closed or gone since is not shown with its old figure
+    low.clear()
+    for pool, figure in figures.items():
+        places_left.labels(pool).set(figure["left"])
+        low.labels(pool).set(1 if figure["low"] else 0)

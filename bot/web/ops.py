@@ -92,6 +92,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     context = _context(request)
     await _refresh_announcements(context)
+    await _refresh_group_pools(context)
     response = web.Response(body=context.metrics.render() + _environment_metric(context))
     response.headers["Content-Type"] = context.metrics.content_type
     return response
@@ -122,6 +123,17 @@ async def _refresh_announcements(context: AppContext) -> None:
             await refresh_delivery_counts(context.metrics.announce_deliveries, context.services.sessions)
     except Exception:  # the rest of /metrics is still worth serving
         log.warning("metrics: announcement counts unavailable", exc_info=True)
+
+
+async def _refresh_group_pools(context: AppContext) -> None:
+    from bot.offers.watch import refresh_gauges
+
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await refresh_gauges(context.metrics.group_pool_places_left, context.metrics.group_pool_low,
+                                 context.services.store)
+    except Exception:  # the rest of /metrics is still worth serving
+        log.warning("metrics: group pool figures unavailable", exc_info=True)
 
 
 def _context(request: web.Request) -> AppContext:
