@@ -86,7 +86,6 @@ class AppContext:
     pool_watch: PoolWatch | None = None
     _pool_task: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
-    _wecom_upkeep: asyncio.Task[None] | None = None
     #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
     #: Without Redis (no arq worker), the cron jobs of bot.jobs.registry run in this process.
     _cron_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -183,8 +182,7 @@ class AppContext:
             wecom_api=wecom_api,
         )
         runtime.context = context  # in-process jobs that run handlers use this app
-        if wecom_services is not None:
-            context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
+        runtime.wecom = wecom_services  # WeCom upkeep is arq cron (bot/wecom/jobs.py), on the app's services here
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
             context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
@@ -207,7 +205,7 @@ class AppContext:
         """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
         pushes and late answers get 1.5 s, the log's last rows 1 s, the store 1 s."""
         self._stop.set()
-        for task in (self._media_task, self._pool_task, self._wecom_upkeep):
+        for task in (self._media_task, self._pool_task):
             if task is not None:
                 # They stop on `_stop` between passes; a pass under way gets a moment to finish
                 # (cancelling it mid-query would leave its connection half-closed).

@@ -17,6 +17,7 @@ JOB_MODULES: list[str] = [
     "bot.jobs.pushes",
     "bot.jobs.late",
     "bot.campaigns.jobs",
+    "bot.wecom.jobs",
 ]
 
 
