@@ -13,9 +13,17 @@ from sqlalchemy import select
 from bot.funnel.models import FunnelEvent
 from bot.offers import repository as offers_repo
 from bot.offers.models import PoolGroup
-from tests.conftest import REDIS_URL, context_of
+from tests.conftest import REDIS_URL, context_of, stop_arq_worker
 from tests.fake_wechat_api import FakeWeChatApi
-from tests.wecom_peer import WeComPeer, add_contact_xml, event_xml, forget_wecom_token, wecom_settings
+from tests.wecom_peer import (
+    WeComPeer,
+    add_contact_xml,
+    event_xml,
+    forget_wecom_token,
+    start_wecom_worker,
+    until,
+    wecom_settings,
+)
 
 CHAT = "change_external_chat"
 
@@ -116,6 +124,27 @@ async def test_reconcile_repairs_missed_callbacks(bot: Any, fake_wechat_api: Fak
     counts = await pool_groups(bot, chats)
     assert counts[chats[3]] == (4, "full") and counts[chats[5]][1] == "closed"
     assert join_way(fake_wechat_api) == [chats[0], chats[1], chats[2], chats[4]]
+
+
+async def test_reconcile_cron_job_on_a_worker_repairs_drift(
+    make_settings: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi
+) -> None:
+    settings = make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    client = await start_bot(settings, worker=False)
+    pool, chats = await seed_pool(client, fake_wechat_api, groups=3)
+    worker = await start_wecom_worker(settings)
+    try:
+        await until(lambda: fake_wechat_api.wecom.join_ways and join_way(fake_wechat_api) == chats, what="join code")
+        # Two customers joined group 2 and our callbacks were lost: only the reconcile can know.
+        fake_wechat_api.wecom.groups[chats[1]]["members"] += ["wm-a", "wm-b"]
+        await until(lambda: _state_of(client, chats, chats[1], (4, "full")), what="the count repaired")
+        await until(lambda: join_way(fake_wechat_api) == [chats[0], chats[2]], what="the join code moved on")
+    finally:
+        await stop_arq_worker(worker)
+
+
+async def _state_of(client: Any, chats: list[str], chat: str, wanted: tuple[int, str]) -> bool:
+    return (await pool_groups(client, chats))[chat] == wanted
 
 
 async def test_unknown_group_is_read_whole(bot: Any, fake_wechat_api: FakeWeChatApi) -> None:

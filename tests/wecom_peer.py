@@ -146,7 +146,9 @@ async def start_wecom_worker(settings: Any) -> Any:
     from bot.wecom import jobs as wecom_jobs
     from tests.conftest import start_arq_worker
 
-    return await start_arq_worker(settings, cron_jobs=every_second(wecom_jobs.CRON_JOBS))
+    worker = await start_arq_worker(settings, cron_jobs=every_second(wecom_jobs.CRON_JOBS))
+    await until(lambda: "app" in worker.ctx, what="the worker's start-up")  # ctx["app"]: its JobRuntime
+    return worker
 
 
 def worker_wecom(worker: Any) -> Any:
