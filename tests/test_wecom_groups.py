@@ -15,6 +15,7 @@ from bot.offers import repository as offers_repo
 from bot.offers.models import PoolGroup
 from tests.conftest import REDIS_URL, context_of, stop_arq_worker
 from tests.fake_wechat_api import FakeWeChatApi
+from tests.test_wecom_channels import bot_cli, env  # noqa: F401 - env is a fixture used here
 from tests.wecom_peer import (
     WeComPeer,
     add_contact_xml,
@@ -153,3 +154,29 @@ async def test_unknown_group_is_read_whole(bot: Any, fake_wechat_api: FakeWeChat
     await post(bot, member_change(chats[1], "add_member", ["wm-a"]))  # never reconciled: no count yet
     assert (await pool_groups(bot, chats))[chats[1]] == (3, "full")
     assert join_way(fake_wechat_api) == [chats[0]]
+
+
+async def test_overflow_rooms_keep_the_join_code_working_when_every_group_is_full(
+    bot: Any, fake_wechat_api: FakeWeChatApi, env: dict[str, str]
+) -> None:
+    pool, chats = await seed_pool(bot, fake_wechat_api, groups=2, capacity=3)
+    await context_of(bot).services.wecom.groups.reconcile()
+    assert join_way(fake_wechat_api) == chats
+    code, out, err = await bot_cli(env, "group", "pool", "join-code", pool, "--auto-create-room", "宝妈福利",
+                                   "--room-base-id", "3")
+    assert code == 0, err
+    assert out.split("\t")[2] == ",".join(chats) and "overflow rooms 宝妈福利3" in out
+    ((config_id, way),) = fake_wechat_api.wecom.join_ways.items()
+    assert (way["auto_create_room"], way["room_base_name"], way["room_base_id"]) == (1, "宝妈福利", 3)
+    for chat in chats:  # both groups fill up
+        await post(bot, member_change(chat, "add_member", [f"wm-new-{chat}"]))
+    assert [state for _, state in (await pool_groups(bot, chats)).values()] == ["full", "full"]
+    # Still a working code: its groups stay listed and WeCom opens 宝妈福利3 for the next customer.
+    way = fake_wechat_api.wecom.join_ways[config_id]
+    assert way["chat_id_list"] == chats and way["auto_create_room"] == 1 and way["room_base_name"] == "宝妈福利"
+    code, out, err = await bot_cli(env, "group", "pool", "join-code", pool, "--no-auto-create-room")
+    assert code == 0, err
+    assert fake_wechat_api.wecom.join_ways[config_id]["auto_create_room"] == 0
+    assert "room_base_name" not in fake_wechat_api.wecom.join_ways[config_id]
+    code, _, err = await bot_cli(env, "group", "pool", "join-code", "no-such-pool", "--auto-create-room", "x")
+    assert code == 2 and "no group pool" in err
