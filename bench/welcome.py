@@ -92,7 +92,8 @@ async def run(args: argparse.Namespace) -> None:
         offers.pop("WECOM_WELCOME_COUPON", None)
     env = {**os.environ, **wecom_settings(WECOM_API_BASE=f"http://127.0.0.1:{api_port}", **offers),
            "DATABASE_URL": database_url, "BOT_PORT": str(bot_port), "BOT_HOST": "127.0.0.1",
-           "LOG_LEVEL": "WARNING", "PERSONA_HISTORY_DIR": str(workdir / "history")}
+           "LOG_LEVEL": "WARNING", "PERSONA_HISTORY_DIR": str(workdir / "history"),
+           "BOT_ENV": "development"}  # no OA credentials here: production would refuse to start
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     else:
