@@ -5,8 +5,10 @@ wecom_balance_staff   cron, every minute: staff at today's cap out of their cont
 wecom_reconcile       cron, every 10 minutes: groupchat/list + groupchat/get repair member counts
                       missed callbacks left wrong; join codes re-pointed
 wecom_tag_sweep       cron, every 5 seconds: one `wecom_push_tag` job per due tag-sync row
-wecom_push_tag        mark_tag for one outbox row (job id `wecom-tag:<row>:<attempt>`: enqueued
+wecom_push_tag        mark_tag for one outbox row (job id `wecom-tag:<row>:<attempt>:<created>`: enqueued
                       once per attempt however many sweeps see it)
+wecom_record_invite   the group invite a welcome carried, recorded (count, `invited` step) after
+                      the send (job id `wecom-invite:<event>`; idempotent by the event's dedupe key)
 wecom_upload_media    cron, hourly and at start: group QR images of the pools welcomes use,
                       uploaded as WeCom media before the welcome needs them
 
@@ -33,8 +35,8 @@ log = logging.getLogger("siyu.wecom.jobs")
 PUSH_TAG = "wecom_push_tag"
 
 
-def tag_job_id(row_id: int, attempts: int) -> str:
-    return f"wecom-tag:{row_id}:{attempts}"
+def tag_job_id(key: str) -> str:
+    return f"wecom-tag:{key}"
 
 
 def _services(ctx: dict[str, Any]) -> WeComServices | None:
@@ -62,14 +64,26 @@ async def wecom_tag_sweep(ctx: dict[str, Any]) -> int:
     if services is None:
         return 0
     queued = 0
-    for row_id, attempts in await services.tags.due():
-        queued += await _enqueue(ctx, PUSH_TAG, row_id, job_id=tag_job_id(row_id, attempts))
+    for row_id, key in await services.tags.due():
+        queued += await _enqueue(ctx, PUSH_TAG, row_id, job_id=tag_job_id(key))
     return queued
 
 
 async def wecom_push_tag(ctx: dict[str, Any], row_id: int) -> str:
     services = _services(ctx)
     return "skipped" if services is None else await services.tags.push_row(row_id)
+
+
+async def wecom_record_invite(
+    ctx: dict[str, Any], pool: str, channel: str, account: str, external: str, cause_key: str, source: str | None
+) -> str:
+    from bot.offers.contact import ContactRef
+    from bot.offers.service import invite_for
+
+    runtime: JobRuntime = ctx["app"]
+    invite = await invite_for(runtime.sessions, pool=pool, contact=ContactRef(channel, account, external),
+                              cause_key=cause_key, source=source)
+    return "full" if invite is None else invite.group_name
 
 
 async def wecom_upload_media(ctx: dict[str, Any]) -> int:
@@ -88,7 +102,12 @@ async def _enqueue(ctx: dict[str, Any], function: str, *args: Any, job_id: str) 
     return await context.jobs.enqueue(function, *args, job_id=job_id)
 
 
-FUNCTIONS = [func(wecom_push_tag, name=PUSH_TAG, max_tries=3, timeout=30)]
+FUNCTIONS = [
+    # No result kept: the id only keeps a row from being queued twice while in flight (its lock and
+    # done flag keep it from being sent twice); a kept result would hide a re-used row id.
+    func(wecom_push_tag, name=PUSH_TAG, max_tries=3, timeout=30, keep_result=0),
+    func(wecom_record_invite, name="wecom_record_invite", max_tries=5, timeout=60),
+]
 
 # Timeouts shorter than the interval: a slow WeCom never stacks runs of one job.
 CRON_JOBS = [

@@ -66,7 +66,10 @@ async def _on_add(services: WeComServices, event: Event, persona: LoadedPersona)
         actions.append(AddTag(tag=channel.tag, source=f"channel:{channel.name}"))
     if channel is not None and channel.daily_cap is not None and services.api is not None:
         try:
-            await channels.balance_staff(services.sessions, services.api, channel, services.clock())
+            # Read afresh: the welcome's view of the channel may be seconds old (its plan cache).
+            current = await channels.by_name(services.sessions, channel.name)
+            if current is not None:
+                await channels.balance_staff(services.sessions, services.api, current, services.clock())
         except Exception:  # noqa: BLE001 - the periodic balance retries
             log.exception("channel %s: balancing staff after an add failed", channel.name)
     return actions

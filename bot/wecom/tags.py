@@ -73,15 +73,16 @@ class TagSyncService:
             await session.commit()
             return [row.id for row in rows]
 
-    async def due(self, limit: int = 500) -> list[tuple[int, int]]:
-        """(row id, attempts) of outbox rows to push now: new ones, and failed ones whose pause is over."""
+    async def due(self, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, job key) of outbox rows to push now: new ones, and failed ones whose pause is over.
+        The key names this row's attempt (row ids alone repeat across databases, e.g. a restored one)."""
         async with self.sessions() as session:
             rows = (await session.execute(
-                select(TagSync.id, TagSync.attempts)
+                select(TagSync.id, TagSync.attempts, TagSync.created_at)
                 .where(TagSync.done.is_(False), (TagSync.attempts == 0) | (TagSync.next_try_at <= self._now()))
                 .order_by(TagSync.id).limit(limit)
             )).all()
-        return [(row.id, row.attempts) for row in rows]
+        return [(row.id, f"{row.id}:{row.attempts}:{row.created_at.timestamp():.6f}") for row in rows]
 
     async def push_row(self, row_id: int) -> str:
         """Send one outbox row: "sent", "failed" (kept, retried after a pause) or "skipped" (done already,

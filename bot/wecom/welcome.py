@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,10 @@ WELCOME_WINDOW_SECONDS = 20.0
 NAME_BUDGET_SECONDS = 0.25
 RETRY_PAUSE_SECONDS = 0.2
 INVITE_CONCURRENCY = 2
+#: A channel's settings (by State) are re-read at most this often on the welcome's path.
+PLAN_CACHE_SECONDS = 5.0
+PLAN_CACHE_SIZE = 10_000
+RECORD_INVITE = "wecom_record_invite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,10 @@ class WelcomeService:
         self.default_pool = default_pool
         self.window = window
         self.name_budget = name_budget
+        #: State → (until, channel, batch reads the contact): see `_plan`.
+        self._plans: dict[str | None, tuple[float, ChannelView | None, bool]] = {}
+        #: The app's job queue (bot.jobs.queue.JobQueue), set by bot/wecom/app.py; None: invites recorded here.
+        self.jobs: Any = None
 
     async def on_add(self, event: Event, persona: LoadedPersona, *, received_at: float | None = None) -> WelcomeResult:
         received = self.clock() if received_at is None else received_at
@@ -148,7 +157,7 @@ class WelcomeService:
         await self._finish(event, status, coupon=coupon, attempts=attempts, errcode=errcode, source=source,
                            staff=staff, attribute=not attributed, received=received)
         if invite is not None:
-            await self._invite(channel, contact, event.dedupe_key, source)
+            await self._record_invite(channel, contact, event.dedupe_key, source)
         return WelcomeResult(status, channel, source, coupon, invite, attempts)
 
     def _deadline(self, event: Event, received: float) -> float:
@@ -169,7 +178,22 @@ class WelcomeService:
         return asyncio.get_running_loop().create_task(fetch(), name=f"wecom-name:{customer}")
 
     async def _plan(self, event: Event) -> tuple[ChannelView | None, bool]:
-        """The channel the State names, and whether the coupon batch's eligibility reads the contact."""
+        """The channel the State names, and whether the coupon batch's eligibility reads the contact.
+
+        Kept PLAN_CACHE_SECONDS per State: both change only by CLI, and at 50 adds/s the read (a
+        connection, two statements) was a measurable share of the welcome's CPU.
+        """
+        cached = self._plans.get(event.source)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        channel, needs_contact = await self._read_plan(event)
+        if len(self._plans) > PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[event.source] = (now + PLAN_CACHE_SECONDS, channel, needs_contact)
+        return channel, needs_contact
+
+    async def _read_plan(self, event: Event) -> tuple[ChannelView | None, bool]:
         async with self.engine.connect() as connection:
             channel = await channels.by_state(connection, event.source) if event.source else None
             batch = (channel.coupon_batch if channel else None) or self.default_coupon
@@ -249,6 +273,20 @@ class WelcomeService:
             log.warning("group pool %s has no open group with room; welcome without invite", pool)
             return None
         return GroupInvite(pool, row.id, row.name, row.qr_path, row.join_link)
+
+    async def _record_invite(
+        self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
+    ) -> None:
+        """The invite's record as a `wecom_record_invite` job (bot/wecom/jobs.py): it queues on the group's
+        row lock, which at 50 adds/s held this process's welcomes back; in the job it holds nobody's."""
+        pool = (channel.pool if channel else None) or self.default_pool
+        if not pool:
+            return
+        if self.jobs is None:
+            await self._invite(channel, contact, cause_key, source)
+            return
+        await self.jobs.enqueue(RECORD_INVITE, pool, contact.channel, contact.account, contact.external_id,
+                                cause_key, source, job_id=f"wecom-invite:{cause_key}")
 
     async def _invite(
         self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
