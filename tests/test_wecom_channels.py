@@ -188,7 +188,9 @@ async def test_staff_at_daily_cap_leave_the_contact_way_until_the_next_shanghai_
     env: dict[str, str], fake_wechat_api: FakeWeChatApi, make_settings: Any, start_bot: Any
 ) -> None:
     name = f"cap{secrets.token_hex(3)}"
-    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)))
+    # No worker: its wecom_balance_staff cron reads the real clock, this test a fake one (the cron test below
+    # gives the worker the same fake clock).
+    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)), worker=False)
     code, _, err = await bot_cli(env, "channel", "create", name, "--staff", "zhangsan,lisi", "--daily-cap", "2")
     assert code == 0, err
     config_id = next(iter(fake_wechat_api.wecom.contact_ways))
