@@ -215,3 +215,36 @@ async def test_staff_tag_command_on_a_wecom_customer_is_mirrored(bot: Any, fake_
     assert await local_tags(bot, customer) == {"高意向"}
     # One push for one tag write, however many sweeps ran meanwhile.
     assert len(marks_for(fake_wechat_api, customer)) == 1
+
+
+async def test_without_redis_the_web_process_sweeps_and_pushes(sqlite_url: str, tmp_path: Path,
+                                                              fake_wechat_api: FakeWeChatApi) -> None:
+    """The embedded default: no worker, so the web process runs the cron jobs (bot/jobs/cron.py) and the
+    sweep's push jobs go to its in-process queue."""
+    from bot.app import AppContext
+    from bot.config import Settings
+    from bot.jobs.runtime import JobRuntime
+    from bot.storage import contacts, tags as tag_repo
+    from bot.wecom import jobs as wecom_jobs
+    from bot.wecom.models import WelcomeRecord
+
+    settings = Settings(DATABASE_URL=sqlite_url, PERSONA_HISTORY_DIR=str(tmp_path / "h"),
+                        **wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    context = await AppContext.open(settings, watch_personas=False)
+    try:
+        now = datetime.now(UTC)
+        async with context.engine.begin() as connection:
+            contact = await contacts.touch_contact(connection, "wecom", settings.wecom_corp_id, "wmembedded", now)
+            await connection.execute(WelcomeRecord.__table__.insert().values(
+                cause_key="embedded", staff_userid="zhaoliu", external_userid="wmembedded", status="sent",
+                attempts=1, created_at=now))
+            await tag_repo.add_tag(connection, contact, "复购客户", "staff:someone")
+        runtime = JobRuntime(settings=settings, engine=context.engine, sessions=context.services.sessions,
+                             store=context.services.store, http=context.http, oa_api=None, senders={},
+                             context=context, wecom=context.services.wecom)
+        assert await wecom_jobs.wecom_tag_sweep({"app": runtime}) == 1
+        await until(lambda: fake_wechat_api.wecom.tag_names_of("zhaoliu", "wmembedded") == {"复购客户"},
+                    what="mark_tag")
+        assert await wecom_jobs.wecom_tag_sweep({"app": runtime}) == 0  # done: nothing left to push
+    finally:
+        await context.close()
