@@ -78,7 +78,6 @@ class AppContext:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _staff_watcher: asyncio.Task[None] | None = None
-    _wecom_upkeep: asyncio.Task[None] | None = None
     #: Announcement scheduler on the embedded default (no Redis → no arq cron); None otherwise.
     #: Without Redis (no arq worker), the cron jobs of bot.jobs.registry run in this process.
     _cron_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -175,8 +174,9 @@ class AppContext:
             wecom_api=wecom_api,
         )
         runtime.context = context  # in-process jobs that run handlers use this app
+        runtime.wecom = wecom_services  # WeCom upkeep is arq cron (bot/wecom/jobs.py), on the app's services here
         if wecom_services is not None:
-            context._wecom_upkeep = asyncio.create_task(wecom_services.maintain(context._stop), name="wecom-upkeep")
+            wecom_services.welcome.jobs = jobs  # invites recorded after the welcome, as jobs
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
             context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")
@@ -194,13 +194,14 @@ class AppContext:
         """Bounded whatever Redis or the database do (SIGTERM must end the process within 5 s):
         pushes and late answers get 1.5 s, the log's last rows 1 s, the store 1 s."""
         self._stop.set()
-        for task in (self._wecom_upkeep,):
-            if task is not None:
-                # They stop on `_stop` between passes; a pass under way gets a moment to finish
-                # (cancelling it mid-query would leave its connection half-closed).
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(task, timeout=2.0)
-        for watcher in (self._watcher, self._staff_watcher, *self._cron_tasks):
+        if self._cron_tasks:
+            # Cron jobs stop on `_stop` between passes; a pass under way gets a moment to finish
+            # (cancelling it mid-query would leave its connection half-closed).
+            _, unfinished = await asyncio.wait(self._cron_tasks, timeout=2.0)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        for watcher in (self._watcher, self._staff_watcher):
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -483,6 +483,8 @@ class FakeWeCom:
         chats = body.get("chat_id_list") or []
         if not 1 <= len(chats) <= 5:
             return _err(40058, "chat_id_list must hold 1-5 chats")
+        if body.get("auto_create_room") == 1 and not body.get("room_base_name"):
+            return _err(40058, "room_base_name is required with auto_create_room")
         config_id = self._next("jw")
         self.join_ways[config_id] = dict(body)
         return {"config_id": config_id}
@@ -501,6 +503,10 @@ class FakeWeCom:
         chats = body.get("chat_id_list") or []
         if not 1 <= len(chats) <= 5:
             return _err(40058, "chat_id_list must hold 1-5 chats")
+        if body.get("auto_create_room") == 1 and not body.get("room_base_name"):
+            return _err(40058, "room_base_name is required with auto_create_room")
+        # An update replaces the way's settings (WeCom's semantics): an omitted room_base_name is gone.
+        way.clear()
         way.update({k: v for k, v in body.items() if k != "config_id"})
         return _ok()
 

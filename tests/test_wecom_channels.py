@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bot.config import REPO_ROOT
 from bot.offers import repository as offers_repo
@@ -22,10 +22,20 @@ from bot.offers.models import CouponCode
 from bot.offers.service import redeem
 from bot.storage.models import Contact, ContactTag
 from bot.wecom.clock import SHANGHAI
-from tests.conftest import REDIS_URL, context_of
+from bot.wecom.models import TagSync
+from tests.conftest import REDIS_URL, context_of, stop_arq_worker
 from tests.fake_wechat_api import FakeWeChatApi
+from tests.test_wecom_tags import marks_for
 from tests.wechat_peer import TEST_APPID, TEST_TOKEN, WeChatPeer, event_xml
-from tests.wecom_peer import WeComPeer, add_contact_xml, forget_wecom_token, wecom_settings
+from tests.wecom_peer import (
+    WeComPeer,
+    add_contact_xml,
+    forget_wecom_token,
+    start_wecom_worker,
+    until,
+    wecom_settings,
+    worker_wecom,
+)
 
 ADD_WAY = "/cgi-bin/externalcontact/add_contact_way"
 UPDATE_WAY = "/cgi-bin/externalcontact/update_contact_way"
@@ -178,7 +188,9 @@ async def test_staff_at_daily_cap_leave_the_contact_way_until_the_next_shanghai_
     env: dict[str, str], fake_wechat_api: FakeWeChatApi, make_settings: Any, start_bot: Any
 ) -> None:
     name = f"cap{secrets.token_hex(3)}"
-    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)))
+    # No worker: its wecom_balance_staff cron reads the real clock, this test a fake one (the cron test below
+    # gives the worker the same fake clock).
+    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)), worker=False)
     code, _, err = await bot_cli(env, "channel", "create", name, "--staff", "zhangsan,lisi", "--daily-cap", "2")
     assert code == 0, err
     config_id = next(iter(fake_wechat_api.wecom.contact_ways))
@@ -200,34 +212,36 @@ async def test_staff_at_daily_cap_leave_the_contact_way_until_the_next_shanghai_
     assert len(fake_wechat_api.calls(UPDATE_WAY)) == 2
 
 
-async def test_upkeep_round_puts_capped_staff_back_and_retries_tag_syncs(
+async def test_cron_jobs_on_a_worker_put_capped_staff_back_the_next_day_and_retry_tag_syncs(
     env: dict[str, str], fake_wechat_api: FakeWeChatApi, make_settings: Any, start_bot: Any
 ) -> None:
     name = f"up{secrets.token_hex(3)}"
-    client = await start_bot(make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url)))
+    settings = make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    client = await start_bot(settings, worker=False)
     code, _, err = await bot_cli(env, "channel", "create", name, "--staff", "zhangsan,lisi", "--daily-cap", "1",
                                  "--tag", f"tag-{name}")
     assert code == 0, err
     config_id = next(iter(fake_wechat_api.wecom.contact_ways))
-    wecom = context_of(client).services.wecom
-    clock = {"now": datetime(2026, 12, 1, 22, 0, tzinfo=SHANGHAI).timestamp()}
-    wecom.set_clock(lambda: clock["now"])
-    customer = external()
-    fake_wechat_api.inject("/cgi-bin/externalcontact/mark_tag", *([500] * 4))
-    await post(client, add_contact_xml("zhangsan", customer, state=name))
-    assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["lisi"]
-    assert fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == set()  # the sync failed
-    clock["now"] += 6 * 3600  # 04:00 the next day in Shanghai; no add has come in since
-    stop = asyncio.Event()
-    upkeep = asyncio.create_task(wecom.maintain(stop, every=0.05))
+    async with context_of(client).services.sessions() as session:  # earlier tests' pending syncs are not ours
+        await session.execute(delete(TagSync).where(TagSync.done.is_(False)))
+        await session.commit()
+    worker = await start_wecom_worker(settings)
     try:
-        for _ in range(100):
-            if fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"] and \
-                    fake_wechat_api.wecom.tag_names_of("zhangsan", customer):
-                break
-            await asyncio.sleep(0.05)
+        clock = {"now": datetime(2026, 12, 1, 22, 0, tzinfo=SHANGHAI).timestamp()}
+        context_of(client).services.wecom.set_clock(lambda: clock["now"])
+        worker_wecom(worker).set_clock(lambda: clock["now"])  # the worker's cron jobs read the same fake clock
+        customer = external()
+        fake_wechat_api.inject("/cgi-bin/externalcontact/mark_tag", *([500] * 4))
+        await post(client, add_contact_xml("zhangsan", customer, state=name))
+        assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["lisi"]
+        await until(lambda: len(marks_for(fake_wechat_api, customer)) >= 4, what="a failed sync")
+        await asyncio.sleep(2.5)  # the worker's cron ticks: still the same Shanghai day, and the sync's pause runs
+        assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["lisi"]
+        assert fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == set()
+        clock["now"] += 6 * 3600  # 04:00 the next day in Shanghai; no add has come in since
+        await until(lambda: fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"],
+                    what="zhangsan back in the contact way")
+        await until(lambda: fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == {f"tag-{name}"},
+                    what="the tag sync retried")
     finally:
-        stop.set()
-        await upkeep
-    assert fake_wechat_api.wecom.contact_ways[config_id]["user"] == ["zhangsan", "lisi"]
-    assert fake_wechat_api.wecom.tag_names_of("zhangsan", customer) == {f"tag-{name}"}
+        await stop_arq_worker(worker)

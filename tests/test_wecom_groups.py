@@ -13,9 +13,18 @@ from sqlalchemy import select
 from bot.funnel.models import FunnelEvent
 from bot.offers import repository as offers_repo
 from bot.offers.models import PoolGroup
-from tests.conftest import REDIS_URL, context_of
+from tests.conftest import REDIS_URL, context_of, stop_arq_worker
 from tests.fake_wechat_api import FakeWeChatApi
-from tests.wecom_peer import WeComPeer, add_contact_xml, event_xml, forget_wecom_token, wecom_settings
+from tests.test_wecom_channels import bot_cli, env  # noqa: F401 - env is a fixture used here
+from tests.wecom_peer import (
+    WeComPeer,
+    add_contact_xml,
+    event_xml,
+    forget_wecom_token,
+    start_wecom_worker,
+    until,
+    wecom_settings,
+)
 
 CHAT = "change_external_chat"
 
@@ -118,9 +127,56 @@ async def test_reconcile_repairs_missed_callbacks(bot: Any, fake_wechat_api: Fak
     assert join_way(fake_wechat_api) == [chats[0], chats[1], chats[2], chats[4]]
 
 
+async def test_reconcile_cron_job_on_a_worker_repairs_drift(
+    make_settings: Any, start_bot: Any, fake_wechat_api: FakeWeChatApi
+) -> None:
+    settings = make_settings(**wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    client = await start_bot(settings, worker=False)
+    pool, chats = await seed_pool(client, fake_wechat_api, groups=3)
+    worker = await start_wecom_worker(settings)
+    try:
+        await until(lambda: fake_wechat_api.wecom.join_ways and join_way(fake_wechat_api) == chats, what="join code")
+        # Two customers joined group 2 and our callbacks were lost: only the reconcile can know.
+        fake_wechat_api.wecom.groups[chats[1]]["members"] += ["wm-a", "wm-b"]
+        await until(lambda: _state_of(client, chats, chats[1], (4, "full")), what="the count repaired")
+        await until(lambda: join_way(fake_wechat_api) == [chats[0], chats[2]], what="the join code moved on")
+    finally:
+        await stop_arq_worker(worker)
+
+
+async def _state_of(client: Any, chats: list[str], chat: str, wanted: tuple[int, str]) -> bool:
+    return (await pool_groups(client, chats))[chat] == wanted
+
+
 async def test_unknown_group_is_read_whole(bot: Any, fake_wechat_api: FakeWeChatApi) -> None:
     pool, chats = await seed_pool(bot, fake_wechat_api, groups=2)
     fake_wechat_api.wecom.groups[chats[1]]["members"] += ["wm-a"]
     await post(bot, member_change(chats[1], "add_member", ["wm-a"]))  # never reconciled: no count yet
     assert (await pool_groups(bot, chats))[chats[1]] == (3, "full")
     assert join_way(fake_wechat_api) == [chats[0]]
+
+
+async def test_overflow_rooms_keep_the_join_code_working_when_every_group_is_full(
+    bot: Any, fake_wechat_api: FakeWeChatApi, env: dict[str, str]
+) -> None:
+    pool, chats = await seed_pool(bot, fake_wechat_api, groups=2, capacity=3)
+    await context_of(bot).services.wecom.groups.reconcile()
+    assert join_way(fake_wechat_api) == chats
+    code, out, err = await bot_cli(env, "group", "pool", "join-code", pool, "--auto-create-room", "宝妈福利",
+                                   "--room-base-id", "3")
+    assert code == 0, err
+    assert out.split("\t")[2] == ",".join(chats) and "overflow rooms 宝妈福利3" in out
+    ((config_id, way),) = fake_wechat_api.wecom.join_ways.items()
+    assert (way["auto_create_room"], way["room_base_name"], way["room_base_id"]) == (1, "宝妈福利", 3)
+    for chat in chats:  # both groups fill up
+        await post(bot, member_change(chat, "add_member", [f"wm-new-{chat}"]))
+    assert [state for _, state in (await pool_groups(bot, chats)).values()] == ["full", "full"]
+    # Still a working code: its groups stay listed and WeCom opens 宝妈福利3 for the next customer.
+    way = fake_wechat_api.wecom.join_ways[config_id]
+    assert way["chat_id_list"] == chats and way["auto_create_room"] == 1 and way["room_base_name"] == "宝妈福利"
+    code, out, err = await bot_cli(env, "group", "pool", "join-code", pool, "--no-auto-create-room")
+    assert code == 0, err
+    assert fake_wechat_api.wecom.join_ways[config_id]["auto_create_room"] == 0
+    assert "room_base_name" not in fake_wechat_api.wecom.join_ways[config_id]
+    code, _, err = await bot_cli(env, "group", "pool", "join-code", "no-such-pool", "--auto-create-room", "x")
+    assert code == 2 and "no group pool" in err

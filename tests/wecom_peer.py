@@ -10,6 +10,7 @@ import base64
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 from xml.sax.saxutils import escape
 
 import xmltodict
@@ -130,3 +131,43 @@ class WeComPeer:
         fields = xmltodict.parse(body)["xml"]
         plain = self.crypto.decrypt_message(body, fields["MsgSignature"], fields["TimeStamp"], fields["Nonce"])
         return dict(xmltodict.parse(plain)["xml"])
+
+
+def every_second(jobs: list[Any]) -> list[Any]:
+    """The same cron jobs firing every second (the tests' worker; production keeps their schedule)."""
+    from arq.cron import cron
+
+    return [cron(job.coroutine, name=job.name, second=set(range(60)), timeout=job.timeout_s, unique=True,
+                 keep_result=0) for job in jobs]
+
+
+async def start_wecom_worker(settings: Any) -> Any:
+    """A real arq worker whose WeCom cron jobs fire every second."""
+    from bot.wecom import jobs as wecom_jobs
+    from tests.conftest import start_arq_worker
+
+    worker = await start_arq_worker(settings, cron_jobs=every_second(wecom_jobs.CRON_JOBS))
+    await until(lambda: "app" in worker.ctx, what="the worker's start-up")  # ctx["app"]: its JobRuntime
+    return worker
+
+
+def worker_wecom(worker: Any) -> Any:
+    """The WeCom services the worker's jobs use (its own clock: tests move it)."""
+    return worker.ctx["app"].wecom_services()
+
+
+async def until(condition: Any, timeout: float = 8.0, what: str = "condition") -> None:
+    """Poll `condition()` (sync or async) until true; the cron ticks every second in the tests."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.05)

@@ -58,6 +58,8 @@ MAX_ID_LENGTH = 128
 MAX_USERID_LENGTH = 64
 _ID_FIELDS = ("FromUserName", "ToUserName", "UserID", "ExternalUserID", "ChatId", "Id", "State", "WelcomeCode",
               "Event", "ChangeType", "UpdateDetail", "MsgType", "MsgId")
+#: WeCom's external userids: "wm" (a WeChat user), "wo" (a WeCom user of another corp).
+EXTERNAL_USERID_PREFIXES = ("wm", "wo")
 #: Longer dedupe keys are shortened to a digest (the message log's key column holds 200).
 MAX_DEDUPE_KEY_LENGTH = 200
 #: Nested fields WeCom sends as repeated <Item> children (chat member changes).
@@ -221,8 +223,9 @@ class WeComAdapter(WeComScheme):
             dedupe_key=f"wecom:{account}:msg:{msg_id}",
             created_at=created_at,
             raw=data,
-            # Messages to the self-built app come from members of the corp: staff.
-            from_staff=True,
+            # Members of the corp are staff; an external userid (wm…/wo…) is a customer, whose
+            # text goes through the customer handlers (tag rules, FAQ) like any channel's.
+            from_staff=not sender.startswith(EXTERNAL_USERID_PREFIXES),
         )
 
     # --- outbound -------------------------------------------------------------

@@ -18,6 +18,7 @@ JOB_MODULES: list[str] = [
     "bot.jobs.late",
     "bot.campaigns.jobs",
     "bot.offers.jobs",
+    "bot.wecom.jobs",
 ]
 
 

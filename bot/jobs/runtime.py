@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -39,6 +39,21 @@ class JobRuntime:
     #: whose process died): the app's own in the web process, opened on first use in a worker.
     context: AppContext | None = field(default=None, repr=False)
     _opened_context: bool = field(default=False, repr=False)
+    #: The WeCom lifecycle's services (bot/wecom/jobs.py): the app's own in the web process, built
+    #: on first use in a worker; None when WeCom is not configured.
+    wecom: Any = field(default=None, repr=False)
+    _wecom_built: bool = field(default=False, repr=False)
+
+    def wecom_services(self) -> Any:
+        if self.wecom is None and not self._wecom_built:
+            self._wecom_built = True
+            from bot.wecom.app import build_services  # noqa: PLC0415 - channel modules load only where used
+
+            api = build_wecom_api(self.settings, self.store, self.http)
+            if api is not None or self.settings.wecom_callback_configured:
+                self.wecom = build_services(self.settings, api=api, store=self.store, sessions=self.sessions,
+                                            engine=self.engine, background=None)
+        return self.wecom
 
     async def app_context(self) -> AppContext:
         if self.context is None:
@@ -103,18 +118,24 @@ def channel_senders(settings: Settings, store: KeyValueStore, http: aiohttp.Clie
     """The other channels' push senders, for a worker process: WeCom app messages and the AI bot's
     response_url (the web process builds the same ones in bot.wecom.app and bot.aibot.app)."""
     from bot.aibot.sender import AiBotSender  # noqa: PLC0415 - channel modules load only where used
-    from bot.wecom.api import WeComApi  # noqa: PLC0415
     from bot.wecom.sender import WeComAppSender  # noqa: PLC0415
 
     wecom: Sender = UnconfiguredSender("WECOM_CORP_ID/WECOM_SECRET")
-    if settings.wecom_api_configured:
-        wecom = WeComAppSender(
-            WeComApi(
-                base_url=settings.wecom_api_base, corp_id=settings.wecom_corp_id, secret=settings.wecom_secret,
-                store=store, session=http, agent_id=settings.wecom_agent_id,
-            )
-        )
+    if (api := build_wecom_api(settings, store, http)) is not None:
+        wecom = WeComAppSender(api)
     return {
         Channel.WECOM: wecom,
         Channel.WECOM_AIBOT: AiBotSender(store=store, http=http, allowed_base=settings.wecom_aibot_response_base),
     }
+
+
+def build_wecom_api(settings: Settings, store: KeyValueStore, http: aiohttp.ClientSession) -> Any:
+    """The WeCom API client for a worker (None when WECOM_CORP_ID/WECOM_SECRET are not set)."""
+    if not settings.wecom_api_configured:
+        return None
+    from bot.wecom.api import WeComApi  # noqa: PLC0415 - channel modules load only where used
+
+    return WeComApi(
+        base_url=settings.wecom_api_base, corp_id=settings.wecom_corp_id, secret=settings.wecom_secret,
+        store=store, session=http, agent_id=settings.wecom_agent_id,
+    )

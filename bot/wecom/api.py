@@ -238,6 +238,31 @@ class WeComApi:
         await self.post(f"{EXTERNAL}/groupchat/update_join_way", body)
 
 
+    # -- join ways with overflow rooms (add_join_way / update_join_way, auto_create_room) --
+
+    async def save_join_way(
+        self, config_id: str | None, *, chat_ids: Sequence[str], state: str, room_base_name: str = "",
+        room_base_id: int = 1,
+    ) -> str:
+        """Create (no `config_id`) or update a join code; returns its config id. With `room_base_name`,
+        auto_create_room is on: when every listed group is full WeCom opens a new one named
+        `room_base_name` + a number counting up from `room_base_id`, so the code keeps working."""
+        _check_chats(chat_ids)
+        _check_state(state)
+        body: dict[str, Any] = {"scene": 2, "chat_id_list": list(chat_ids), "state": state,
+                                "auto_create_room": 1 if room_base_name else 0}
+        if room_base_name:
+            body["room_base_name"] = room_base_name
+            body["room_base_id"] = room_base_id
+        if config_id is not None:
+            await self.post(f"{EXTERNAL}/groupchat/update_join_way", {"config_id": config_id, **body})
+            return config_id
+        payload = await self.post(f"{EXTERNAL}/groupchat/add_join_way", body)
+        created = payload.get("config_id")
+        if not isinstance(created, str) or not created:
+            raise WeChatApiError(BAD_RESPONSE, "add_join_way lacks config_id", f"{EXTERNAL}/groupchat/add_join_way")
+        return created
+
 def _check_state(state: str) -> None:
     if not state or len(state) > STATE_MAX_LENGTH:
         raise ValueError(f"state must be 1-{STATE_MAX_LENGTH} characters, got {state!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -17,11 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.channels.wecom import WeComAdapter, WeComConfig
 from bot.config import Settings
 from bot.events import Channel
-from bot.kv import KeyValueStore, LockTimeout
+from bot.kv import KeyValueStore
 from bot.metrics import Metrics
 from bot.senders import Sender, UnconfiguredSender
 from bot.web.wecom import WeComEndpoint
-from bot.wecom import channels
 from bot.wecom.api import WeComApi
 from bot.wecom.groups import GroupService
 from bot.wecom.tags import TagSyncService
@@ -34,10 +31,6 @@ if TYPE_CHECKING:
     from bot.app import AppContext
 
 log = logging.getLogger("siyu.wecom")
-
-#: Upkeep round (caps, tag retries); groups are reconciled every RECONCILE_EVERY_ROUNDS rounds.
-MAINTENANCE_SECONDS = 60.0
-RECONCILE_EVERY_ROUNDS = 10
 
 
 @dataclass
@@ -61,29 +54,6 @@ class WeComServices:
         self._clock = clock
         self.welcome.clock = clock
         self.tags.clock = clock
-
-    async def maintain(self, stop: asyncio.Event, *, every: float = MAINTENANCE_SECONDS) -> None:
-        """Periodic upkeep until `stop`: staff back under their caps, tag syncs retried, groups reconciled.
-
-        One replica at a time (a store lock per round); each part is idempotent anyway.
-        """
-        rounds = 0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
-            if stop.is_set() or self.api is None:
-                continue
-            rounds += 1
-            try:
-                async with self.store.lock("wecom:maintenance", timeout=every * 2, wait=0.1):
-                    await channels.balance_all(self.sessions, self.api, self.clock())
-                    await self.tags.retry_pending()
-                    if rounds % RECONCILE_EVERY_ROUNDS == 1:
-                        await self.groups.reconcile()
-            except LockTimeout:
-                continue  # another replica has this round
-            except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
-                log.exception("wecom maintenance round failed")
 
 
 def open_wecom(
@@ -113,6 +83,14 @@ def open_wecom(
     senders[Channel.WECOM] = WeComAppSender(api) if api else UnconfiguredSender("WECOM_CORP_ID/WECOM_SECRET")
     if not settings.wecom_callback_configured and api is None:
         return None, None
+    return api, build_services(settings, api=api, store=store, sessions=sessions, engine=engine, background=background)
+
+
+def build_services(
+    settings: Settings, *, api: WeComApi | None, store: KeyValueStore, sessions: Sessions, engine: AsyncEngine,
+    background: BackgroundTasks | None,
+) -> WeComServices:
+    """The lifecycle's services on the given resources (the web process's, or a worker's JobRuntime's)."""
     media = WeComMedia(api=api, store=store, background=background)
     welcome = WelcomeService(
         api=api, sessions=sessions, engine=engine, clock=system_clock, media=media, default_coupon=settings.wecom_welcome_coupon,
@@ -121,8 +99,8 @@ def open_wecom(
     groups = GroupService(api=api, sessions=sessions, store=store, corp_id=settings.wecom_corp_id)
     tags = TagSyncService(api=api, sessions=sessions, store=store, group_name=settings.wecom_tag_group,
                           clock=system_clock)
-    return api, WeComServices(corp_id=settings.wecom_corp_id, api=api, sessions=sessions, welcome=welcome,
-                              groups=groups, tags=tags, store=store)
+    return WeComServices(corp_id=settings.wecom_corp_id, api=api, sessions=sessions, welcome=welcome,
+                         groups=groups, tags=tags, store=store)
 
 
 def wecom_endpoint(context: AppContext) -> WeComEndpoint | None:

@@ -3,6 +3,7 @@
 channel create NAME --staff a,b[,c] [--daily-cap N] [--tag T] [--pool P] [--coupon B] [--oa]
 channel list | show NAME | qr NAME [--out FILE] | disable NAME
 stats channels [--since YYYY-MM-DD|7d] [--json]
+group pool join-code NAME [--auto-create-room ROOM_NAME [--room-base-id N] | --no-auto-create-room]
 """
 
 from __future__ import annotations
@@ -54,6 +55,55 @@ def register(commands: Any) -> None:
     channels_report.add_argument("--since", type=_since, default=None, help="YYYY-MM-DD, or a number of days (7d)")
     channels_report.add_argument("--json", action="store_true")
     channels_report.set_defaults(run=_sync(_stats))
+
+    # `group pool` is the offers domain's (registered before this): its WeCom join code is ours.
+    group_parser = commands.choices.get("group")
+    if group_parser is not None:
+        group_actions = _subcommands(group_parser)
+        pool_parser = group_actions.choices.get("pool") if group_actions is not None else None
+        pool_actions = _subcommands(pool_parser) if pool_parser is not None else None
+        if pool_actions is not None:
+            join = pool_actions.add_parser("join-code", help="the pool's WeCom group join code (加入群聊): sync, options")
+            join.add_argument("name", help="pool")
+            rooms = join.add_mutually_exclusive_group()
+            rooms.add_argument("--auto-create-room", metavar="ROOM_NAME", default=None,
+                               help="when every group is full, WeCom opens ROOM_NAME1, ROOM_NAME2, ... (≤ 40 chars)")
+            rooms.add_argument("--no-auto-create-room", action="store_true", help="turn overflow rooms off")
+            join.add_argument("--room-base-id", type=int, default=1, help="number of the first overflow room")
+            join.set_defaults(run=_sync(_join_code))
+
+
+def _subcommands(parser: Any) -> Any:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+async def _join_code(args: argparse.Namespace, runtime: Runtime) -> int:
+    from bot.wecom.channels import ChannelError
+    from bot.wecom.groups import GroupService
+    from bot.wecom.models import JoinWay
+
+    if args.auto_create_room is not None and not 1 <= len(args.auto_create_room) <= 40:
+        raise ChannelError("--auto-create-room: 1-40 characters")
+    groups = GroupService(api=runtime.wecom_api(), sessions=runtime.sessions, store=runtime.store,
+                          corp_id=runtime.settings.wecom_corp_id)
+    try:
+        if args.auto_create_room is not None or args.no_auto_create_room:
+            chats = await groups.set_overflow_rooms(args.name, args.auto_create_room, args.room_base_id)
+        else:
+            chats = await groups.sync_join_way(args.name)
+    except LookupError as error:
+        raise ChannelError(str(error)) from None
+    async with runtime.sessions() as session:
+        way = await session.get(JoinWay, args.name)
+    if way is None:
+        raise ChannelError(f"pool {args.name!r} has no WeCom group (add one: group pool add {args.name} G --group-id CHAT)")
+    line = f"{args.name}\t{way.config_id}\t{','.join(chats)}\t{way.qr_code}"
+    if args.auto_create_room:
+        line += f"\toverflow rooms {args.auto_create_room}{args.room_base_id}…"
+    elif args.no_auto_create_room:
+        line += "\tno overflow rooms"
+    print(line)
+    return 0
 
 
 def _since(value: str) -> datetime:

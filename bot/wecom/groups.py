@@ -8,7 +8,9 @@
   callbacks.
 - One join code per pool backed by WeCom groups (`groupchat/add_join_way`, ≤ 5 chats): after
   every change the code is pointed at the pool's first open groups with room (`update_join_way`),
-  so it never sends a customer to a full group.
+  so it never sends a customer to a full group. With overflow rooms on for the pool
+  (`group pool join-code NAME --auto-create-room ROOM`: auto_create_room, room_base_name,
+  room_base_id), WeCom opens a new room when every listed group is full: the code keeps working.
 - A customer joining is a funnel step (`group_joined`), attributed to the customer's channel
   when the member is one of our contacts.
 """
@@ -32,7 +34,7 @@ from bot.storage.contacts import find_contact
 from bot.storage.db import upsert
 from bot.wechat_api import WeChatApiError
 from bot.wecom.api import JOIN_WAY_MAX_CHATS, STATE_MAX_LENGTH, WeComApi
-from bot.wecom.models import JoinWay, WeComGroup
+from bot.wecom.models import JoinWay, PoolRooms, WeComGroup
 
 log = logging.getLogger("siyu.wecom.groups")
 
@@ -171,8 +173,9 @@ class GroupService:
         for pool in pools:
             await self.sync_join_way(pool)
 
-    async def sync_join_way(self, pool: str) -> list[str]:
+    async def sync_join_way(self, pool: str, *, force: bool = False) -> list[str]:
         """Point the pool's join code at its first open groups with room; create the code if needed.
+        `force`: send it even when the groups are the same (the pool's overflow-room option changed).
 
         Under a store lock per pool: two replicas taking callbacks of one pool must not both
         create a join code, nor undo each other's update.
@@ -180,9 +183,9 @@ class GroupService:
         if self.api is None:
             return []
         async with self.store.lock(f"wecom:join-way:{pool}", timeout=30, wait=30):
-            return await self._sync_join_way(pool)
+            return await self._sync_join_way(pool, force)
 
-    async def _sync_join_way(self, pool: str) -> list[str]:
+    async def _sync_join_way(self, pool: str, force: bool) -> list[str]:
         assert self.api is not None
         async with self.sessions() as session:
             wanted = list((await session.execute(
@@ -191,28 +194,59 @@ class GroupService:
                        (PoolGroup.member_count.is_(None)) | (PoolGroup.member_count < PoolGroup.capacity))
                 .order_by(PoolGroup.position, PoolGroup.id).limit(JOIN_WAY_MAX_CHATS)
             )).scalars())
+            rooms = await session.get(PoolRooms, pool)
+            if not wanted and rooms is not None:
+                # Every group full: with overflow rooms on, the code may still list full groups —
+                # WeCom opens a new room when they are all full. Keep the last ones (newest last).
+                wanted = list((await session.execute(
+                    select(PoolGroup.external_group_id).join(GroupPool, GroupPool.id == PoolGroup.pool_id)
+                    .where(GroupPool.name == pool, PoolGroup.external_group_id.is_not(None),
+                           PoolGroup.state.in_(("open", "full")))
+                    .order_by(PoolGroup.position.desc(), PoolGroup.id.desc()).limit(JOIN_WAY_MAX_CHATS)
+                )).scalars())[::-1]
             current = (await session.execute(select(JoinWay).where(JoinWay.pool == pool))).scalar_one_or_none()
             current_ids = [c for c in current.chat_ids.split(",") if c] if current else []
         if not wanted:
-            # WeCom needs at least one chat: leave the code as it is and say so.
+            # WeCom needs at least one chat: leave the code's groups as they are and say so.
             log.warning("group pool %s: no WeCom group with room; its join code points at full groups", pool)
-            return current_ids
+            if not (force and current_ids):
+                return current_ids
+            wanted = current_ids  # the overflow option still changes
+        room_name, room_id = (rooms.room_base_name, rooms.room_base_id) if rooms is not None else ("", 1)
         if current is None:
-            config_id = await self.api.add_join_way(chat_ids=wanted, state=join_state(pool))
+            config_id = await self.api.save_join_way(None, chat_ids=wanted, state=join_state(pool),
+                                                     room_base_name=room_name, room_base_id=room_id)
             qr = await self.api.get_join_way(config_id)
             async with self.sessions() as session:
                 session.add(JoinWay(pool=pool, config_id=config_id, chat_ids=",".join(wanted), qr_code=qr,
                                     updated_at=_now()))
                 await session.commit()
             return wanted
-        if wanted != current_ids:
-            await self.api.update_join_way(current.config_id, chat_ids=wanted, state=join_state(pool))
+        if wanted != current_ids or force:
+            await self.api.save_join_way(current.config_id, chat_ids=wanted, state=join_state(pool),
+                                         room_base_name=room_name, room_base_id=room_id)
             async with self.sessions() as session:
                 await session.execute(update(JoinWay).where(JoinWay.pool == pool).values(chat_ids=",".join(wanted),
                                                                                          updated_at=_now()))
                 await session.commit()
             log.info("group pool %s: join code now points at %s", pool, ",".join(wanted))
         return wanted
+
+    async def set_overflow_rooms(self, pool: str, room_base_name: str | None, room_base_id: int = 1) -> list[str]:
+        """Turn the pool's overflow rooms on (`room_base_name`) or off (None), and send it to its join code."""
+        async with self.sessions() as session:
+            if (await session.execute(select(GroupPool.id).where(GroupPool.name == pool))).scalar_one_or_none() is None:
+                raise LookupError(f"no group pool {pool!r}")
+            rooms = await session.get(PoolRooms, pool)
+            if room_base_name is None:
+                if rooms is not None:
+                    await session.delete(rooms)
+            elif rooms is None:
+                session.add(PoolRooms(pool=pool, room_base_name=room_base_name, room_base_id=room_base_id))
+            else:
+                rooms.room_base_name, rooms.room_base_id = room_base_name, room_base_id
+            await session.commit()
+        return await self.sync_join_way(pool, force=True)
 
 
 def _int(value: object) -> int:

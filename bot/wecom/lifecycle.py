@@ -1,7 +1,7 @@
 """What a WeCom customer-contact event does, decided in one place (handlers/wecom_lifecycle.py calls it).
 
 - add_external_contact / add_half_external_contact: the welcome (bot/wecom/welcome.py), then the
-  channel's tag (stored and mirrored to WeCom) and the staff daily caps;
+  channel's tag (stored; mirrored to WeCom by the tag-sync jobs) and the staff daily caps;
 - del_external_contact / del_follow_user: unfollowed, counted as a deletion on the channel;
 - change_external_chat: member counts of customer groups (bot/wecom/groups.py);
 - change_external_tag / edit_external_contact: WeCom-side tag changes brought back (bot/wecom/tags.py).
@@ -60,15 +60,16 @@ async def _on_add(services: WeComServices, event: Event, persona: LoadedPersona)
     if result.status == "duplicate":
         return []
     actions: list[Action] = []
-    staff = str(event.raw.get("UserID") or "")
     channel = result.channel
     if channel is not None and channel.tag:
+        # Stored with the other actions; the database records its mark_tag intent (bot/wecom/tags.py).
         actions.append(AddTag(tag=channel.tag, source=f"channel:{channel.name}"))
-        if services.tags is not None:
-            await services.tags.push(staff, event.sender, add=[channel.tag])
     if channel is not None and channel.daily_cap is not None and services.api is not None:
         try:
-            await channels.balance_staff(services.sessions, services.api, channel, services.clock())
+            # Read afresh: the welcome's view of the channel may be seconds old (its plan cache).
+            current = await channels.by_name(services.sessions, channel.name)
+            if current is not None:
+                await channels.balance_staff(services.sessions, services.api, current, services.clock())
         except Exception:  # noqa: BLE001 - the periodic balance retries
             log.exception("channel %s: balancing staff after an add failed", channel.name)
     return actions

@@ -151,3 +151,14 @@ class TagSync(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
     next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PoolRooms(Base):
+    """A pool's join code creates overflow rooms when every group is full (add_join_way's
+    auto_create_room: `room_base_name` + a number counting up from `room_base_id`)."""
+
+    __tablename__ = "wecom_pool_rooms"
+
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_base_name: Mapped[str] = mapped_column(String(40))
+    room_base_id: Mapped[int] = mapped_column(Integer, default=1)

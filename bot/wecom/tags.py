@@ -2,9 +2,12 @@
 
 Out: tags our rules, channels or staff set on a WeCom customer are mirrored with `mark_tag`.
 The tags we own are created under a configurable tag group (WECOM_TAG_GROUP) and their ids
-cached (`wecom_corp_tags`). Every change is first written to an outbox row (`wecom_tag_sync`)
-and done right away when WeCom answers; one that fails stays in the outbox and is retried
-later (`retry_pending`, periodic) with growing pauses — a tag is never lost.
+cached (`wecom_corp_tags`). Every tag newly set on a WeCom contact —
+by any writer — records an outbox row (`wecom_tag_sync`) in the same transaction (a database
+trigger, migration 0011); the `wecom_tag_sweep` cron job hands each due row to a
+`wecom_push_tag` job keyed by the row (bot/wecom/jobs.py). One that fails stays in the outbox
+and is retried later with growing pauses — a tag is never lost, and a row is marked done
+under its lock, so it is not sent twice.
 
 In: `change_external_tag` (a corp tag created, renamed, deleted or reordered on WeCom) drops the
 cached ids it touches; `edit_external_contact` reads the customer's tags (`externalcontact/get`)
@@ -30,7 +33,7 @@ from bot.wechat_api import WeChatApiError
 from bot.wecom.api import WeComApi
 from bot.wecom.clock import Clock
 from bot.wecom.errors import INVALID_TAG_ID, TAG_NAME_EXISTS
-from bot.wecom.models import CorpTagId, TagSync
+from bot.wecom.models import CorpTagId, TagSync, WelcomeRecord
 
 log = logging.getLogger("siyu.wecom.tags")
 
@@ -55,8 +58,12 @@ class TagSyncService:
 
     # -- out -------------------------------------------------------------------------------
 
-    async def push(self, staff: str, external: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
-        """Record the change in the outbox, then try it now; a failure is left for `retry_pending`."""
+    async def push(self, staff: str, external: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[int]:
+        """Record changes in the outbox (the `wecom_push_tag` job sends them); returns their row ids.
+
+        Tags written on a WeCom contact need not come here: the database records their intent
+        itself (migration 0011's trigger). This is for explicit changes (removals, another staff).
+        """
         now = self._now()
         async with self.sessions() as session:
             rows = [TagSync(staff_userid=staff, external_userid=external, tag=tag, op=op, done=False, attempts=0,
@@ -64,40 +71,67 @@ class TagSyncService:
                     for op, tags in (("add", add), ("remove", remove)) for tag in tags]
             session.add_all(rows)
             await session.commit()
-            ids = [row.id for row in rows]
-        await self._attempt(ids)
+            return [row.id for row in rows]
+
+    async def due(self, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, job key) of outbox rows to push now: new ones, and failed ones whose pause is over.
+        The key names this row's attempt (row ids alone repeat across databases, e.g. a restored one)."""
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(TagSync.id, TagSync.attempts, TagSync.created_at)
+                .where(TagSync.done.is_(False), (TagSync.attempts == 0) | (TagSync.next_try_at <= self._now()))
+                .order_by(TagSync.id).limit(limit)
+            )).all()
+        return [(row.id, f"{row.id}:{row.attempts}:{row.created_at.timestamp():.6f}") for row in rows]
+
+    async def push_row(self, row_id: int) -> str:
+        """Send one outbox row: "sent", "failed" (kept, retried after a pause) or "skipped" (done already,
+        or another worker has it right now). The row stays locked while it is sent: never twice at once."""
+        async with self.sessions() as session:
+            row = (await session.execute(
+                select(TagSync).where(TagSync.id == row_id, TagSync.done.is_(False)).with_for_update(skip_locked=True)
+            )).scalar_one_or_none()
+            if row is None:
+                return "skipped"
+            try:
+                staff = row.staff_userid or await self._staff_of(session, row.external_userid)
+                await self._mark(staff, row.external_userid, row.tag, row.op)
+            except WeChatApiError as error:
+                row.attempts += 1
+                row.last_error = str(error)[:200]
+                pause = min(RETRY_BASE_SECONDS * 2 ** (row.attempts - 1), RETRY_MAX_SECONDS)
+                row.next_try_at = self._now() + timedelta(seconds=pause)
+                log.warning("tag sync failed; will retry", extra={"tag": row.tag, "errcode": error.errcode,
+                                                                  "attempts": row.attempts})
+                outcome = "failed"
+            else:
+                row.staff_userid = staff
+                row.done = True
+                row.attempts += 1
+                outcome = "sent"
+            await session.commit()
+        return outcome
 
     async def retry_pending(self) -> int:
-        """Try again every outbox row whose pause is over; returns how many are done now."""
-        async with self.sessions() as session:
-            ids = list((await session.execute(
-                select(TagSync.id).where(TagSync.done.is_(False), TagSync.next_try_at <= self._now())
-                .order_by(TagSync.id).limit(500)
-            )).scalars())
-        return await self._attempt(ids)
+        """Push every due row here and now (the CLI and tests; jobs push one row per job)."""
+        return sum([await self.push_row(row_id) == "sent" for row_id, _ in await self.due()])
 
-    async def _attempt(self, ids: Sequence[int]) -> int:
-        done = 0
-        for row_id in ids:
-            async with self.sessions() as session:
-                row = await session.get(TagSync, row_id)
-                if row is None or row.done:
-                    continue
-                try:
-                    await self._mark(row.staff_userid, row.external_userid, row.tag, row.op)
-                except WeChatApiError as error:
-                    row.attempts += 1
-                    row.last_error = str(error)[:200]
-                    pause = min(RETRY_BASE_SECONDS * 2 ** (row.attempts - 1), RETRY_MAX_SECONDS)
-                    row.next_try_at = self._now() + timedelta(seconds=pause)
-                    log.warning("tag sync failed; will retry", extra={"tag": row.tag, "errcode": error.errcode,
-                                                                      "attempts": row.attempts})
-                else:
-                    row.done = True
-                    row.attempts += 1
-                    done += 1
-                await session.commit()
-        return done
+    async def _staff_of(self, session: AsyncSession, external: str) -> str:
+        """mark_tag is per follow: the staff member who added the customer last (our welcome row),
+        else the first one WeCom lists."""
+        staff = (await session.execute(
+            select(WelcomeRecord.staff_userid).where(WelcomeRecord.external_userid == external)
+            .order_by(WelcomeRecord.id.desc()).limit(1)
+        )).scalar_one_or_none()
+        if staff:
+            return staff
+        if self.api is None:
+            raise WeChatApiError(-1, "WECOM_CORP_ID/WECOM_SECRET not configured", "/cgi-bin/externalcontact/get")
+        payload = await self.api.get_external_contact(external)
+        follows = [f for f in payload.get("follow_user", []) if isinstance(f, dict) and f.get("userid")]
+        if not follows:
+            raise WeChatApiError(-1, "no staff member follows this customer", "/cgi-bin/externalcontact/get")
+        return str(max(follows, key=lambda f: f.get("createtime") or 0)["userid"])
 
     async def _mark(self, staff: str, external: str, tag: str, op: str) -> None:
         if self.api is None:

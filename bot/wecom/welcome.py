@@ -1,10 +1,12 @@
 """The welcome (欢迎语) inside WeCom's 20-second window.
 
 On add_external_contact with a WelcomeCode, `send_welcome_msg` is the first outbound thing
-done. Before it, only what its text needs and can be had at once: the coupon (issued under
-the event's dedupe key, a database transaction), the group invite, and the customer's name
-from `externalcontact/get` — asked in parallel and waited for only up to `name_budget`
-after the callback arrived; past that the greeting goes without the name.
+done. Before it, only what its text needs and can be had at once, side by side: the claim
+(one insert), the coupon (issued under the event's dedupe key: one statement on PostgreSQL),
+the group invite (a read), and the customer's name from `externalcontact/get` — asked in
+parallel and waited for only up to `name_budget` after the callback arrived; past that the
+greeting goes without the name. The contact's attribution, the add's count, the funnel steps
+and the invite's record are written after the send.
 
 The window is measured from the callback's CreateTime (or our receipt, if earlier): a
 transient failure (busy, rate limit, 5xx, network) is retried only while it is open;
@@ -21,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.events import Event
 from bot.funnel.steps import record_step as record_funnel_step
@@ -59,6 +62,10 @@ WELCOME_WINDOW_SECONDS = 20.0
 NAME_BUDGET_SECONDS = 0.25
 RETRY_PAUSE_SECONDS = 0.2
 INVITE_CONCURRENCY = 2
+#: A channel's settings (by State) are re-read at most this often on the welcome's path.
+PLAN_CACHE_SECONDS = 5.0
+PLAN_CACHE_SIZE = 10_000
+RECORD_INVITE = "wecom_record_invite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,10 @@ class WelcomeService:
         self.default_pool = default_pool
         self.window = window
         self.name_budget = name_budget
+        #: State → (until, channel, batch reads the contact): see `_plan`.
+        self._plans: dict[str | None, tuple[float, ChannelView | None, bool]] = {}
+        #: The app's job queue (bot.jobs.queue.JobQueue), set by bot/wecom/app.py; None: invites recorded here.
+        self.jobs: Any = None
 
     async def on_add(self, event: Event, persona: LoadedPersona, *, received_at: float | None = None) -> WelcomeResult:
         received = self.clock() if received_at is None else received_at
@@ -106,16 +117,21 @@ class WelcomeService:
         contact = ContactRef.of(event)
         # The name is asked first, so it runs while the database work below does.
         name_task = self._start_name_fetch(customer, event.key)
+        attributed = False
         try:
             channel, batch_needs_contact = await self._plan(event)
             source = channel.name if channel is not None else event.source
-            # The claim, the coupon and the invite are three transactions: run side by side (each
-            # is idempotent by the event's dedupe key, so a duplicate's coupon and invite are the
-            # first delivery's). A batch whose eligibility reads the contact (source, tags) waits
-            # for the claim, which writes the contact's source.
-            claim = asyncio.ensure_future(self._claim(event, staff, received, channel))
+            # Before the send only what its text needs, side by side: the claim (this occurrence's
+            # welcome row: one statement), the coupon and the invite (each idempotent by the event's
+            # dedupe key, so a duplicate's are the first delivery's). Attribution, the add's count and
+            # the funnel are written after the send. A batch whose eligibility reads the contact
+            # (source, tags) waits for the claim and the attribution first.
+            claim = asyncio.ensure_future(self._claim(event, staff, received))
             if batch_needs_contact:
-                await asyncio.wait({claim})
+                if not await claim:
+                    return WelcomeResult("duplicate", channel)
+                await self._attribute(event, staff, received, source)
+                attributed = True
             coupon, invite, first = await asyncio.gather(
                 self._coupon(channel, contact, event.dedupe_key, source),
                 self._invite_preview(channel),
@@ -127,7 +143,8 @@ class WelcomeService:
                 status = "no_code" if not event.key else "no_api"
                 if self.api is None and event.key:
                     log.warning("welcome not sent: WECOM_CORP_ID/WECOM_SECRET not configured")
-                await self._finish(event, status, coupon=coupon)
+                await self._finish(event, status, coupon=coupon, source=source, staff=staff, attribute=not attributed,
+                                   received=received)
                 return WelcomeResult(status, channel, source, coupon, None)
             name = await _within(name_task, received + self.name_budget - self.clock())
             text = self._text(persona, source, name, coupon, invite)
@@ -139,9 +156,9 @@ class WelcomeService:
             if not name_task.done():
                 name_task.cancel()
         await self._finish(event, status, coupon=coupon, attempts=attempts, errcode=errcode, source=source,
-                           staff=staff, name=name)
+                           staff=staff, attribute=not attributed, received=received, name=name)
         if invite is not None:
-            await self._invite(channel, contact, event.dedupe_key, source)
+            await self._record_invite(channel, contact, event.dedupe_key, source)
         return WelcomeResult(status, channel, source, coupon, invite, attempts)
 
     def _deadline(self, event: Event, received: float) -> float:
@@ -162,7 +179,22 @@ class WelcomeService:
         return asyncio.get_running_loop().create_task(fetch(), name=f"wecom-name:{customer}")
 
     async def _plan(self, event: Event) -> tuple[ChannelView | None, bool]:
-        """The channel the State names, and whether the coupon batch's eligibility reads the contact."""
+        """The channel the State names, and whether the coupon batch's eligibility reads the contact.
+
+        Kept PLAN_CACHE_SECONDS per State: both change only by CLI, and at 50 adds/s the read (a
+        connection, two statements) was a measurable share of the welcome's CPU.
+        """
+        cached = self._plans.get(event.source)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        channel, needs_contact = await self._read_plan(event)
+        if len(self._plans) > PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[event.source] = (now + PLAN_CACHE_SECONDS, channel, needs_contact)
+        return channel, needs_contact
+
+    async def _read_plan(self, event: Event) -> tuple[ChannelView | None, bool]:
         async with self.engine.connect() as connection:
             channel = await channels.by_state(connection, event.source) if event.source else None
             batch = (channel.coupon_batch if channel else None) or self.default_coupon
@@ -174,11 +206,11 @@ class WelcomeService:
         needs_contact = bool(rules) and any(k in (rules or "") for k in ("sources", "tags_required", "tags_excluded"))
         return channel, needs_contact
 
-    async def _claim(self, event: Event, staff: str, now: float, channel: ChannelView | None) -> bool:
-        """Insert this occurrence's welcome row, attribute the contact, count the add — one transaction.
+    async def _claim(self, event: Event, staff: str, now: float) -> bool:
+        """This occurrence's welcome row (`cause_key` unique): False when a delivery claimed it already.
 
-        Core statements on a bare connection: this is on the welcome's path, and an ORM
-        session costs several times more CPU for the same few statements.
+        One statement on a bare connection: it is on the welcome's path, and an ORM session costs
+        several times more CPU for the same work.
         """
         async with self.engine.begin() as connection:
             inserted = await connection.execute(
@@ -187,18 +219,22 @@ class WelcomeService:
                     channel=event.source, status="pending", attempts=0, created_at=utc(now),
                 )
             )
-            if not inserted.rowcount:
-                await connection.rollback()
-                return False
-            source = channel.name if channel is not None else event.source
-            contact_id = await touch_contact(connection, str(event.channel), event.account, event.sender, utc(now))
-            await set_following_by_id(connection, contact_id, True, source, utc(now))
-            if source:
-                await channels.record_step(connection, step=channels.ADD, cause_key=event.dedupe_key, channel=source,
-                                           staff=staff, external=event.sender, now=now)
-            await record_funnel_step(connection, step="followed", contact=ContactRef.of(event),
-                                     cause_key=event.dedupe_key, source=source)
-        return True
+        return bool(inserted.rowcount)
+
+    async def _attribute(self, event: Event, staff: str, now: float, source: str | None,
+                         connection: AsyncConnection | None = None) -> None:
+        """The contact followed, with its source channel; the add counted on the channel; `followed` step."""
+        if connection is None:
+            async with self.engine.begin() as own:
+                await self._attribute(event, staff, now, source, own)
+            return
+        contact_id = await touch_contact(connection, str(event.channel), event.account, event.sender, utc(now))
+        await set_following_by_id(connection, contact_id, True, source, utc(now))
+        if source:
+            await channels.record_step(connection, step=channels.ADD, cause_key=event.dedupe_key, channel=source,
+                                       staff=staff, external=event.sender, now=now)
+        await record_funnel_step(connection, step="followed", contact=ContactRef.of(event),
+                                 cause_key=event.dedupe_key, source=source)
 
     async def _coupon(
         self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
@@ -238,6 +274,20 @@ class WelcomeService:
             log.warning("group pool %s has no open group with room; welcome without invite", pool)
             return None
         return GroupInvite(pool, row.id, row.name, row.qr_path, row.join_link)
+
+    async def _record_invite(
+        self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
+    ) -> None:
+        """The invite's record as a `wecom_record_invite` job (bot/wecom/jobs.py): it queues on the group's
+        row lock, which at 50 adds/s held this process's welcomes back; in the job it holds nobody's."""
+        pool = (channel.pool if channel else None) or self.default_pool
+        if not pool:
+            return
+        if self.jobs is None:
+            await self._invite(channel, contact, cause_key, source)
+            return
+        await self.jobs.enqueue(RECORD_INVITE, pool, contact.channel, contact.account, contact.external_id,
+                                cause_key, source, job_id=f"wecom-invite:{cause_key}")
 
     async def _invite(
         self, channel: ChannelView | None, contact: ContactRef, cause_key: str, source: str | None
@@ -293,11 +343,15 @@ class WelcomeService:
 
     async def _finish(
         self, event: Event, status: str, *, coupon: CouponOutcome | None, attempts: int = 0,
-        errcode: int | None = None, source: str | None = None, staff: str = "", name: str | None = None,
+        errcode: int | None = None, source: str | None = None, staff: str = "", attribute: bool = True,
+        received: float | None = None, name: str | None = None,
     ) -> None:
-        """The welcome's outcome, and when it went out the `welcomed` steps — one transaction."""
+        """After the send, one transaction: the attribution (unless written before the coupon), the
+        welcome's outcome, and when it went out the `welcomed` steps."""
         now = self.clock()
         async with self.engine.begin() as connection:
+            if attribute:
+                await self._attribute(event, staff, now if received is None else received, source, connection)
             if name:
                 # Kept for announcements' recipient.name (bot/campaigns); WeCom told us while welcoming.
                 contacts = Contact.__table__
