@@ -110,9 +110,8 @@ class Dispatcher:
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work, key, store_up), name=f"late:{event.dedupe_key}")
-            if self._executor.jobs.durable:
-                # Should this process die before the answer is pushed, a worker answers instead.
-                self._background.spawn(self._queue_recovery(event), name=f"recover:{event.dedupe_key}")
+            # Should this process die before the answer is pushed, a worker answers instead.
+            self._background.spawn(self.queue_recovery(event), name=f"recover:{event.dedupe_key}")
             await self._durable(event, arrived)
             return None
         if renewing is not None:
@@ -198,8 +197,13 @@ class Dispatcher:
         if store_up:
             self._services.store.set_soon(key, LATE, DEDUPE_TTL_SECONDS)
 
-    async def _queue_recovery(self, event: Event) -> None:
+    async def queue_recovery(self, event: Event) -> None:
+        """Queue the job that finishes `event` if this process dies first (a no-op once it is done).
+        Only with a durable job queue: in-process jobs would die with the process."""
         from bot.jobs.late import RECOVER_AFTER_SECONDS, RECOVER_LATE_ANSWER
+
+        if not self._executor.jobs.durable:
+            return
 
         await self._executor.jobs.enqueue(
             RECOVER_LATE_ANSWER, event, job_id=f"recover:{event.dedupe_key}", defer_by=RECOVER_AFTER_SECONDS

@@ -114,6 +114,9 @@ class CallbackEndpoint:
             log.info("unknown event type %r", inbound.event.type, extra={"endpoint": self.name})
         if self.background is not None and self.adapter.answers_at_once(inbound):
             event = inbound.event
+            # Acknowledged before the work is done: should this process die meanwhile, a worker
+            # takes the delivery over once its claim's lease runs out (bot/jobs/late.py).
+            await self.dispatcher.queue_recovery(event)
             self.background.spawn(self._work_after_ack(event), name=f"callback:{event.dedupe_key}")
             return self.answer(200, self.adapter.ack_body)
         reply = await self.dispatcher.handle(inbound.event)

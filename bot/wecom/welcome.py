@@ -62,6 +62,8 @@ WELCOME_WINDOW_SECONDS = 20.0
 NAME_BUDGET_SECONDS = 0.25
 RETRY_PAUSE_SECONDS = 0.2
 INVITE_CONCURRENCY = 2
+#: A welcome whose owner died before it finished: recorded with this status, never sent again.
+INTERRUPTED = "interrupted"
 #: A channel's settings (by State) are re-read at most this often on the welcome's path.
 PLAN_CACHE_SECONDS = 5.0
 PLAN_CACHE_SIZE = 10_000
@@ -129,7 +131,7 @@ class WelcomeService:
             claim = asyncio.ensure_future(self._claim(event, staff, received))
             if batch_needs_contact:
                 if not await claim:
-                    return WelcomeResult("duplicate", channel)
+                    return await self._duplicate_or_taken_over(event, channel, None, source, staff, received, False)
                 await self._attribute(event, staff, received, source)
                 attributed = True
             coupon, invite, first = await asyncio.gather(
@@ -138,7 +140,7 @@ class WelcomeService:
                 claim,
             )
             if not first:
-                return WelcomeResult("duplicate", channel)
+                return await self._duplicate_or_taken_over(event, channel, coupon, source, staff, received, attributed)
             if not event.key or self.api is None:
                 status = "no_code" if not event.key else "no_api"
                 if self.api is None and event.key:
@@ -205,6 +207,26 @@ class WelcomeService:
                 )).scalar_one_or_none()
         needs_contact = bool(rules) and any(k in (rules or "") for k in ("sources", "tags_required", "tags_excluded"))
         return channel, needs_contact
+
+    async def _duplicate_or_taken_over(
+        self, event: Event, channel: ChannelView | None, coupon: CouponOutcome | None, source: str | None,
+        staff: str, received: float, attributed: bool,
+    ) -> WelcomeResult:
+        """The welcome row exists already. Finished: a duplicate. Still `pending`: its owner died mid-welcome
+        and the dispatcher handed this delivery over (it does so only once the owner's lease ran out):
+        whether the welcome went out is unknown, so it is not sent again, but what the owner would have
+        written after it (attribution, the add's count, `followed`) is written now, and the row says so."""
+        async with self.engine.connect() as connection:
+            status = (await connection.execute(
+                select(WelcomeRecord.status).where(WelcomeRecord.cause_key == event.dedupe_key[:200])
+            )).scalar_one_or_none()
+        if status != "pending":
+            return WelcomeResult("duplicate", channel)
+        log.warning("welcome taken over from a process that died mid-welcome; not sent again",
+                    extra={"dedupe_key": event.dedupe_key})
+        await self._finish(event, INTERRUPTED, coupon=coupon, source=source, staff=staff, attribute=not attributed,
+                           received=received)
+        return WelcomeResult(INTERRUPTED, channel, source, coupon, None)
 
     async def _claim(self, event: Event, staff: str, now: float) -> bool:
         """This occurrence's welcome row (`cause_key` unique): False when a delivery claimed it already.
