@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -35,9 +36,10 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         if runtime is not None:
             await runtime.close()
 
+    limit = job_time_limit(settings)
     options: dict[str, Any] = {
-        "functions": registry.functions(),
-        "cron_jobs": registry.cron_jobs() or None,
+        "functions": [_bounded(function, limit) for function in registry.functions()],
+        "cron_jobs": [_bounded(job, limit) for job in registry.cron_jobs()] or None,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
@@ -47,6 +49,26 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
+
+
+def job_time_limit(settings: Settings) -> int:
+    """No job may run longer than this: JOB_TIMEOUT_SECONDS, or the announcements' own timeout if longer.
+
+    arq leases a running job for the longest timeout of all its functions and cron jobs (+10 s),
+    and that lease is how long a job of a worker that died waits before another worker runs it:
+    one slow periodic job must not hold customers' pushes back for minutes after a crash."""
+    from bot.campaigns.settings import CampaignSettings  # noqa: PLC0415
+
+    announce = CampaignSettings.model_validate(settings.model_dump(by_alias=True)).announce_job_timeout_seconds
+    return max(settings.job_timeout_seconds, announce)
+
+
+def _bounded(job: Any, limit: int) -> Any:
+    """`job` (an arq Function or CronJob) with its timeout capped at `limit` (plain coroutines get the worker's)."""
+    timeout = getattr(job, "timeout_s", None)
+    if timeout is not None and timeout > limit:
+        return dataclasses.replace(job, timeout_s=limit)
+    return job
 
 
 def run_worker(settings: Settings) -> int:
