@@ -89,3 +89,25 @@ async def test_a_worker_killed_mid_send_loses_no_push_and_sends_none_twice(
         assert by_text[greeting].status == "failed" and by_text[greeting].status_detail == INTERRUPTED
         assert attempts[(user, greeting)] == 1
     assert on_the_wire == len(users)  # every job was mid-send of its first push at the kill
+
+
+async def test_sigterm_lets_a_running_push_finish_and_the_worker_exits_cleanly(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(WECHAT_API_BASE=fake_wechat_api.base_url, REPLY_DEADLINE_SECONDS="0")
+    client = await start_bot(settings, worker=False)
+    user = openid()
+    assert await follow(client, user) == (200, "success")
+    fake_wechat_api.set_delay(SEND_PATH, 1.5)  # the greeting is on the wire when the worker is told to stop
+    worker = start_worker(settings, postgres_url, fake_wechat_api.base_url, tmp_path / "worker.log")
+    try:
+        await fake_wechat_api.wait_for(SEND_PATH, 1, timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.wait, 15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    rows = await pushed_rows(client, user)
+    # The push on the wire was let finish (and recorded), not cut off mid-send.
+    assert "sent" in [row.status for row in rows], [(row.status, row.status_detail) for row in rows]

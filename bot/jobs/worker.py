@@ -18,6 +18,7 @@ log = logging.getLogger("siyu.jobs.worker")
 #: A result is kept this long: while it is, a job with the same id is not queued again.
 #: Retries of one delivery come within ~15 s; this bounds Redis memory.
 KEEP_RESULT_SECONDS = 600
+STOP_GRACE_SECONDS = 5
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -46,6 +47,8 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "keep_result": KEEP_RESULT_SECONDS,
         "job_timeout": settings.job_timeout_seconds,
         "poll_delay": 0.1,
+        # SIGTERM: running jobs get this long to finish before arq cancels them (Docker waits 10 s).
+        "job_completion_wait": STOP_GRACE_SECONDS,
     }
     options.update(overrides)
     return options
@@ -80,5 +83,11 @@ def run_worker(settings: Settings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    Worker(**worker_options(settings)).run()  # handles SIGINT/SIGTERM: finishes running jobs, then exits
+    try:
+        Worker(**worker_options(settings)).run()  # handles SIGINT/SIGTERM
+    except asyncio.CancelledError:
+        # arq cancels the jobs still running at SIGTERM, and its close() re-raises that cancellation.
+        # Those jobs stay leased in Redis and another worker runs them again (pushes sent already are
+        # not resent: bot/jobs/pushes.py), so this is a clean stop, not a failure.
+        log.info("worker stopped; jobs still running were cancelled and will run again on a worker")
     return 0
