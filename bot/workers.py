@@ -15,12 +15,14 @@ worker has already explained in its log).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("siyu.workers")
@@ -81,7 +83,9 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         env = dict(os.environ, **{WORKER_INDEX_ENV: str(index)})
-        self.workers[index] = _Worker(index, subprocess.Popen(self.argv, env=env))
+        self.workers[index] = _Worker(
+            index, subprocess.Popen(self.argv, env=env, preexec_fn=_stop_with_parent(os.getpid()))
+        )
 
     def _watch(self) -> int:
         while not self.stopping:
@@ -122,6 +126,25 @@ class Supervisor:
                 log.error("worker %d did not stop in %.0f s; killing it", worker.index, STOP_TIMEOUT_SECONDS)
                 worker.process.kill()
                 worker.process.wait()
+
+
+def _stop_with_parent(supervisor: int) -> Callable[[], None] | None:
+    """Linux: a worker gets SIGTERM when its supervisor dies, even by SIGKILL (the OOM killer), instead of
+    serving on as an orphan beside the workers of the next supervisor. The kernel does it
+    (PR_SET_PDEATHSIG); elsewhere nothing is set."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def in_child() -> None:  # runs in the forked child, before exec; the supervisor has one thread
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the line above: too late to be told
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _send(process: subprocess.Popen[bytes], signum: int) -> None:

@@ -152,3 +152,22 @@ def test_worker_count_reads_numbers_and_auto() -> None:
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(supervisor) -> None:
+    """SIGKILL (the OOM killer) gives the supervisor no chance to stop its workers: the kernel tells them."""
+    process, port = supervisor(BOT_WORKERS="2")
+    workers = _wait_for_children(process.pid, 2, port)
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"orphaned workers still serving: {[pid for pid in workers if _alive(pid)]}"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
