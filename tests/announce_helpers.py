@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker
+from redis.asyncio import Redis
 from sqlalchemy import insert, select
 
-from bot.campaigns import jobs
+from bot.campaigns import jobs, runs
 from bot.campaigns.models import AnnouncementDelivery, AnnouncementRun
 from bot.campaigns.runtime import CampaignRuntime
 from bot.campaigns.settings import CampaignSettings
@@ -199,3 +201,28 @@ def wecom_settings(postgres_url: str, api_base: str, scripts: Path, **overrides:
         "WECOM_CORP_ID": "corp-test", "WECOM_SECRET": "wecom-secret", "WECOM_API_BASE": api_base,
         "ANNOUNCE_WECOM_CHECK_SECONDS": "0.2", **overrides,
     })
+
+
+@pytest.fixture
+async def empty_queue() -> None:
+    """This suite's Redis database only (TEST_REDIS_URL): no jobs left from an earlier test."""
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+
+
+async def start_run(
+    runtime: Any, campaign: str, slot: str = "launch", *, dry_run: bool = False, started_by: str = "cli:test"
+) -> int:
+    """A run created now and its planning queued, as `announce run` does."""
+    run_id = await runs.create_run(runtime.sessions, campaign=campaign, slot=slot, scheduled_for=datetime.now(UTC),
+                                   dry_run=dry_run, started_by=started_by)
+    assert run_id is not None
+    await runtime.enqueue("announce_plan", run_id, job_id=jobs.plan_job_id(run_id))
+    return run_id
+
+
+def sessions_for(postgres_url: str) -> Any:
+    from bot.storage.db import create_engine, session_factory
+
+    return session_factory(create_engine(postgres_url))

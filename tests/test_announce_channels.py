@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from redis.asyncio import Redis
 from sqlalchemy import insert, select
 
-from bot.campaigns import jobs, runs
+from bot.campaigns import runs
 from bot.campaigns.audience import OUTSIDE_WINDOW
 from bot.campaigns.delivery import NO_RESPONSE_URL
 from bot.campaigns.models import WeComTask
@@ -30,8 +29,11 @@ from bot.offers.models import CouponBatch, CouponCode, GroupPool, PoolGroup
 from bot.storage.db import create_engine
 from bot.storage.models import Contact, MessageLog
 from bot.wecom.models import WeComGroup
-from tests.announce_helpers import (
+from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
     arq_pool,
+    empty_queue,
+    sessions_for,
+    start_run,
     deliveries,
     in_process_worker,
     make_scripts,
@@ -48,21 +50,7 @@ from tests.wechat_peer import OA_ACCOUNT, TEST_APPID
 
 ADD_TASK = "/cgi-bin/externalcontact/add_msg_template"
 SEND = "/cgi-bin/message/custom/send"
-
-
-@pytest.fixture(autouse=True)
-async def empty_queue() -> None:
-    redis = Redis.from_url(REDIS_URL)
-    await redis.flushdb()
-    await redis.aclose()
-
-
-async def start_run(runtime: Any, campaign: str, slot: str = "launch", *, started_by: str = "cli:test") -> int:
-    run_id = await runs.create_run(runtime.sessions, campaign=campaign, slot=slot, scheduled_for=datetime.now(UTC),
-                                   started_by=started_by)
-    assert run_id is not None
-    await runtime.enqueue("announce_plan", run_id, job_id=jobs.plan_job_id(run_id))
-    return run_id
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 async def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
@@ -117,7 +105,7 @@ async def test_wecom_customers_get_one_task_per_staff_member_and_each_send_resul
     assert outcome[alice[0]][0] == "failed" and "already received" in outcome[alice[0]][1]
     assert outcome[bob[3]][0] == "failed" and "fail_list" in outcome[bob[3]][1]
     assert all(outcome[e] == ("skipped", NO_STAFF) for e in nobody)
-    assert (await runs.get_run(_sessions(postgres_url), run_id)).status == "done"
+    assert (await runs.get_run(sessions_for(postgres_url), run_id)).status == "done"
 
 
 async def test_an_unconfirmed_task_is_reminded_once_then_its_recipients_fail_when_it_expires(
@@ -380,12 +368,6 @@ async def test_audience_conditions_on_coupon_state(
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _sessions(postgres_url: str) -> Any:
-    from bot.storage.db import session_factory
-
-    return session_factory(create_engine(postgres_url))
 
 
 async def _wait_states(postgres_url: str, run_id: int, accept: Any, timeout: float = 20.0) -> list[Any]:

@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from bot.campaigns import jobs, runs
 from bot.campaigns.audience import OUTSIDE_WINDOW
-from tests.announce_helpers import (
+from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
     arq_pool,
+    empty_queue,
+    sessions_for,
+    start_run,
     deliveries,
     in_process_worker,
     make_scripts,
@@ -21,26 +23,11 @@ from tests.announce_helpers import (
     seed_contacts,
     settings_for,
 )
-from tests.conftest import REDIS_URL, ops_get
+from tests.conftest import ops_get
 from tests.fake_wechat_api import FakeWeChatApi
 
 SEND = "/cgi-bin/message/custom/send"
-
-
-@pytest.fixture(autouse=True)
-async def empty_queue() -> None:
-    """This suite's Redis database only (TEST_REDIS_URL): no jobs left from an earlier run."""
-    redis = Redis.from_url(REDIS_URL)
-    await redis.flushdb()
-    await redis.aclose()
-
-
-async def start_run(runtime, campaign: str, slot: str = "launch", *, dry_run: bool = False, started_by: str = "cli:test") -> int:
-    run_id = await runs.create_run(runtime.sessions, campaign=campaign, slot=slot, scheduled_for=datetime.now(UTC),
-                                   dry_run=dry_run, started_by=started_by)
-    assert run_id is not None
-    await runtime.enqueue("announce_plan", run_id, job_id=jobs.plan_job_id(run_id))
-    return run_id
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 async def test_each_recipient_gets_their_segments_wording_once_and_every_delivery_ends_in_a_state(
@@ -225,7 +212,7 @@ async def test_the_shared_worker_runs_announcements_from_the_registry(
     settings = make_settings(WECHAT_API_BASE=fake_wechat_api.base_url)
     pool = await arq_pool()
     try:
-        run_id = await runs.create_run(_sessions_for(postgres_url), campaign=scenario.campaign, slot="launch",
+        run_id = await runs.create_run(sessions_for(postgres_url), campaign=scenario.campaign, slot="launch",
                                        scheduled_for=datetime.now(UTC))
         await pool.enqueue_job("announce_plan", run_id, _job_id=jobs.plan_job_id(run_id))
         worker = Worker(**worker_options(settings, burst=True, handle_signals=False, poll_delay=0.05, cron_jobs=None))
@@ -236,12 +223,6 @@ async def test_the_shared_worker_runs_announcements_from_the_registry(
     received = Counter(message["touser"] for message in fake_wechat_api.sent_messages())
     assert set(received) == set(openids) and max(received.values()) == 1
     assert (await _report(postgres_url, run_id)).run.status == "done"
-
-
-def _sessions_for(postgres_url: str):
-    from bot.storage.db import create_engine, session_factory
-
-    return session_factory(create_engine(postgres_url))
 
 
 async def test_two_jobs_on_the_same_shard_with_two_workers_still_send_each_message_once(
