@@ -107,11 +107,11 @@ async def test_typed_answers(fake_wechat_api: FakeWeChatApi, redis: RedisStore, 
     assert ids + more == ["wr0", "wr1", "wr2"] and end == ""
     chat = await api.groupchat_get("wr2")
     assert chat.member_count == 3 and chat.external_members == ("wmA", "wmA")
-    config_id = await api.add_join_way(chat_ids=["wr0", "wr1"], state="pool-mom")
-    await api.update_join_way(config_id, chat_ids=["wr1"], state="pool-mom")
+    config_id = await api.save_join_way(None, chat_ids=["wr0", "wr1"], state="pool-mom")
+    assert await api.save_join_way(config_id, chat_ids=["wr1"], state="pool-mom") == config_id
     assert fake.join_ways[config_id]["chat_id_list"] == ["wr1"]
     assert (await api.get_join_way(config_id)).endswith(".png")
     with pytest.raises(ValueError):
-        await api.add_join_way(chat_ids=[f"wr{i}" for i in range(6)], state="pool")
+        await api.save_join_way(None, chat_ids=[f"wr{i}" for i in range(6)], state="pool")
     with pytest.raises(ValueError):
         await api.add_contact_way(users=["a"], state="x" * 31)

@@ -203,42 +203,13 @@ class WeComApi:
             external_members=tuple(str(m.get("userid")) for m in members if m.get("type") == 2),
         )
 
-    async def add_join_way(
-        self, *, chat_ids: Sequence[str], state: str, auto_create_room: bool = False, room_base_name: str = ""
-    ) -> str:
-        _check_chats(chat_ids)
-        _check_state(state)
-        body: dict[str, Any] = {"scene": 2, "chat_id_list": list(chat_ids), "state": state,
-                                "auto_create_room": 1 if auto_create_room else 0}
-        if auto_create_room:
-            body["room_base_name"] = room_base_name
-            body["room_base_id"] = 1
-        payload = await self.post(f"{EXTERNAL}/groupchat/add_join_way", body)
-        config_id = payload.get("config_id")
-        if not isinstance(config_id, str) or not config_id:
-            raise WeChatApiError(BAD_RESPONSE, "add_join_way lacks config_id", f"{EXTERNAL}/groupchat/add_join_way")
-        return config_id
-
     async def get_join_way(self, config_id: str) -> str:
         """The join code's QR URL."""
         payload = await self.post(f"{EXTERNAL}/groupchat/get_join_way", {"config_id": config_id})
         way = payload.get("join_way")
         return str(way.get("qr_code") or "") if isinstance(way, dict) else ""
 
-    async def update_join_way(
-        self, config_id: str, *, chat_ids: Sequence[str], state: str, auto_create_room: bool = False,
-        room_base_name: str = "",
-    ) -> None:
-        _check_chats(chat_ids)
-        body: dict[str, Any] = {"config_id": config_id, "scene": 2, "chat_id_list": list(chat_ids), "state": state,
-                                "auto_create_room": 1 if auto_create_room else 0}
-        if auto_create_room:
-            body["room_base_name"] = room_base_name
-            body["room_base_id"] = 1
-        await self.post(f"{EXTERNAL}/groupchat/update_join_way", body)
-
-
-    # -- join ways with overflow rooms (add_join_way / update_join_way, auto_create_room) --
+    # -- join ways (add_join_way / update_join_way, with optional overflow rooms) --
 
     async def save_join_way(
         self, config_id: str | None, *, chat_ids: Sequence[str], state: str, room_base_name: str = "",
@@ -262,6 +233,7 @@ class WeComApi:
         if not isinstance(created, str) or not created:
             raise WeChatApiError(BAD_RESPONSE, "add_join_way lacks config_id", f"{EXTERNAL}/groupchat/add_join_way")
         return created
+
 
 def _check_state(state: str) -> None:
     if not state or len(state) > STATE_MAX_LENGTH:
