@@ -180,3 +180,6 @@ async def test_overflow_rooms_keep_the_join_code_working_when_every_group_is_ful
     assert "room_base_name" not in fake_wechat_api.wecom.join_ways[config_id]
     code, _, err = await bot_cli(env, "group", "pool", "join-code", "no-such-pool", "--auto-create-room", "x")
     assert code == 2 and "no group pool" in err
+    code, _, err = await bot_cli(env, "group", "pool", "join-code", pool, "--auto-create-room", "x", "--room-base-id", "-3")
+    assert code == 2 and "--room-base-id" in err and "Traceback" not in err
+    assert fake_wechat_api.wecom.join_ways[config_id]["auto_create_room"] == 0  # nothing changed in WeCom

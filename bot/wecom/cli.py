@@ -84,6 +84,8 @@ async def _join_code(args: argparse.Namespace, runtime: Runtime) -> int:
 
     if args.auto_create_room is not None and not 1 <= len(args.auto_create_room) <= 40:
         raise ChannelError("--auto-create-room: 1-40 characters")
+    if not 1 <= args.room_base_id <= 100_000:
+        raise ChannelError("--room-base-id: a number from 1 to 100000 (the first overflow room's number)")
     groups = GroupService(api=runtime.wecom_api(), sessions=runtime.sessions, store=runtime.store,
                           corp_id=runtime.settings.wecom_corp_id)
     try:
