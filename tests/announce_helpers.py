@@ -226,3 +226,17 @@ def sessions_for(postgres_url: str) -> Any:
     from bot.storage.db import create_engine, session_factory
 
     return session_factory(create_engine(postgres_url))
+
+
+async def run_to_the_end(settings: CampaignSettings, campaign: str, slot: str = "launch", **run: Any) -> int:
+    """Start a run of `campaign` (`run`: start_run's dry_run, started_by) and let an in-process arq
+    worker work the queue until it is empty."""
+    pool = await arq_pool()
+    runtime = await open_runtime(settings, pool)
+    try:
+        run_id = await start_run(runtime, campaign, slot, **run)
+        await in_process_worker(runtime, pool).async_run()
+    finally:
+        await runtime.close()
+        await pool.aclose()
+    return run_id

@@ -30,6 +30,7 @@ from bot.storage.db import create_engine
 from bot.storage.models import Contact, MessageLog
 from bot.wecom.models import WeComGroup
 from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
+    run_to_the_end,
     arq_pool,
     empty_queue,
     sessions_for,
@@ -268,15 +269,8 @@ async def test_outside_the_48_hour_window_a_configured_template_message_goes_out
     outside = await seed_contacts(postgres_url, scenario.source, 2, inbound_hours_ago=72)
     never = await seed_contacts(postgres_url, scenario.source, 1, inbound_hours_ago=None)
     fake_wechat_api.inject("/cgi-bin/message/template/send", {"errcode": 43004, "errmsg": "require subscribe"})
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
-                                              ANNOUNCE_CONCURRENCY="1"), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
+                                              ANNOUNCE_CONCURRENCY="1"), scenario.campaign)
     assert sorted(m["touser"] for m in fake_wechat_api.sent_messages()) == sorted(inside)
     templated = fake_wechat_api.template_messages
     assert len(templated) == 2 and {m["touser"] for m in templated} < set(outside + never)
@@ -295,14 +289,7 @@ async def test_without_a_template_outside_the_window_is_still_skipped_with_the_r
 ) -> None:
     scenario = make_scripts(tmp_path)
     outside = await seed_contacts(postgres_url, scenario.source, 2, inbound_hours_ago=72)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign)
     assert fake_wechat_api.template_messages == []
     assert {(e, s, r) for e, _, s, r in await deliveries(postgres_url, run_id)} == {
         (e, "skipped", OUTSIDE_WINDOW) for e in outside}
@@ -355,14 +342,7 @@ async def test_audience_conditions_on_coupon_state(
         {"name": "老客", "coupons_none": [batch], "tags_none": ["nobody-has-this"]},
     ]
     (scenario.scripts / "campaigns.yaml").write_text(yaml.safe_dump(campaigns, allow_unicode=True))
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign)
     segments = {e: segment for e, segment, _, _ in await deliveries(postgres_url, run_id)}
     assert segments == {**{e: "会员" for e in holders}, **{e: "新客" for e in redeemed}, **{e: "老客" for e in others}}
 

@@ -12,6 +12,7 @@ import pytest
 from bot.campaigns import jobs, runs
 from bot.campaigns.audience import OUTSIDE_WINDOW
 from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
+    run_to_the_end,
     arq_pool,
     empty_queue,
     sessions_for,
@@ -39,14 +40,7 @@ async def test_each_recipient_gets_their_segments_wording_once_and_every_deliver
     regulars = await seed_contacts(postgres_url, scenario.source, 40)
     silent = await seed_contacts(postgres_url, scenario.source, 5, inbound_hours_ago=49)
     gone = await seed_contacts(postgres_url, scenario.source, 5, following=False)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign)
 
     sent = fake_wechat_api.sent_messages()
     received = Counter(message["touser"] for message in sent)
@@ -85,15 +79,8 @@ async def test_a_45009_storm_pauses_every_sender_then_delivers_everyone_exactly_
     openids = await seed_contacts(postgres_url, scenario.source, 40)
     limit_hit = {"errcode": 45009, "errmsg": "reach max api daily quota limit"}
     fake_wechat_api.inject(SEND, *([limit_hit] * 12), 503, 502)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
-                                              ANNOUNCE_MAX_ATTEMPTS="10", ANNOUNCE_BACKOFF_SECONDS="0.02"), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
+                                              ANNOUNCE_MAX_ATTEMPTS="10", ANNOUNCE_BACKOFF_SECONDS="0.02"), scenario.campaign)
     received = Counter(message["touser"] for message in fake_wechat_api.sent_messages())
     assert set(received) == set(openids) and max(received.values()) == 1
     assert len(fake_wechat_api.calls(SEND)) == 40 + 14  # every refusal was retried, nothing more
@@ -106,16 +93,9 @@ async def test_api_faults_end_as_failed_with_the_error_and_retries_give_up(
     scenario = make_scripts(tmp_path)
     await seed_contacts(postgres_url, scenario.source, 3)
     fake_wechat_api.inject(SEND, {"errcode": 40003, "errmsg": "invalid openid"}, 500, 500, 500, 500, 500, 500, 500)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts,
                                               ANNOUNCE_MAX_ATTEMPTS="2", ANNOUNCE_CONCURRENCY="1",
-                                              ANNOUNCE_BACKOFF_SECONDS="0.01"), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+                                              ANNOUNCE_BACKOFF_SECONDS="0.01"), scenario.campaign)
     outcomes = sorted((status, reason) for _, _, status, reason in await deliveries(postgres_url, run_id))
     assert outcomes == [
         ("failed", "errcode -1002: HTTP 500"),
@@ -129,14 +109,7 @@ async def test_an_empty_audience_makes_a_finished_run_with_nothing_sent(
     tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi
 ) -> None:
     scenario = make_scripts(tmp_path)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign)
     report = await _report(postgres_url, run_id)
     assert (report.run.status, report.run.total, report.by_status) == ("done", 0, {})
     assert fake_wechat_api.calls(SEND) == []
@@ -147,14 +120,7 @@ async def test_a_dry_run_renders_for_everyone_and_sends_nothing(
 ) -> None:
     scenario = make_scripts(tmp_path)
     await seed_contacts(postgres_url, scenario.source, 12)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign, dry_run=True)
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign, dry_run=True)
     assert {(s, r) for _, _, s, r in await deliveries(postgres_url, run_id)} == {("skipped", "dry run: rendered, not sent")}
     assert fake_wechat_api.calls(SEND) == []
 
@@ -164,14 +130,7 @@ async def test_staff_who_started_a_run_get_its_summary_in_chat(
 ) -> None:
     scenario = make_scripts(tmp_path)
     await seed_contacts(postgres_url, scenario.source, 4)
-    pool = await arq_pool()
-    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    try:
-        run_id = await start_run(runtime, scenario.campaign, started_by="wechat_oa:staff_alice")
-        await in_process_worker(runtime, pool).async_run()
-    finally:
-        await runtime.close()
-        await pool.aclose()
+    run_id = await run_to_the_end(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), scenario.campaign, started_by="wechat_oa:staff_alice")
     summary = await fake_wechat_api.wait_for_sent("staff_alice")
     assert f"run {run_id}" in summary[0]["text"]["content"] and "sent 4" in summary[0]["text"]["content"]
 
