@@ -93,6 +93,40 @@ async def seed(url: str, recipients: int, throughput: int, rate_n: int) -> None:
     await engine.dispose()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def pids_named(*names: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_by_role(workers: list[subprocess.Popen], fake_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each part of the run (PostgreSQL and Redis: every process of theirs)."""
+    return {
+        "workers": cpu_seconds([w.pid for w in workers]),
+        "fake-api": cpu_seconds([fake_pid]),
+        "postgres": cpu_seconds(pids_named("postgres", "postmaster")),
+        "redis": cpu_seconds(pids_named("redis-server")),
+        "bench": cpu_seconds([os.getpid()]),
+    }
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -103,7 +137,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def run_and_watch(sessions, campaign: str, enqueue, fake_url: str, workers: list[subprocess.Popen]) -> dict:
+async def run_and_watch(sessions, campaign: str, enqueue, fake_url: str, workers: list[subprocess.Popen],
+                        fake_pid: int) -> dict:
+    cpu_before = cpu_by_role(workers, fake_pid)
     run_id = await runs.create_run(sessions, campaign=campaign, slot="launch", scheduled_for=datetime.now(UTC))
     await enqueue("announce_plan", run_id, job_id=jobs.plan_job_id(run_id))
     samples: list[tuple[float, int]] = []
@@ -120,9 +156,11 @@ async def run_and_watch(sessions, campaign: str, enqueue, fake_url: str, workers
             if run.status == "done":
                 break
             await asyncio.sleep(0.5)
+    cpu_after = cpu_by_role(workers, fake_pid)
     report = await runs.report(sessions, run_id)
     return {"run": run_id, "seconds": time.monotonic() - started, "samples": samples, "memory": memory,
-            "by_status": report.by_status if report else {}}
+            "by_status": report.by_status if report else {},
+            "cpu": {role: cpu_after[role] - cpu_before[role] for role in cpu_before}}
 
 
 def steady_rate(samples: list[tuple[float, int]]) -> float:
@@ -162,6 +200,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="configured limit for the rate run (msgs/s)")
     parser.add_argument("--rate-recipients", type=int, default=3_000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds between starting the workers and the run")
     args = parser.parse_args()
 
     name = f"siyu_bench_announce_{os.getpid()}_{secrets.token_hex(2)}"
@@ -210,11 +249,15 @@ async def main() -> None:
         }
         # 2. Throughput with the limit lifted, two workers.
         workers = start_workers({**base_env, "ANNOUNCE_RATE_PER_SECOND": "0"}, 2, tmp / "workers.log")
-        result = await run_and_watch(sessions, "bench_throughput", enqueue, fake_url, workers)
+        await asyncio.sleep(args.warmup)  # workers up (imports, connections) before the run: not in its figures
+        result = await run_and_watch(sessions, "bench_throughput", enqueue, fake_url, workers, fake.pid)
         sent = result["by_status"].get("sent", 0)
         print(f"throughput: {sent:,} sent by 2 workers in {result['seconds']:.1f} s run time = "
               f"{sent / result['seconds']:,.0f} deliveries/s overall, {steady_rate(result['samples']):,.0f}/s steady "
               f"(target ≥ 2,000/s); states {result['by_status']}", flush=True)
+        # Where the machine's two cores went: what to cut when the rate is short.
+        print("  CPU µs per delivery: " + "  ".join(
+            f"{role} {seconds * 1e6 / max(sent, 1):.0f}" for role, seconds in result["cpu"].items()), flush=True)
         for index, series in enumerate(result["memory"]):
             series = [m for m in series if m]
             if len(series) >= 4:
@@ -225,7 +268,7 @@ async def main() -> None:
 
         # 3. With a limit set: achieved vs configured.
         workers = start_workers({**base_env, "ANNOUNCE_RATE_PER_SECOND": str(args.rate)}, 2, tmp / "workers.log")
-        result = await run_and_watch(sessions, "bench_rate", enqueue, fake_url, workers)
+        result = await run_and_watch(sessions, "bench_rate", enqueue, fake_url, workers, fake.pid)
         achieved = steady_rate(result["samples"])
         print(f"rate limit: configured {args.rate:.0f}/s, achieved {achieved:.1f}/s steady "
               f"({(achieved - args.rate) / args.rate * 100:+.1f} %, target within ±2 %), "

@@ -84,6 +84,40 @@ async def seed(database_url: str, batch: str, pool: str) -> None:
         await engine.dispose()
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (the bench's backends among them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_by_role(bot: subprocess.Popen, worker: subprocess.Popen | None, fake: subprocess.Popen) -> dict[str, float]:
+    return {
+        "bot": _cpu_seconds([bot.pid]),
+        "worker": _cpu_seconds([worker.pid]) if worker is not None else 0.0,
+        "postgres": _cpu_seconds(_postgres_pids()),
+        "fake-api": _cpu_seconds([fake.pid]),
+        "load": _cpu_seconds([os.getpid()]),
+    }
+
+
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="siyu-bench-welcome-"))
     database_url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
@@ -126,6 +160,7 @@ async def run(args: argparse.Namespace) -> None:
                                                                                    welcome_code=f"WC{suffix}{i:06d}"))))
         sent_at: dict[str, float] = {}
         statuses: list[int] = []
+        cpu_before = _cpu_by_role(bot, worker, fake)
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{bot_port}/wechat/work"
 
@@ -152,6 +187,7 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.1)
             async with http.get(f"http://127.0.0.1:{api_port}/_fake/calls", params={"path": WELCOME}) as response:
                 calls = json.loads(await response.text())["calls"]
+        cpu_after = _cpu_by_role(bot, worker, fake)
         arrived = {c["json"]["welcome_code"]: c["at"] for c in calls if isinstance(c.get("json"), dict)}
         latencies = sorted((arrived[code] - sent_at[code]) * 1000 for code in sent_at if code in arrived)
         if not latencies:
@@ -164,6 +200,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  callbacks {len(sent_at)}  non-200 {sum(1 for s in statuses if s != 200)}  "
               f"welcomes arrived {len(latencies)}")
         print(f"  p50 {q[49]:.1f} ms   p99 {q[98]:.1f} ms   max {latencies[-1]:.1f} ms")
+        # Where the machine's CPU went in the measured window, per add: what to cut when p99 is high.
+        used = {role: (cpu_after[role] - cpu_before[role]) * 1000 / len(sent_at) for role in cpu_before}
+        print("  CPU ms per add: " + "  ".join(f"{role} {ms:.1f}" for role, ms in used.items()))
     finally:
         processes = [p for p in (bot, worker, fake) if p is not None]
         for process in processes:
