@@ -254,6 +254,35 @@ async def test_an_ai_bot_group_receives_the_announcement_once_through_its_respon
         talking: ("sent", None), quiet: ("skipped", NO_RESPONSE_URL)}
 
 
+async def test_preview_counts_the_group_chats_a_run_would_reach(tmp_path: Path, postgres_url: str) -> None:
+    """`announce preview` / `/预告` for group campaigns: the groups are the audience, not customers."""
+    from bot.campaigns import preview
+
+    scenario = wecom_scenario(tmp_path, customers=False)
+    open_scripts_to_all_channels(scenario.scripts)
+    pool_name = f"pool_{scenario.source}"
+    campaigns = yaml.safe_load((scenario.scripts / "campaigns.yaml").read_text())
+    campaigns[0]["group_pools"] = [pool_name]
+    (scenario.scripts / "campaigns.yaml").write_text(yaml.safe_dump(campaigns, allow_unicode=True))
+    await _seed_pool(postgres_url, pool_name, {f"wr{scenario.source}_{i}": owner for i, owner in enumerate(["g", "g", ""])})
+    await seed_wecom_customers(postgres_url, scenario.source, "g", 4)  # customers: not this campaign's
+    aibot = make_scripts(tmp_path, channel="wecom_aibot", chats=["chat_a", "chat_b"])
+    open_scripts_to_all_channels(aibot.scripts)
+    from bot.storage.db import session_factory
+
+    engine = create_engine(postgres_url)
+    try:
+        sessions = session_factory(engine)
+        groups = await preview(scenario.campaign, sessions=sessions, scripts_dir=scenario.scripts, slot="launch")
+        bots = await preview(aibot.campaign, sessions=sessions, scripts_dir=aibot.scripts, slot="launch")
+    finally:
+        await engine.dispose()
+    assert "group chats now: 3 (1 whose owner is not known yet)" in groups
+    assert "customers now" not in groups and "48 h" not in groups
+    assert "-- 群聊 --\n" in groups and "-- 会员 --" not in groups
+    assert "group chats now: 2" in bots and "-- 群聊 --\n" in bots and "customers now" not in bots
+
+
 # -- OA template messages outside the window -----------------------------------------------
 
 

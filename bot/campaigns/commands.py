@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.campaigns import runs
-from bot.campaigns.campaign import next_time
+from bot.campaigns.campaign import GROUP_SEGMENT, next_time
 from bot.campaigns.library import ScriptLibrary, load_library
 from bot.campaigns.models import AWAITING, PENDING, SENDING
 from bot.campaigns.runs import Sessions
@@ -34,12 +34,24 @@ async def preview(
     sale = library.sale_of(chosen)
     counts = await runs.audience_counts(sessions, chosen, now)
     lines = [f"【{chosen.title or chosen.name}】{chosen.name} · {chosen.channel}"]
+    groups, groups_unreachable = counts.pop(GROUP_SEGMENT, (0, 0))
+    segments = [segment.name for segment in chosen.audience.segments] if runs.reaches_customers(chosen) else []
     total = sum(total for total, _ in counts.values())
-    reachable = sum(total - outside for total, outside in counts.values())
-    lines.append(f"audience now: {total} (reachable within 48 h window: {reachable})")
-    for segment in chosen.audience.segments:
-        count, outside = counts.get(segment.name, (0, 0))
-        lines.append(f"  {segment.name}: {count} ({outside} outside the 48 h window)")
+    if chosen.channel == "wechat_oa":
+        reachable = sum(total - outside for total, outside in counts.values())
+        lines.append(f"audience now: {total} (reachable within 48 h window: {reachable})")
+        for name in segments:
+            count, outside = counts.get(name, (0, 0))
+            lines.append(f"  {name}: {count} ({outside} outside the 48 h window)")
+    else:
+        if segments:
+            lines.append(f"customers now: {total}")
+            lines.extend(f"  {name}: {counts.get(name, (0, 0))[0]}" for name in segments)
+        if runs.reaches_wecom_groups(chosen) or chosen.channel == "wecom_aibot":
+            unknown = f" ({groups_unreachable} whose owner is not known yet)" if groups_unreachable else ""
+            lines.append(f"group chats now: {groups}{unknown}")
+    if runs.reaches_wecom_groups(chosen) or chosen.channel == "wecom_aibot":
+        segments.append(GROUP_SEGMENT)  # what each group chat would read
     slots = [chosen.slot(slot)] if slot else chosen.slots
     for each in slots:
         script = library.scripts[each.script]
@@ -47,10 +59,10 @@ async def preview(
         lines.append("")
         lines.append(f"== {each.name} · next {when:%Y-%m-%d %H:%M} (Asia/Shanghai) · script {script.name}")
         variables = {"sale": sale.variables(now), "campaign": {"name": chosen.name, "title": chosen.title}, "slot": each.name}
-        for segment in chosen.audience.segments:
-            recipient = {"name": "", "tags": [], "source_channel": "", "segment": segment.name, "coupons": []}
-            text = script.render(segment.name, chosen.channel, {**variables, "recipient": recipient})
-            lines.append(f"-- {segment.name} --")
+        for name in segments:
+            recipient = {"name": "", "tags": [], "source_channel": "", "segment": name, "coupons": []}
+            text = script.render(name, chosen.channel, {**variables, "recipient": recipient})
+            lines.append(f"-- {name} --")
             lines.append(text)
     return "\n".join(lines)
 

@@ -100,9 +100,9 @@ async def plan_run(sessions: Sessions, run_id: int, campaign: Campaign, now: dat
             select(_runs.c.status, _runs.c.slot).where(_runs.c.id == run_id).with_for_update()
         )).one()
         if status == "planning":
-            if campaign.channel != "wecom_aibot" and (campaign.customers or campaign.channel != "wecom"):
+            if reaches_customers(campaign):
                 await session.execute(_plan_contacts(session, run_id, campaign, slot, now))
-            if campaign.channel == "wecom" and campaign.group_pools:
+            if reaches_wecom_groups(campaign):
                 await session.execute(_plan_wecom_groups(session, run_id, campaign, now))
             if campaign.channel == "wecom_aibot":
                 await _plan_aibot_groups(session, run_id, campaign, now)
@@ -139,48 +139,69 @@ def _plan_contacts(session: AsyncSession, run_id: int, campaign: Campaign, slot:
     return insert_ignoring_conflicts(session, _deliveries).from_select(_COLUMNS, rows)
 
 
-def _plan_wecom_groups(session: AsyncSession, run_id: int, campaign: Campaign, now: datetime) -> Any:
+def reaches_customers(campaign: Campaign) -> bool:
+    """Customers one by one: every channel but AI-bot groups; on WeCom unless the campaign is for groups only."""
+    return campaign.channel != "wecom_aibot" and (campaign.customers or campaign.channel != "wecom")
+
+
+def reaches_wecom_groups(campaign: Campaign) -> bool:
+    return campaign.channel == "wecom" and bool(campaign.group_pools)
+
+
+def _wecom_groups(campaign: Campaign) -> Any:
+    """The WeCom customer groups of the campaign's pools (not closed, not dismissed): chat id, owner, no_owner."""
     from bot.offers.models import GroupPool, PoolGroup
     from bot.wecom.models import WeComGroup
 
     pools, groups, chats = GroupPool.__table__, PoolGroup.__table__, WeComGroup.__table__
     no_owner = or_(chats.c.owner.is_(None), chats.c.owner == "")
-    rows = (
-        select(
-            literal(run_id).label("run_id"),
-            cast(null(), BigInteger).label("contact_id"),
-            groups.c.external_group_id,
-            chats.c.owner,
-            literal(GROUP_SEGMENT).label("segment"),
-            case((no_owner, literal(SKIPPED)), else_=literal(PENDING)).label("status"),
-            case((no_owner, literal(NO_OWNER)), else_=None).label("reason"),
-            literal(0).label("attempts"),
-            cast(null(), DateTime(timezone=True)).label("last_inbound_at"),
-            case((no_owner, literal(now)), else_=None).label("updated_at"),
-        )
+    return (
+        select(groups.c.external_group_id.label("chat_id"), chats.c.owner.label("owner"), no_owner.label("no_owner"))
         .select_from(groups.join(pools, pools.c.id == groups.c.pool_id)
                      .outerjoin(chats, chats.c.chat_id == groups.c.external_group_id))
         .where(pools.c.name.in_(campaign.group_pools), groups.c.external_group_id.is_not(None),
                groups.c.state != "closed", or_(chats.c.dismissed.is_(None), chats.c.dismissed == false()))
+        .subquery("wecom_groups")
     )
+
+
+def _plan_wecom_groups(session: AsyncSession, run_id: int, campaign: Campaign, now: datetime) -> Any:
+    found = _wecom_groups(campaign)
+    rows = select(
+        literal(run_id).label("run_id"),
+        cast(null(), BigInteger).label("contact_id"),
+        found.c.chat_id,
+        found.c.owner,
+        literal(GROUP_SEGMENT).label("segment"),
+        case((found.c.no_owner, literal(SKIPPED)), else_=literal(PENDING)).label("status"),
+        case((found.c.no_owner, literal(NO_OWNER)), else_=None).label("reason"),
+        literal(0).label("attempts"),
+        cast(null(), DateTime(timezone=True)).label("last_inbound_at"),
+        case((found.c.no_owner, literal(now)), else_=None).label("updated_at"),
+    ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
     return insert_ignoring_conflicts(session, _deliveries).from_select(_COLUMNS, rows)
 
 
+async def _aibot_chats(session: AsyncSession, campaign: Campaign, now: datetime) -> list[str]:
+    """The campaign's AI-bot groups: those it names, else every group the bot heard from lately."""
+    if campaign.chats:
+        return list(dict.fromkeys(campaign.chats))
+    messages = MessageLog.__table__
+    return list((await session.execute(
+        select(messages.c.chat_id).where(
+            messages.c.channel == "wecom_aibot", messages.c.chat_id.is_not(None),
+            messages.c.created_at >= now - timedelta(days=campaign.chats_active_days),
+        ).distinct()
+    )).scalars())
+
+
 async def _plan_aibot_groups(session: AsyncSession, run_id: int, campaign: Campaign, now: datetime) -> None:
-    chats = list(campaign.chats)
-    if not chats:
-        messages = MessageLog.__table__
-        chats = list((await session.execute(
-            select(messages.c.chat_id).where(
-                messages.c.channel == "wecom_aibot", messages.c.chat_id.is_not(None),
-                messages.c.created_at >= now - timedelta(days=campaign.chats_active_days),
-            ).distinct()
-        )).scalars())
+    chats = await _aibot_chats(session, campaign, now)
     if chats:
         await session.execute(insert_ignoring_conflicts(session, _deliveries), [
             {"run_id": run_id, "contact_id": None, "chat_id": chat, "sender": None, "segment": GROUP_SEGMENT,
              "status": PENDING, "reason": None, "attempts": 0, "last_inbound_at": None, "updated_at": None}
-            for chat in dict.fromkeys(chats)
+            for chat in chats
         ])
 
 
@@ -468,14 +489,31 @@ async def counts_by_status(sessions: Sessions, since: datetime) -> list[tuple[st
 
 
 async def audience_counts(sessions: Sessions, campaign: Campaign, now: datetime) -> dict[str, tuple[int, int]]:
-    """segment → (recipients, of whom outside the 48-hour window)."""
-    audience = audience_query(campaign, now).subquery("recipients")
-    open_window = window_open(audience.c.last_inbound_at, campaign.channel, now)
+    """segment → (recipients, of whom a run could not reach now), as `plan_run` would plan them.
+
+    Customers: not reachable = outside OA's 48-hour window. Group chats (segment GROUP_SEGMENT):
+    WeCom groups whose owner is not known yet; AI-bot groups are all counted reachable here (a
+    group without a recent @-mention is skipped at send time, which only the push can tell).
+    """
+    counts: dict[str, tuple[int, int]] = {}
     async with sessions() as session:
-        rows = (await session.execute(
-            select(audience.c.segment, func.count(), func.sum(case((open_window, 0), else_=1)))
-            .group_by(audience.c.segment)
-        )).all()
-    return {segment: (int(total), int(outside or 0)) for segment, total, outside in rows}
-
-
+        if reaches_customers(campaign):
+            audience = audience_query(campaign, now).subquery("recipients")
+            open_window = window_open(audience.c.last_inbound_at, campaign.channel, now)
+            rows = (await session.execute(
+                select(audience.c.segment, func.count(), func.sum(case((open_window, 0), else_=1)))
+                .group_by(audience.c.segment)
+            )).all()
+            counts.update({segment: (int(total), int(outside or 0)) for segment, total, outside in rows})
+        groups = 0, 0
+        if reaches_wecom_groups(campaign):
+            found = _wecom_groups(campaign)
+            total, no_owner = (await session.execute(
+                select(func.count(), func.sum(case((found.c.no_owner, 1), else_=0)))
+            )).one()
+            groups = int(total), int(no_owner or 0)
+        elif campaign.channel == "wecom_aibot":
+            groups = len(await _aibot_chats(session, campaign, now)), 0
+        if groups[0]:
+            counts[GROUP_SEGMENT] = groups
+    return counts
