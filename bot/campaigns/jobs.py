@@ -31,6 +31,10 @@ log = logging.getLogger("siyu.campaigns")
 #: How far back a tick looks for slot times it has not started yet (a worker down for a
 #: few minutes still starts the slot; longer and the announcement would be stale).
 CATCH_UP = timedelta(minutes=5)
+#: A run whose jobs were lost is resumed this long after its slot time; later the rest is closed,
+#: not sent: a flash-sale announcement hours late tells customers of a sale that is over.
+RESUME_WITHIN = timedelta(hours=2)
+TOO_LATE = f"the run's jobs were lost and it was found more than {RESUME_WITHIN} after its time"
 
 
 def plan_job_id(run_id: int) -> str:
@@ -69,11 +73,29 @@ async def announce_tick(ctx: dict[str, Any], now: datetime | None = None) -> lis
     # A run created but never planned (its creator died before enqueueing): plan it now.
     for run_id in await runs.stuck_in_planning(runtime.sessions, older_than=now - timedelta(minutes=1)):
         await runtime.enqueue("announce_plan", run_id, job_id=plan_job_id(run_id))
+    await _resume_lost_chains(runtime, now)
     return created
+
+
+async def _resume_lost_chains(runtime: CampaignRuntime, now: datetime) -> None:
+    """Runs still sending whose job chain is gone (bot/campaigns/runtime.py): planned again, which
+    is idempotent and enqueues what is left. Too late for an announcement, what is left is closed."""
+    lease = timedelta(seconds=2 * runtime.settings.announce_job_timeout_seconds)
+    for run_id, scheduled_for in await runs.running(runtime.sessions, planned_before=now - lease):
+        if await runtime.chain_alive(run_id):
+            continue
+        if scheduled_for < now - RESUME_WITHIN:
+            closed = await runs.close_open(runtime.sessions, run_id, TOO_LATE)
+            log.error("campaigns.run_abandoned run=%s deliveries=%d: %s", run_id, closed, TOO_LATE)
+            await _finish(runtime, run_id)
+            continue
+        log.warning("campaigns.run_resumed run=%s: its jobs were lost (restart or Redis lost its queue)", run_id)
+        await runtime.enqueue("announce_plan", run_id, job_id=plan_job_id(run_id))
 
 
 async def announce_plan(ctx: dict[str, Any], run_id: int) -> int:
     runtime = runtime_of(ctx)
+    await runtime.keep_alive(run_id)
     run = await runs.get_run(runtime.sessions, run_id)
     if run is None:
         return 0
@@ -92,6 +114,7 @@ async def announce_plan(ctx: dict[str, Any], run_id: int) -> int:
 
 async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int, part: int = 0) -> dict[str, int]:
     runtime = runtime_of(ctx)
+    await runtime.keep_alive(run_id)
     budget = runtime.settings.announce_job_timeout_seconds / 2
     counts = await deliver_shard(runtime.delivery, run_id, lo, hi, budget)
     pending, claimed = await runs.unfinished(runtime.sessions, run_id, lo, hi)
@@ -108,6 +131,7 @@ async def announce_deliver(ctx: dict[str, Any], run_id: int, lo: int, hi: int, p
 
 async def announce_wecom(ctx: dict[str, Any], run_id: int, part: int = 0) -> dict[str, int]:
     runtime = runtime_of(ctx)
+    await runtime.keep_alive(run_id)
     run = await runs.get_run(runtime.sessions, run_id)
     if run is None:
         return {}
@@ -132,6 +156,7 @@ async def announce_wecom(ctx: dict[str, Any], run_id: int, part: int = 0) -> dic
 
 async def announce_wecom_track(ctx: dict[str, Any], run_id: int, round_: int = 1) -> int:
     runtime = runtime_of(ctx)
+    await runtime.keep_alive(run_id)
     settings = runtime.settings
     if runtime.delivery.wecom_api is None:
         return 0

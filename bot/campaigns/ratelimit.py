@@ -55,8 +55,9 @@ class SendLimiter(Protocol):
 
     async def pause(self, seconds: float) -> None: ...
 
-    async def attempted(self, attempts_key: str) -> set[int]:
-        """Deliveries recorded as about to go out (read when a dead worker's shard resumes)."""
+    async def attempted(self, attempts_key: str) -> set[int] | None:
+        """Deliveries recorded as about to go out (read when a dead worker's shard resumes); None
+        when that record is gone (it lived in a process that has ended)."""
 
 
 class RedisSendLimiter:
@@ -109,8 +110,11 @@ class LocalSendLimiter:
         self._paused_until = 0.0
         self._attempted: dict[str, set[int]] = {}
 
-    async def attempted(self, attempts_key: str) -> set[int]:
-        return set(self._attempted.get(attempts_key, ()))
+    async def attempted(self, attempts_key: str) -> set[int] | None:
+        # A shard this process never sent from: any claim of it is a previous process's, whose
+        # record died with it.
+        known = self._attempted.get(attempts_key)
+        return None if known is None else set(known)
 
     async def acquire(self, attempts_key: str, delivery_id: int) -> None:
         now = time.monotonic()

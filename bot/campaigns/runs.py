@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.campaigns.audience import OUTSIDE_WINDOW, audience_query, window_open
 from bot.campaigns.campaign import GROUP_SEGMENT, Campaign
 from bot.campaigns.models import (
+    AWAITING,
     FAILED,
     OPEN_STATES,
     PENDING,
@@ -75,6 +76,34 @@ async def stuck_in_planning(sessions: Sessions, older_than: datetime) -> list[in
             select(_runs.c.id).where(_runs.c.status == "planning", _runs.c.created_at < older_than,
                                      _runs.c.created_at > older_than - timedelta(days=1))
         )).scalars())
+
+
+async def running(sessions: Sessions, planned_before: datetime) -> list[tuple[int, datetime]]:
+    """(id, slot time) of runs planned before `planned_before` and not done."""
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(_runs.c.id, _runs.c.scheduled_for).where(_runs.c.status == "running",
+                                                             _runs.c.planned_at < planned_before)
+        )).all()
+    return [(run_id, _aware(when)) for run_id, when in rows]
+
+
+async def close_open(sessions: Sessions, run_id: int, reason: str) -> int:
+    """Every delivery of the run still open → failed with `reason`: pending ones as not sent; those
+    claimed or awaiting a WeCom confirmation with an unknown outcome (they may have gone out)."""
+    closed = 0
+    async with sessions.begin() as session:
+        for states, why in (((PENDING,), f"not sent: {reason}"), ((SENDING, AWAITING), f"outcome unknown: {reason}")):
+            result = await session.execute(
+                update(_deliveries).where(_deliveries.c.run_id == run_id, _deliveries.c.status.in_(states))
+                .values(status=FAILED, reason=why, updated_at=utcnow())
+            )
+            closed += int(result.rowcount or 0)
+    return closed
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives naive UTC
 
 
 async def get_run(sessions: Sessions, run_id: int) -> AnnouncementRun | None:
@@ -227,10 +256,12 @@ async def shards(sessions: Sessions, run_id: int, size: int) -> list[tuple[int, 
 
 
 async def mark_interrupted(
-    sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int], claimed_before: datetime
+    sessions: Sessions, run_id: int, lo: int, hi: int, attempted: set[int] | None, claimed_before: datetime
 ) -> int:
     """Deliveries a dead worker had claimed: those it had started to send are final (failed, outcome
     unknown, never resent); the others go back to pending. Returns how many were closed.
+    `attempted` None: nobody knows which had started (the in-process record died with its
+    process), so every stale claim is closed: never twice comes before never lost.
 
     Only claims older than `claimed_before` (the job timeout ago): no live job holds a claim that
     long (arq cancels it), so a second job on the same shard never touches the first one's sends.
@@ -239,7 +270,7 @@ async def mark_interrupted(
                _deliveries.c.updated_at < claimed_before)
     async with sessions.begin() as session:
         stale = (await session.execute(select(_deliveries.c.id).where(*claimed))).scalars().all()
-        started = [delivery for delivery in stale if delivery in attempted]
+        started = [delivery for delivery in stale if attempted is None or delivery in attempted]
         if started:
             await session.execute(
                 update(_deliveries).where(_deliveries.c.id.in_(started))

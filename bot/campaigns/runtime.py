@@ -35,6 +35,13 @@ log = logging.getLogger("siyu.campaigns")
 
 Enqueue = Callable[..., Awaitable[Any]]
 
+#: Beyond two job timeouts, how long a run's chain mark outlives the wait for its next job.
+CHAIN_SLACK_SECONDS = 30
+
+
+def chain_key(run_id: int) -> str:
+    return f"announce:chain:{run_id}"
+
 
 @dataclass
 class CampaignRuntime:
@@ -100,8 +107,30 @@ class CampaignRuntime:
             claim_lease_seconds=settings.announce_job_timeout_seconds,
         )
         runtime = cls(settings, engine, sessions, store, http, oa_api, library, delivery, owns=owns)
-        runtime.enqueue = _arq_enqueue(redis) if redis is not None else runtime._inline_enqueue
+        runtime.enqueue = runtime._keeping_alive(_arq_enqueue(redis) if redis is not None else runtime._inline_enqueue)
         return runtime
+
+    # -- a run's job chain ---------------------------------------------------------------
+    # Each job of a run enqueues the next (shards, continuations, WeCom tracking rounds). The chain
+    # marks itself alive in the store for as long as its next job may take to start and end; a
+    # running run without the mark lost its chain (the embedded default restarted and its
+    # in-process jobs with it, or Redis lost its queue) and the tick starts it again.
+
+    def _keeping_alive(self, enqueue: Enqueue) -> Enqueue:
+        async def enqueue_and_mark(function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> Any:
+            if args and isinstance(args[0], int):
+                await self.keep_alive(args[0], defer)
+            return await enqueue(function, *args, job_id=job_id, defer=defer)
+
+        return enqueue_and_mark
+
+    async def keep_alive(self, run_id: int, wait: float = 0.0) -> None:
+        """The run's chain is alive for `wait` seconds (until its next job starts) and two job timeouts more."""
+        ttl = wait + 2 * self.settings.announce_job_timeout_seconds + CHAIN_SLACK_SECONDS
+        await self.store.set(chain_key(run_id), "1", ttl=ttl)
+
+    async def chain_alive(self, run_id: int) -> bool:
+        return await self.store.get(chain_key(run_id)) is not None
 
     async def _inline_enqueue(self, function: str, *args: Any, job_id: str | None = None, defer: float = 0) -> None:
         from bot.campaigns import jobs
