@@ -394,8 +394,15 @@ async def test_a_command_delivered_three_times_runs_once(bot: Any, s: Staff) -> 
     confirm_id = secrets.randbelow(10**15)
     first = await say(bot, s.operator, "确认", msg_id=confirm_id)
     # Even with the store's dedupe mark gone (Redis flushed), the audit row keeps it to one run.
+    # The mark is written just after the answer (set_soon): wait for it, so the delete removes it.
     store = context_of(bot).services.store
-    await store.delete(f"dedupe:oa:gh_siyu_demo:msg:{confirm_id}")
+    mark = f"dedupe:oa:gh_siyu_demo:msg:{s.operator}:{confirm_id}"
+    for _ in range(100):
+        if await store.get(mark) is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.get(mark) is not None, "the delivery's dedupe mark is not where this test looks"
+    await store.delete(mark)
     again = await say(bot, s.operator, "确认", msg_id=confirm_id)
     assert again == first
     rows = await audit_rows(bot, s.operator)
