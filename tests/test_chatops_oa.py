@@ -278,6 +278,30 @@ async def test_stats_count_todays_faq_answers_and_declines_from_the_database(
     assert _faq_counts(await say(other, s.operator, "/统计")) == (answered + 1, declined + 1)
 
 
+def _funnel_counts(stats: str) -> dict[str, int]:
+    return {step: int(count) for step, count in re.findall(r"^([a-z_]+) (\d+)$", stats, re.MULTILINE)}
+
+
+async def test_stats_show_todays_funnel_steps(bot: Any, s: Staff) -> None:
+    before = _funnel_counts(await say(bot, s.operator, "/统计"))
+    assert set(before) == {"followed", "welcomed", "invited", "coupon_issued", "coupon_redeemed", "group_joined"}
+    await follow(bot, customer_id())
+    after = _funnel_counts(await say(bot, s.operator, "/统计"))
+    assert (after["followed"], after["welcomed"]) == (before["followed"] + 1, before["welcomed"] + 1)
+
+
+async def test_lookup_shows_only_the_last_ten_messages(bot: Any, s: Staff) -> None:
+    target = customer_id()
+    await follow(bot, target)
+    for number in range(1, 13):
+        await say(bot, target, f"第{number:02d}条留言")
+    lookup = await say(bot, s.operator, f"/查 {target}")
+    # 24 rows (12 in, 12 fallback answers out); ten shown, the first message not among them.
+    shown = re.findall(r"^\d\d-\d\d \d\d:\d\d [←→] ", lookup, re.MULTILINE)
+    assert len(shown) == 10, lookup
+    assert "第01条留言" not in lookup
+
+
 async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, s: Staff) -> None:
     newcomer = "oNew" + secrets.token_hex(6)
     assert await say(bot, newcomer, "/统计") == TEXTS.say("not_staff")
