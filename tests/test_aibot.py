@@ -12,13 +12,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from bot.chatops.models import CommandAudit
+from bot.chatops.proposals import ProposalBox
 from bot.chatops.texts import ChatopsTexts
+from bot.events import Channel, Event, EventKind
 from bot.storage.models import MessageLog
 from tests.aibot_peer import AIBOT_AES_KEY, AIBOT_ID, AIBOT_TOKEN, AiBotPeer, enter_chat, message, text
-from tests.conftest import context_of, refused_for
+from tests.conftest import REDIS_URL, context_of, refused_for
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
 from tests.wecom_peer import WeComPeer, app_text_xml, wecom_settings
 
@@ -296,6 +299,34 @@ async def test_staff_commands_in_one_to_one_and_groups(aibot: Any, staff_file: A
         ("lookup", "allowed", chat),
         ("tag", "refused", chat),
     ]
+
+
+async def test_a_proposal_belongs_to_its_staff_member_and_chat_for_five_minutes(aibot: Any, staff_file: Any) -> None:
+    path, roles = staff_file
+    client = await aibot(STAFF_FILE=str(path))
+    operator, admin = roles["operator"], roles["admin"]
+    here, elsewhere, customer = group(), group(), user()
+    tag = "群内" + secrets.token_hex(2)
+    await reply_of(client, text(customer, FAQ_QUESTION))
+    assert stream_text(await reply_of(client, text(admin, f"/标签 {customer} {tag}"))).startswith("已给")
+    proposal = stream_text(await reply_of(client, text(operator, f"@小棉 /批量标签 {tag} 跟进", chatid=here)))
+    assert "共 1 位顾客" in proposal
+    # WeCom's default five minutes (no CHATOPS_PROPOSAL_TTL_SECONDS here), kept in Redis.
+    key = ProposalBox.key(Event(channel=Channel.WECOM_AIBOT, account=AIBOT_ID, sender=operator, chat=here,
+                                kind=EventKind.MESSAGE, type="text"))
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        assert 290 <= await redis.ttl(key) <= 300
+    finally:
+        await redis.aclose()
+    # Only that staff member, in that chat, answers it.
+    none = TEXTS.say("proposal_none")
+    assert stream_text(await reply_of(client, text(admin, "@小棉 确认", chatid=here))) == none
+    assert stream_text(await reply_of(client, text(operator, "@小棉 确认", chatid=elsewhere))) == none
+    assert stream_text(await reply_of(client, text(operator, "确认"))) == none
+    done = stream_text(await reply_of(client, text(operator, "@小棉 确认", chatid=here)))
+    assert done == TEXTS.say("proposal_done", what=f"给带「{tag}」的顾客打上「跟进」", done=1)
+    assert "跟进" in stream_text(await reply_of(client, text(operator, f"/查 {customer}")))
 
 
 async def test_takeover_forwards_a_customer_to_staff_through_response_url(
