@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from bot.chatops.models import CommandAudit
 from bot.chatops.proposals import ProposalBox
 from bot.chatops.texts import ChatopsTexts
+from bot.config import REPO_ROOT
 from bot.events import Channel, Event, EventKind
 from bot.storage.models import MessageLog
 from tests.aibot_peer import AIBOT_AES_KEY, AIBOT_ID, AIBOT_TOKEN, AiBotPeer, enter_chat, message, text
@@ -266,6 +268,60 @@ async def test_quiet_hours_silence_groups_not_one_to_one(aibot: Any) -> None:
     assert (await post(client, text(user(), f"@小棉 {FAQ_QUESTION}", chatid=group())))[1] == ""
     assert dropped(client, "quiet_hours") == 1
     assert FAQ_WORD in stream_text(await reply_of(client, text(user(), FAQ_QUESTION)))
+
+
+SCOPED_FAQ = """
+- id: group_rules
+  question: 群规是什么？
+  answer: 本群群规：不发广告，友好交流。
+  examples: [群里有什么规矩, 群规是什么]
+  keywords: [群规, 规矩]
+  scope: group
+
+- id: member_points
+  question: 会员积分怎么查？
+  answer: 积分在小程序「我的-积分」里查看，私聊告诉你。
+  examples: [积分在哪看, 我有多少积分]
+  keywords: [积分]
+  scope: private
+"""
+
+
+@pytest.fixture
+def own_persona(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the demo persona with a group-only and a 1:1-only FAQ entry, and its own staff.yaml."""
+    folder = tmp_path / "persona" / "scoped"
+    shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
+    with (folder / "faq.yaml").open("a", encoding="utf-8") as faq:
+        faq.write(SCOPED_FAQ)
+    admin = "adm" + secrets.token_hex(4)
+    (folder / "staff.yaml").write_text(f"staff:\n  {admin}: admin\n", encoding="utf-8")
+    return folder, admin
+
+
+async def test_faq_entries_scoped_to_groups_or_one_to_one_answer_only_there(aibot: Any, own_persona: Any) -> None:
+    folder, _ = own_persona
+    client = await aibot(PERSONA=str(folder))
+    chat = group()
+    assert "不发广告" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
+    assert "不发广告" not in stream_text(await reply_of(client, text(user(), "群规是什么")))
+    assert "我的-积分" in stream_text(await reply_of(client, text(user(), "积分在哪看")))
+    _, body = await post(client, text(user(), "@小棉 积分在哪看", chatid=chat))
+    assert "我的-积分" not in (stream_text(PEER.read_reply(body)) if body else "")
+
+
+async def test_the_personas_staff_file_and_reload_of_the_persona_by_command(aibot: Any, own_persona: Any) -> None:
+    folder, admin = own_persona
+    client = await aibot(PERSONA=str(folder))  # no STAFF_FILE: persona/<p>/staff.yaml is the list
+    assert stream_text(await reply_of(client, text(admin, "/统计"))).startswith("今天")
+    # The app does not watch files here: only /重载 brings the edited answer in.
+    faq = folder / "faq.yaml"
+    faq.write_text(faq.read_text(encoding="utf-8").replace("不发广告，友好交流", "不刷屏，友好交流"), encoding="utf-8")
+    chat = group()
+    assert "不发广告" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
+    reloaded = stream_text(await reply_of(client, text(admin, "/重载")))
+    assert reloaded.startswith("已重新加载") and str(folder / "staff.yaml") in reloaded
+    assert "不刷屏" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
 
 
 # --- staff commands through the AI bot, the WeCom app and response_url ---------------------------------
