@@ -17,6 +17,14 @@ def test_every_command_has_wording_and_a_chinese_alias() -> None:
         assert any("\u4e00" <= char <= "\u9fff" for alias in texts.command(name).aliases for char in alias), name
 
 
+def test_a_command_with_no_roles_listed_is_refused_to_everyone() -> None:
+    from bot.chatops.specs import CommandSpec
+
+    unlisted = CommandSpec("new_command", frozenset())
+    assert not any(unlisted.allows(role) for role in (*Role, None))
+    assert not any(spec.allows(None) for spec in COMMANDS.values())
+
+
 def test_admin_only_commands_are_refused_in_groups() -> None:
     for spec in COMMANDS.values():
         if spec.roles == frozenset({Role.ADMIN}):
