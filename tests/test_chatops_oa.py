@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.chatops.models import CommandAudit
 from bot.chatops.texts import ChatopsTexts
 from bot.storage import tags as tag_repo
+from bot.storage.migrate import upgrade
 from bot.storage.models import Contact
-from tests.conftest import context_of
+from tests.conftest import _admin, context_of
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
 
 TEXTS = ChatopsTexts.load()
@@ -316,6 +318,31 @@ async def test_a_broken_staff_file_keeps_the_previous_list(bot: Any, staff_file:
     reply = await say(bot, s.admin, "/重载")
     assert "staff list not loaded" in reply
     assert (await say(bot, s.operator, "/统计")).startswith("今天")
+
+
+@pytest.fixture
+async def own_database(postgres_url: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own (set up before, dropped after, the bots on it)."""
+    name = f"siyu_chatops_{secrets.token_hex(4)}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_command_that_fails_says_so_and_is_audited_as_failed(
+    own_database: str, start_bot: Any, make_settings: Any, staff_file: Path, s: Staff
+) -> None:
+    client = await start_bot(make_settings(DATABASE_URL=own_database, WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file)))
+    async with context_of(client).services.sessions.begin() as session:
+        await session.execute(text("DROP TABLE faq_outcomes"))  # /统计 reads it
+    reply = await say(client, s.operator, "/统计")
+    assert reply == TEXTS.say("failed", usage=TEXTS.usage("stats"))
+    rows = await audit_rows(client, s.operator)
+    assert [(row.command, row.decision, row.result) for row in rows] == [("stats", "failed", reply)]
 
 
 # --- proposals ----------------------------------------------------------------------------------
