@@ -124,6 +124,16 @@ async def test_enter_chat_gets_the_persona_greeting_as_text(aibot: Any) -> None:
     assert "小棉" in reply["text"]["content"]
 
 
+async def test_other_events_and_a_stream_refresh_are_acknowledged_without_a_reply(aibot: Any) -> None:
+    client = await aibot()
+    feedback = {**enter_chat(user()), "event": {"eventtype": "feedback_event", "feedback_event": {"id": "FB1", "type": 2, "content": "不准确"}}}
+    card = {**enter_chat(user()), "event": {"eventtype": "template_card_event", "template_card_event": {"card_type": "button_interaction"}}}
+    refresh = {**text(user(), "hi"), "msgtype": "stream", "stream": {"id": "STREAMID"}}
+    refresh.pop("text")
+    for payload in (feedback, card, refresh):
+        assert await post(client, payload) == (200, ""), payload["msgtype"]
+
+
 async def test_a_retried_msgid_is_answered_once(aibot: Any) -> None:
     client = await aibot()
     who = user()
