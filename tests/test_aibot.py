@@ -25,7 +25,7 @@ from bot.storage.models import MessageLog
 from tests.aibot_peer import AIBOT_AES_KEY, AIBOT_ID, AIBOT_TOKEN, AiBotPeer, enter_chat, message, text
 from tests.conftest import REDIS_URL, context_of, refused_for
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
-from tests.wecom_peer import WeComPeer, app_text_xml, wecom_settings
+from tests.wecom_peer import WECOM_AGENT_ID, WeComPeer, app_text_xml, forget_wecom_token, wecom_settings
 
 PEER = AiBotPeer()
 TEXTS = ChatopsTexts.load()
@@ -446,6 +446,30 @@ async def test_staff_command_through_the_wecom_app(make_settings: Any, start_bot
     query, body = peer.encrypted(app_text_xml("someone-else", "/查 oCustomer"))
     response = await client.post("/wechat/work", params=query, data=body)
     assert peer.read_reply(await response.text())["Content"] == TEXTS.say("not_staff")
+
+
+async def test_takeover_from_the_wecom_app_forwards_an_oa_customer_as_an_app_message(
+    make_settings: Any, start_bot: Any, staff_file: Any, fake_wechat_api: Any
+) -> None:
+    path, roles = staff_file
+    await forget_wecom_token(REDIS_URL)
+    client = await start_bot(make_settings(
+        STAFF_FILE=str(path), WECHAT_OA_AES_KEY=TEST_AES_KEY, WECHAT_API_BASE=fake_wechat_api.base_url,
+        **wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url),
+    ))
+    oa, app = WeChatPeer(aes_key=TEST_AES_KEY), WeComPeer()
+    customer = "oCust" + secrets.token_hex(6)
+    query, body = oa.encrypted(event_xml(customer, "subscribe"))
+    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    query, body = app.encrypted(app_text_xml(roles["operator"], f"/接管 {customer}"))
+    response = await client.post("/wechat/work", params=query, data=body)
+    assert app.read_reply(await response.text())["Content"].startswith("已接管")
+    query, body = oa.encrypted(text_xml(customer, "宝宝湿疹用什么好"))
+    response = await client.post("/wechat/oa", params=query, data=body)
+    assert await response.text() == "success"  # the bot says nothing to the customer
+    [forwarded] = await fake_wechat_api.wait_for_sent(roles["operator"])
+    assert forwarded["agentid"] == int(WECOM_AGENT_ID)  # an app message (message/send), not the OA's
+    assert forwarded["text"]["content"] == TEXTS.say("forwarded", customer=customer, text="宝宝湿疹用什么好")
 
 
 async def test_a_broadcast_typed_to_the_intelligent_bot_keeps_its_chinese_punctuation(
