@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, text
 
+from bot.app import create_app
 from bot.chatops.models import CommandAudit
 from bot.chatops.texts import ChatopsTexts
 from bot.storage import tags as tag_repo
@@ -311,6 +315,46 @@ async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, 
     assert (await say(bot, s.admin, "/重载")).startswith("已重新加载")
     assert (await say(bot, newcomer, "/统计")).startswith("今天")
     assert (await say(bot, s.operator, "/统计")) == TEXTS.say("not_staff")  # removed from the file
+
+
+async def test_the_running_bot_reloads_the_staff_file_on_save(
+    make_settings: Any, analyzer: Any, staff_file: Path, s: Staff
+) -> None:
+    settings = make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file))
+    client = TestClient(TestServer(create_app(settings, analyzer=analyzer, watch_personas=True)))
+    await client.start_server()
+    try:
+        newcomer = "oNew" + secrets.token_hex(6)
+        assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
+        await asyncio.sleep(0.5)  # let the watcher arm
+        write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
+        staff = context_of(client).services.chatops.staff
+        for _ in range(200):
+            if staff.role_of(_event_of(newcomer)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert (await say(client, newcomer, "/统计")).startswith("今天")
+    finally:
+        await client.close()
+
+
+async def test_sighup_reloads_the_staff_list(make_settings: Any, start_bot: Any, staff_file: Path, s: Staff) -> None:
+    # Ignored until the app installs its handler: without one, the test fails instead of killing pytest.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        client = await start_bot(make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file)))  # no file watch
+        newcomer = "oNew" + secrets.token_hex(6)
+        assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
+        write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
+        os.kill(os.getpid(), signal.SIGHUP)
+        staff = context_of(client).services.chatops.staff
+        for _ in range(200):
+            if staff.role_of(_event_of(newcomer)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert (await say(client, newcomer, "/统计")).startswith("今天")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 async def test_a_broken_staff_file_keeps_the_previous_list(bot: Any, staff_file: Path, s: Staff) -> None:
