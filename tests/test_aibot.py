@@ -422,6 +422,33 @@ async def test_takeover_forwards_a_customer_to_staff_through_response_url(
     }
 
 
+async def test_takeover_from_the_intelligent_bot_forwards_every_message_through_the_wecom_app(
+    aibot: Any, staff_file: Any, fake_wechat_api: Any
+) -> None:
+    # A response_url carries one message: with the WeCom app configured, forwards go to the same
+    # userid as app messages, each of them, and not into the group the takeover was typed in.
+    path, roles = staff_file
+    await forget_wecom_token(REDIS_URL)
+    client = await aibot(STAFF_FILE=str(path), WECHAT_OA_AES_KEY=TEST_AES_KEY, **wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    oa = WeChatPeer(aes_key=TEST_AES_KEY)
+    customer = "oCust" + secrets.token_hex(6)
+    query, body = oa.encrypted(event_xml(customer, "subscribe"))
+    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    taken = stream_text(await reply_of(client, text(roles["operator"], f"@小棉 /接管 {customer}", chatid=group())))
+    assert taken.startswith("已接管")
+    for line in ("宝宝湿疹用什么好", "还有一个问题"):
+        query, body = oa.encrypted(text_xml(customer, line))
+        response = await client.post("/wechat/oa", params=query, data=body)
+        assert await response.text() == "success"
+    forwarded = await fake_wechat_api.wait_for_sent(roles["operator"], count=2)
+    # Each delivery's forward is its own push job: two deliveries' forwards may land in either order.
+    assert sorted(message["text"]["content"] for message in forwarded) == sorted(
+        TEXTS.say("forwarded", customer=customer, text=line) for line in ("宝宝湿疹用什么好", "还有一个问题")
+    )
+    assert all(message["agentid"] == int(WECOM_AGENT_ID) for message in forwarded)
+    assert fake_wechat_api.aibot_responses == []
+
+
 async def test_a_response_url_outside_the_configured_base_is_not_called(aibot: Any, staff_file: Any, fake_wechat_api: Any) -> None:
     path, roles = staff_file
     client = await aibot(STAFF_FILE=str(path))
