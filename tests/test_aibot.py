@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,15 +13,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from bot.chatops.models import CommandAudit
+from bot.chatops.proposals import ProposalBox
 from bot.chatops.texts import ChatopsTexts
+from bot.config import REPO_ROOT
+from bot.events import Channel, Event, EventKind
 from bot.storage.models import MessageLog
 from tests.aibot_peer import AIBOT_AES_KEY, AIBOT_ID, AIBOT_TOKEN, AiBotPeer, enter_chat, message, text
-from tests.conftest import context_of, refused_for
+from tests.conftest import REDIS_URL, context_of, refused_for
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
-from tests.wecom_peer import WeComPeer, app_text_xml, wecom_settings
+from tests.wecom_peer import WECOM_AGENT_ID, WeComPeer, app_text_xml, forget_wecom_token, wecom_settings
 
 PEER = AiBotPeer()
 TEXTS = ChatopsTexts.load()
@@ -117,6 +122,16 @@ async def test_enter_chat_gets_the_persona_greeting_as_text(aibot: Any) -> None:
     reply = await reply_of(client, enter_chat(user()))
     assert reply is not None and reply["msgtype"] == "text"
     assert "小棉" in reply["text"]["content"]
+
+
+async def test_other_events_and_a_stream_refresh_are_acknowledged_without_a_reply(aibot: Any) -> None:
+    client = await aibot()
+    feedback = {**enter_chat(user()), "event": {"eventtype": "feedback_event", "feedback_event": {"id": "FB1", "type": 2, "content": "不准确"}}}
+    card = {**enter_chat(user()), "event": {"eventtype": "template_card_event", "template_card_event": {"card_type": "button_interaction"}}}
+    refresh = {**text(user(), "hi"), "msgtype": "stream", "stream": {"id": "STREAMID"}}
+    refresh.pop("text")
+    for payload in (feedback, card, refresh):
+        assert await post(client, payload) == (200, ""), payload["msgtype"]
 
 
 async def test_a_retried_msgid_is_answered_once(aibot: Any) -> None:
@@ -265,6 +280,60 @@ async def test_quiet_hours_silence_groups_not_one_to_one(aibot: Any) -> None:
     assert FAQ_WORD in stream_text(await reply_of(client, text(user(), FAQ_QUESTION)))
 
 
+SCOPED_FAQ = """
+- id: group_rules
+  question: 群规是什么？
+  answer: 本群群规：不发广告，友好交流。
+  examples: [群里有什么规矩, 群规是什么]
+  keywords: [群规, 规矩]
+  scope: group
+
+- id: member_points
+  question: 会员积分怎么查？
+  answer: 积分在小程序「我的-积分」里查看，私聊告诉你。
+  examples: [积分在哪看, 我有多少积分]
+  keywords: [积分]
+  scope: private
+"""
+
+
+@pytest.fixture
+def own_persona(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the demo persona with a group-only and a 1:1-only FAQ entry, and its own staff.yaml."""
+    folder = tmp_path / "persona" / "scoped"
+    shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
+    with (folder / "faq.yaml").open("a", encoding="utf-8") as faq:
+        faq.write(SCOPED_FAQ)
+    admin = "adm" + secrets.token_hex(4)
+    (folder / "staff.yaml").write_text(f"staff:\n  {admin}: admin\n", encoding="utf-8")
+    return folder, admin
+
+
+async def test_faq_entries_scoped_to_groups_or_one_to_one_answer_only_there(aibot: Any, own_persona: Any) -> None:
+    folder, _ = own_persona
+    client = await aibot(PERSONA=str(folder))
+    chat = group()
+    assert "不发广告" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
+    assert "不发广告" not in stream_text(await reply_of(client, text(user(), "群规是什么")))
+    assert "我的-积分" in stream_text(await reply_of(client, text(user(), "积分在哪看")))
+    _, body = await post(client, text(user(), "@小棉 积分在哪看", chatid=chat))
+    assert "我的-积分" not in (stream_text(PEER.read_reply(body)) if body else "")
+
+
+async def test_the_personas_staff_file_and_reload_of_the_persona_by_command(aibot: Any, own_persona: Any) -> None:
+    folder, admin = own_persona
+    client = await aibot(PERSONA=str(folder))  # no STAFF_FILE: persona/<p>/staff.yaml is the list
+    assert stream_text(await reply_of(client, text(admin, "/统计"))).startswith("今天")
+    # The app does not watch files here: only /重载 brings the edited answer in.
+    faq = folder / "faq.yaml"
+    faq.write_text(faq.read_text(encoding="utf-8").replace("不发广告，友好交流", "不刷屏，友好交流"), encoding="utf-8")
+    chat = group()
+    assert "不发广告" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
+    reloaded = stream_text(await reply_of(client, text(admin, "/重载")))
+    assert reloaded.startswith("已重新加载") and str(folder / "staff.yaml") in reloaded
+    assert "不刷屏" in stream_text(await reply_of(client, text(user(), "@小棉 群规是什么", chatid=chat)))
+
+
 # --- staff commands through the AI bot, the WeCom app and response_url ---------------------------------
 
 
@@ -298,6 +367,34 @@ async def test_staff_commands_in_one_to_one_and_groups(aibot: Any, staff_file: A
     ]
 
 
+async def test_a_proposal_belongs_to_its_staff_member_and_chat_for_five_minutes(aibot: Any, staff_file: Any) -> None:
+    path, roles = staff_file
+    client = await aibot(STAFF_FILE=str(path))
+    operator, admin = roles["operator"], roles["admin"]
+    here, elsewhere, customer = group(), group(), user()
+    tag = "群内" + secrets.token_hex(2)
+    await reply_of(client, text(customer, FAQ_QUESTION))
+    assert stream_text(await reply_of(client, text(admin, f"/标签 {customer} {tag}"))).startswith("已给")
+    proposal = stream_text(await reply_of(client, text(operator, f"@小棉 /批量标签 {tag} 跟进", chatid=here)))
+    assert "共 1 位顾客" in proposal
+    # WeCom's default five minutes (no CHATOPS_PROPOSAL_TTL_SECONDS here), kept in Redis.
+    key = ProposalBox.key(Event(channel=Channel.WECOM_AIBOT, account=AIBOT_ID, sender=operator, chat=here,
+                                kind=EventKind.MESSAGE, type="text"))
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        assert 290 <= await redis.ttl(key) <= 300
+    finally:
+        await redis.aclose()
+    # Only that staff member, in that chat, answers it.
+    none = TEXTS.say("proposal_none")
+    assert stream_text(await reply_of(client, text(admin, "@小棉 确认", chatid=here))) == none
+    assert stream_text(await reply_of(client, text(operator, "@小棉 确认", chatid=elsewhere))) == none
+    assert stream_text(await reply_of(client, text(operator, "确认"))) == none
+    done = stream_text(await reply_of(client, text(operator, "@小棉 确认", chatid=here)))
+    assert done == TEXTS.say("proposal_done", what=f"给带「{tag}」的顾客打上「跟进」", done=1)
+    assert "跟进" in stream_text(await reply_of(client, text(operator, f"/查 {customer}")))
+
+
 async def test_takeover_forwards_a_customer_to_staff_through_response_url(
     aibot: Any, staff_file: Any, fake_wechat_api: Any
 ) -> None:
@@ -325,6 +422,33 @@ async def test_takeover_forwards_a_customer_to_staff_through_response_url(
     }
 
 
+async def test_takeover_from_the_intelligent_bot_forwards_every_message_through_the_wecom_app(
+    aibot: Any, staff_file: Any, fake_wechat_api: Any
+) -> None:
+    # A response_url carries one message: with the WeCom app configured, forwards go to the same
+    # userid as app messages, each of them, and not into the group the takeover was typed in.
+    path, roles = staff_file
+    await forget_wecom_token(REDIS_URL)
+    client = await aibot(STAFF_FILE=str(path), WECHAT_OA_AES_KEY=TEST_AES_KEY, **wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url))
+    oa = WeChatPeer(aes_key=TEST_AES_KEY)
+    customer = "oCust" + secrets.token_hex(6)
+    query, body = oa.encrypted(event_xml(customer, "subscribe"))
+    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    taken = stream_text(await reply_of(client, text(roles["operator"], f"@小棉 /接管 {customer}", chatid=group())))
+    assert taken.startswith("已接管")
+    for line in ("宝宝湿疹用什么好", "还有一个问题"):
+        query, body = oa.encrypted(text_xml(customer, line))
+        response = await client.post("/wechat/oa", params=query, data=body)
+        assert await response.text() == "success"
+    forwarded = await fake_wechat_api.wait_for_sent(roles["operator"], count=2)
+    # Each delivery's forward is its own push job: two deliveries' forwards may land in either order.
+    assert sorted(message["text"]["content"] for message in forwarded) == sorted(
+        TEXTS.say("forwarded", customer=customer, text=line) for line in ("宝宝湿疹用什么好", "还有一个问题")
+    )
+    assert all(message["agentid"] == int(WECOM_AGENT_ID) for message in forwarded)
+    assert fake_wechat_api.aibot_responses == []
+
+
 async def test_a_response_url_outside_the_configured_base_is_not_called(aibot: Any, staff_file: Any, fake_wechat_api: Any) -> None:
     path, roles = staff_file
     client = await aibot(STAFF_FILE=str(path))
@@ -349,6 +473,30 @@ async def test_staff_command_through_the_wecom_app(make_settings: Any, start_bot
     query, body = peer.encrypted(app_text_xml("someone-else", "/查 oCustomer"))
     response = await client.post("/wechat/work", params=query, data=body)
     assert peer.read_reply(await response.text())["Content"] == TEXTS.say("not_staff")
+
+
+async def test_takeover_from_the_wecom_app_forwards_an_oa_customer_as_an_app_message(
+    make_settings: Any, start_bot: Any, staff_file: Any, fake_wechat_api: Any
+) -> None:
+    path, roles = staff_file
+    await forget_wecom_token(REDIS_URL)
+    client = await start_bot(make_settings(
+        STAFF_FILE=str(path), WECHAT_OA_AES_KEY=TEST_AES_KEY, WECHAT_API_BASE=fake_wechat_api.base_url,
+        **wecom_settings(WECOM_API_BASE=fake_wechat_api.base_url),
+    ))
+    oa, app = WeChatPeer(aes_key=TEST_AES_KEY), WeComPeer()
+    customer = "oCust" + secrets.token_hex(6)
+    query, body = oa.encrypted(event_xml(customer, "subscribe"))
+    assert (await client.post("/wechat/oa", params=query, data=body)).status == 200
+    query, body = app.encrypted(app_text_xml(roles["operator"], f"/接管 {customer}"))
+    response = await client.post("/wechat/work", params=query, data=body)
+    assert app.read_reply(await response.text())["Content"].startswith("已接管")
+    query, body = oa.encrypted(text_xml(customer, "宝宝湿疹用什么好"))
+    response = await client.post("/wechat/oa", params=query, data=body)
+    assert await response.text() == "success"  # the bot says nothing to the customer
+    [forwarded] = await fake_wechat_api.wait_for_sent(roles["operator"])
+    assert forwarded["agentid"] == int(WECOM_AGENT_ID)  # an app message (message/send), not the OA's
+    assert forwarded["text"]["content"] == TEXTS.say("forwarded", customer=customer, text="宝宝湿疹用什么好")
 
 
 async def test_a_broadcast_typed_to_the_intelligent_bot_keeps_its_chinese_punctuation(

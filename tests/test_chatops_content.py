@@ -17,6 +17,14 @@ def test_every_command_has_wording_and_a_chinese_alias() -> None:
         assert any("\u4e00" <= char <= "\u9fff" for alias in texts.command(name).aliases for char in alias), name
 
 
+def test_a_command_with_no_roles_listed_is_refused_to_everyone() -> None:
+    from bot.chatops.specs import CommandSpec
+
+    unlisted = CommandSpec("new_command", frozenset())
+    assert not any(unlisted.allows(role) for role in (*Role, None))
+    assert not any(spec.allows(None) for spec in COMMANDS.values())
+
+
 def test_admin_only_commands_are_refused_in_groups() -> None:
     for spec in COMMANDS.values():
         if spec.roles == frozenset({Role.ADMIN}):
@@ -64,3 +72,21 @@ async def test_the_staff_file_is_reloaded_on_save_like_the_persona(tmp_path: Pat
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 5)
+
+
+def test_the_staff_file_is_the_personas_else_a_top_level_one_unless_staff_file_names_one(tmp_path: Path) -> None:
+    from bot.chatops.roles import StaffDirectory, staff_file_candidates
+    from bot.events import Channel, Event, EventKind
+
+    root, persona = tmp_path, tmp_path / "persona" / "demo"
+    persona.mkdir(parents=True)
+    (root / "staff.yaml").write_text("staff:\n  zhangsan: operator\n", encoding="utf-8")
+    event = Event(channel=Channel.WECOM, account="corp", sender="zhangsan", kind=EventKind.MESSAGE, type="text")
+    top_level = StaffDirectory(staff_file_candidates(None, persona, root))
+    assert (top_level.role_of(event), top_level.source) == (Role.OPERATOR, root / "staff.yaml")
+    (persona / "staff.yaml").write_text("staff:\n  zhangsan: admin\n", encoding="utf-8")
+    own = StaffDirectory(staff_file_candidates(None, persona, root))
+    assert (own.role_of(event), own.source) == (Role.ADMIN, persona / "staff.yaml")
+    explicit = tmp_path / "elsewhere.yaml"
+    explicit.write_text("staff:\n  zhangsan: agent\n", encoding="utf-8")
+    assert StaffDirectory(staff_file_candidates(explicit, persona, root)).role_of(event) is Role.AGENT

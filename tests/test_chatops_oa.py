@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select, text
 
+from bot.app import create_app
 from bot.chatops.models import CommandAudit
 from bot.chatops.texts import ChatopsTexts
 from bot.storage import tags as tag_repo
+from bot.storage.migrate import upgrade
 from bot.storage.models import Contact
-from tests.conftest import context_of
+from tests.conftest import _admin, context_of
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
 
 TEXTS = ChatopsTexts.load()
@@ -278,6 +284,30 @@ async def test_stats_count_todays_faq_answers_and_declines_from_the_database(
     assert _faq_counts(await say(other, s.operator, "/统计")) == (answered + 1, declined + 1)
 
 
+def _funnel_counts(stats: str) -> dict[str, int]:
+    return {step: int(count) for step, count in re.findall(r"^([a-z_]+) (\d+)$", stats, re.MULTILINE)}
+
+
+async def test_stats_show_todays_funnel_steps(bot: Any, s: Staff) -> None:
+    before = _funnel_counts(await say(bot, s.operator, "/统计"))
+    assert set(before) == {"followed", "welcomed", "invited", "coupon_issued", "coupon_redeemed", "group_joined"}
+    await follow(bot, customer_id())
+    after = _funnel_counts(await say(bot, s.operator, "/统计"))
+    assert (after["followed"], after["welcomed"]) == (before["followed"] + 1, before["welcomed"] + 1)
+
+
+async def test_lookup_shows_only_the_last_ten_messages(bot: Any, s: Staff) -> None:
+    target = customer_id()
+    await follow(bot, target)
+    for number in range(1, 13):
+        await say(bot, target, f"第{number:02d}条留言")
+    lookup = await say(bot, s.operator, f"/查 {target}")
+    # 24 rows (12 in, 12 fallback answers out); ten shown, the first message not among them.
+    shown = re.findall(r"^\d\d-\d\d \d\d:\d\d [←→] ", lookup, re.MULTILINE)
+    assert len(shown) == 10, lookup
+    assert "第01条留言" not in lookup
+
+
 async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, s: Staff) -> None:
     newcomer = "oNew" + secrets.token_hex(6)
     assert await say(bot, newcomer, "/统计") == TEXTS.say("not_staff")
@@ -287,11 +317,76 @@ async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, 
     assert (await say(bot, s.operator, "/统计")) == TEXTS.say("not_staff")  # removed from the file
 
 
+async def test_the_running_bot_reloads_the_staff_file_on_save(
+    make_settings: Any, analyzer: Any, staff_file: Path, s: Staff
+) -> None:
+    settings = make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file))
+    client = TestClient(TestServer(create_app(settings, analyzer=analyzer, watch_personas=True)))
+    await client.start_server()
+    try:
+        newcomer = "oNew" + secrets.token_hex(6)
+        assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
+        await asyncio.sleep(0.5)  # let the watcher arm
+        write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
+        staff = context_of(client).services.chatops.staff
+        for _ in range(200):
+            if staff.role_of(_event_of(newcomer)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert (await say(client, newcomer, "/统计")).startswith("今天")
+    finally:
+        await client.close()
+
+
+async def test_sighup_reloads_the_staff_list(make_settings: Any, start_bot: Any, staff_file: Path, s: Staff) -> None:
+    # Ignored until the app installs its handler: without one, the test fails instead of killing pytest.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        client = await start_bot(make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file)))  # no file watch
+        newcomer = "oNew" + secrets.token_hex(6)
+        assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
+        write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
+        os.kill(os.getpid(), signal.SIGHUP)
+        staff = context_of(client).services.chatops.staff
+        for _ in range(200):
+            if staff.role_of(_event_of(newcomer)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert (await say(client, newcomer, "/统计")).startswith("今天")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 async def test_a_broken_staff_file_keeps_the_previous_list(bot: Any, staff_file: Path, s: Staff) -> None:
     staff_file.write_text("staff:\n  someone: superuser\n", encoding="utf-8")
     reply = await say(bot, s.admin, "/重载")
     assert "staff list not loaded" in reply
     assert (await say(bot, s.operator, "/统计")).startswith("今天")
+
+
+@pytest.fixture
+async def own_database(postgres_url: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own (set up before, dropped after, the bots on it)."""
+    name = f"siyu_chatops_{secrets.token_hex(4)}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_command_that_fails_says_so_and_is_audited_as_failed(
+    own_database: str, start_bot: Any, make_settings: Any, staff_file: Path, s: Staff
+) -> None:
+    client = await start_bot(make_settings(DATABASE_URL=own_database, WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file)))
+    async with context_of(client).services.sessions.begin() as session:
+        await session.execute(text("DROP TABLE faq_outcomes"))  # /统计 reads it
+    reply = await say(client, s.operator, "/统计")
+    assert reply == TEXTS.say("failed", usage=TEXTS.usage("stats"))
+    rows = await audit_rows(client, s.operator)
+    assert [(row.command, row.decision, row.result) for row in rows] == [("stats", "failed", reply)]
 
 
 # --- proposals ----------------------------------------------------------------------------------
@@ -394,8 +489,15 @@ async def test_a_command_delivered_three_times_runs_once(bot: Any, s: Staff) -> 
     confirm_id = secrets.randbelow(10**15)
     first = await say(bot, s.operator, "确认", msg_id=confirm_id)
     # Even with the store's dedupe mark gone (Redis flushed), the audit row keeps it to one run.
+    # The mark is written just after the answer (set_soon): wait for it, so the delete removes it.
     store = context_of(bot).services.store
-    await store.delete(f"dedupe:oa:gh_siyu_demo:msg:{confirm_id}")
+    mark = f"dedupe:oa:gh_siyu_demo:msg:{s.operator}:{confirm_id}"
+    for _ in range(100):
+        if await store.get(mark) is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.get(mark) is not None, "the delivery's dedupe mark is not where this test looks"
+    await store.delete(mark)
     again = await say(bot, s.operator, "确认", msg_id=confirm_id)
     assert again == first
     rows = await audit_rows(bot, s.operator)

@@ -84,6 +84,7 @@ class ChatOps:
         flush_log: Callable[[], Awaitable[None]],
         reload: Reloader,
         proposal_ttl: float = PROPOSAL_TTL_SECONDS,
+        wecom_app_account: str | None = None,
     ) -> None:
         self.staff = staff
         self.texts = texts
@@ -92,6 +93,8 @@ class ChatOps:
         self._flush_log = flush_log
         self._reload = reload
         self.proposals = ProposalBox(store, proposal_ttl)
+        #: The corp id when the WeCom app can message staff (WECOM_CORP_ID/SECRET/AGENT_ID), else None.
+        self._wecom_app_account = wecom_app_account
         self.names = CommandNames(texts, COMMANDS)
 
     # --- entry point --------------------------------------------------------------------------
@@ -415,6 +418,10 @@ class ChatOps:
         if current is not None and current.staff != event.sender:
             return [Reply(self.texts.say("takeover_busy", customer=customer, staff=current.staff))]
         record = Takeover(staff=event.sender, channel=str(event.channel), account=event.account, chat=event.chat)
+        if event.channel is Channel.WECOM_AIBOT and self._wecom_app_account:
+            # An intelligent bot's response_url carries one message, and belongs to the chat the command
+            # was typed in (maybe a group): the same userid gets every forward as a WeCom app message.
+            record = Takeover(staff=event.sender, channel=str(Channel.WECOM), account=self._wecom_app_account, chat=None)
         await self._store.set(key, json.dumps(_as_dict(record)), ttl=TAKEOVER_TTL_SECONDS)
         return [Reply(self.texts.say("taken_over", customer=customer))]
 

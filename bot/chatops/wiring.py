@@ -45,4 +45,7 @@ async def build_chatops(
         flush_log=writer.flush,
         reload=reload,
         proposal_ttl=settings.chatops_proposal_ttl_seconds,
+        wecom_app_account=(
+            settings.wecom_corp_id if settings.wecom_api_configured and settings.wecom_agent_id is not None else None
+        ),
     )
