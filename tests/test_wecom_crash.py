@@ -5,7 +5,7 @@ subprocess; WeCom is slow to answer `send_welcome_msg`, and the process is kille
 is on the wire. A worker takes the delivery over once the dead owner's lease runs out (the recovery
 job is queued before the callback is acknowledged): the welcome is not sent a second time (whether
 the first reached WeCom is unknown), the coupon is not issued twice, and what the owner would have
-written after the send — the customer's attribution and the `followed` step — is written.
+written after the send — the customer's attribution, the `followed` step and the invite's record — is written.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ async def test_a_process_killed_mid_welcome_is_taken_over_without_a_second_welco
             return (await welcome_row(observer, customer)).status != "pending"
 
         await until(finished, timeout=40, what="the welcome taken over")
+
+        async def invite_recorded() -> bool:  # a job of its own, after the takeover
+            return "invited" in await funnel_steps(observer, customer)
+
+        await until(invite_recorded, timeout=20, what="the invite the welcome may have carried recorded")
     finally:
         await stop_arq_worker(worker)
 

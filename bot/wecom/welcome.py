@@ -215,7 +215,8 @@ class WelcomeService:
         """The welcome row exists already. Finished: a duplicate. Still `pending`: its owner died mid-welcome
         and the dispatcher handed this delivery over (it does so only once the owner's lease ran out):
         whether the welcome went out is unknown, so it is not sent again, but what the owner would have
-        written after it (attribution, the add's count, `followed`) is written now, and the row says so."""
+        written after it (attribution, the add's count, `followed`, the invite's record) is written now,
+        and the row says so."""
         async with self.engine.connect() as connection:
             status = (await connection.execute(
                 select(WelcomeRecord.status).where(WelcomeRecord.cause_key == event.dedupe_key[:200])
@@ -226,6 +227,9 @@ class WelcomeService:
                     extra={"dedupe_key": event.dedupe_key})
         await self._finish(event, INTERRUPTED, coupon=coupon, source=source, staff=staff, attribute=not attributed,
                            received=received)
+        # The welcome may have carried the pool's invite: it is counted, so the group's places are
+        # never overestimated (one place too few is safe; a customer sent to a full group is not).
+        await self._record_invite(channel, ContactRef.of(event), event.dedupe_key, source)
         return WelcomeResult(INTERRUPTED, channel, source, coupon, None)
 
     async def _claim(self, event: Event, staff: str, now: float) -> bool:
