@@ -118,3 +118,51 @@ async def test_codes_expire_by_themselves(sessions) -> None:
         listed = await repository.list_codes(session, batch)
     assert summary.expired == 1
     assert listed[0]["status"] == "expired"
+
+
+async def _pool(sessions, name: str, capacities: list[int]) -> None:
+    async with sessions() as session:
+        pool = await repository.create_pool(session, name=name, title="宝妈福利群")
+        for i, capacity in enumerate(capacities):
+            await repository.add_group(session, pool, name=f"宝妈福利{i + 1}群", capacity=capacity,
+                                       join_link=f"https://work.weixin.qq.com/gm/{name}{i}")
+        await session.commit()
+
+
+async def test_60_parallel_invites_fill_two_groups_exactly_and_never_past_capacity(sessions) -> None:
+    from bot.offers.models import GroupInviteRow, PoolGroup
+    from bot.offers.service import offer_invite
+
+    await _pool(sessions, "moms", [10, 15])
+    outcomes = await asyncio.gather(
+        *(offer_invite(sessions, pool="moms", contact=_who(i), cause_key=f"add-{i}") for i in range(60))
+    )
+    assert Counter(o.status for o in outcomes) == {"invited": 25, "full": 35}
+    by_group = Counter(o.invite.group_name for o in outcomes if o.invite is not None)
+    assert by_group == {"宝妈福利1群": 10, "宝妈福利2群": 15}  # the first group filled before the second
+    async with sessions() as session:
+        groups = {g.name: (g.invites_count, g.state) for g in (await session.execute(select(PoolGroup))).scalars()}
+        rows = (await session.execute(select(GroupInviteRow))).scalars().all()
+    assert groups == {"宝妈福利1群": (10, "full"), "宝妈福利2群": (15, "full")}
+    assert len(rows) == 25 and len({r.external_id for r in rows}) == 25
+
+
+async def test_an_invite_retried_in_parallel_counts_once_and_the_same_contact_keeps_its_group(sessions) -> None:
+    from bot.funnel.models import FunnelEvent
+    from bot.offers.models import PoolGroup
+    from bot.offers.service import offer_invite
+
+    await _pool(sessions, "dads", [5, 5])
+    retried = await asyncio.gather(
+        *(offer_invite(sessions, pool="dads", contact=_who(1), cause_key="add-1") for _ in range(6))
+    )
+    assert sorted(o.status for o in retried) == ["already_invited"] * 5 + ["invited"]
+    assert {o.invite.group_name for o in retried} == {"宝妈福利1群"}
+    # The same customer asking again later (a new message): the group it was given, not a second place.
+    again = await offer_invite(sessions, pool="dads", contact=_who(1), cause_key="msg-77")
+    assert (again.status, again.invite.group_name, again.places_left) == ("invited", "宝妈福利1群", 9)
+    async with sessions() as session:
+        counted = (await session.execute(select(PoolGroup.invites_count).where(PoolGroup.name == "宝妈福利1群"))).scalar()
+        steps = (await session.execute(select(FunnelEvent.cause_key).where(FunnelEvent.step == "invited"))).scalars().all()
+    assert counted == 1
+    assert sorted(steps) == ["dads:add-1", "dads:msg-77"]
