@@ -213,3 +213,33 @@ async def test_a_bomb_in_a_branch_the_check_never_takes_is_bounded_when_a_custom
     finally:
         server.process.terminate()
         await server.process.wait()
+
+
+def persona_with_many_heavy_greetings(folder: Path, count: int = 1000) -> Path:
+    """Each greeting within the per-render budget, all of them together ~12 s of CPU to check."""
+    shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
+    heavy = "{% for a in range(900) %}{% for b in range(18) %}{% endfor %}{% endfor %}你好"
+    persona_file = folder / "persona.yaml"
+    text = persona_file.read_text(encoding="utf-8")
+    anchor = "  sources:\n    douyin_live: |-\n"
+    assert anchor in text
+    greetings = "".join(f"    scene_{index}: '{heavy}'\n" for index in range(count))
+    persona_file.write_text(text.replace(anchor, "  sources:\n" + greetings + "    douyin_live: |-\n", 1), encoding="utf-8")
+    return folder
+
+
+def test_the_check_child_is_stopped_at_its_cpu_limit(tmp_path: Path) -> None:
+    folder = persona_with_many_heavy_greetings(tmp_path / "p")
+    env = embedded_env(tmp_path, PERSONA_CHECK_CPU_SECONDS="1", PERSONA_CHECK_TIMEOUT_SECONDS="300")
+    result = run_bot("persona", "check", str(folder), env=env, timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert "refused: checking it used more than 1 s of CPU" in result.stdout
+    assert f"{folder / 'persona.yaml'}:" in result.stdout  # where it was when stopped
+
+
+def test_the_check_child_is_stopped_at_its_wall_clock_limit(tmp_path: Path) -> None:
+    folder = persona_with_many_heavy_greetings(tmp_path / "p")
+    env = embedded_env(tmp_path, PERSONA_CHECK_CPU_SECONDS="300", PERSONA_CHECK_TIMEOUT_SECONDS="1")
+    result = run_bot("persona", "check", str(folder), env=env, timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert "refused: checking it took longer than 1 s" in result.stdout
