@@ -171,3 +171,26 @@ async def test_development_mode_listens_on_loopback_only(host: str | None, tmp_p
     assert "listening on 127.0.0.1" in output
     if host is not None:
         assert f"BOT_HOST={host} ignored" in output
+
+
+# --- the shipped deployment -------------------------------------------------------------
+
+
+def test_compose_requires_its_secrets_and_publishes_only_the_callback_port() -> None:
+    """Without an .env, compose must refuse to start (`${VAR:?…}`), not pass an empty token to the bot."""
+    import re
+
+    import yaml
+
+    from bot.config import REPO_ROOT
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    bot = compose["services"]["bot"]
+    environment = bot["environment"]
+    assert environment["BOT_ENV"] == "production"
+    for name in ("WECHAT_OA_TOKEN", "WECHAT_OA_APPID", "WECHAT_OA_SECRET", "WECHAT_OA_AES_KEY"):
+        assert re.fullmatch(r"\$\{" + name + r":\?[^}]+\}", environment[name]), environment[name]
+    assert "${POSTGRES_PASSWORD:?" in environment["DATABASE_URL"]
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "WECHAT_OA_ALLOW_PLAIN" not in environment  # safe mode only
+    assert [str(port) for port in bot["ports"]] == ["8080:8080"]  # never the ops port (BOT_OPS_PORT)
