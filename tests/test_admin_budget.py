@@ -97,8 +97,16 @@ def test_persona_check_refuses_a_regex_it_cannot_run_in_linear_time(tmp_path: Pa
     assert "tags.yaml:39:" in result.stdout and "linear-time" in result.stdout
 
 
-async def test_a_backtracking_regex_cannot_stall_the_bot(tmp_path: Path, make_settings: Any, start_bot: Any) -> None:
-    """`(\\d+\\s*)+(个月|周)` with Python's re takes 2^n steps on n digits not followed by 个月/周."""
+async def test_a_backtracking_regex_cannot_stall_the_bot(tmp_path: Path, postgres_url: str) -> None:
+    """`(\\d+\\s*)+(个月|周)` with Python's re takes 2^n steps on n digits not followed by 个月/周.
+
+    Against `python -m bot serve`, so that a stalled event loop fails the test at WeChat's own 5 s
+    (in-process, a backtracking regex would hang the test itself)."""
+    import aiohttp
+
+    from tests.conftest import REDIS_URL
+    from tests.server_process import start_server
+
     folder = tmp_path / "p"
     shutil.copytree(REPO_ROOT / "persona" / "demo", folder)
     tags = folder / "tags.yaml"
@@ -107,12 +115,18 @@ async def test_a_backtracking_regex_cannot_stall_the_bot(tmp_path: Path, make_se
         encoding="utf-8",
     )
     assert run_bot("persona", "check", str(folder), env=embedded_env(tmp_path)).returncode == 0
-    client = await start_bot(make_settings(PERSONA=str(folder)))
-    peer = WeChatPeer()
-    for text in ("我的订单号 " + "1" * 40 + " 怎么还没到", "宝宝 8 个月"):
-        query, body = peer.plain(text_xml("o" + secrets.token_hex(8), text))
-        response = await client.post("/wechat/oa", params=query, data=body)
-        assert response.status == 200
+    server = await start_server(tmp_path, PERSONA=str(folder), DATABASE_URL=postgres_url, REDIS_URL=REDIS_URL)
+    try:
+        peer = WeChatPeer()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            for text in ("我的订单号 " + "1" * 40 + " 怎么还没到", "宝宝 8 个月"):
+                query, body = peer.plain(text_xml("o" + secrets.token_hex(8), text))
+                async with http.post(f"{server.base_url}/wechat/oa", params=query, data=body) as response:
+                    assert response.status == 200
+                    assert peer.read_reply(await response.text())["Content"]  # answered passively, in time
+    finally:
+        server.process.kill()  # a stalled loop would not see SIGTERM
+        await server.process.wait()
 
 
 @pytest.mark.parametrize("name", ["tower_of_powers", "center_in_a_branch", "three_nested_loops", "two_nested_loops"])
