@@ -119,3 +119,78 @@ async def test_url_verification_refuses_an_old_timestamp(age: int, make_settings
     response = await client.get("/wechat/oa", params=query)
     assert response.status == 403
     assert "echo-old" not in await response.text()
+
+
+# --- development mode stays on this machine ------------------------------------------
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp{,6} write them) with a socket listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.rpartition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"], ids=["host_unset", "host_all_interfaces"])
+async def test_development_mode_listens_on_loopback_only(host: str | None, tmp_path: Path) -> None:
+    """Its token is public: whatever BOT_HOST says, neither the callback port nor the ops port is reachable
+    from another machine."""
+    import subprocess
+    import sys
+
+    from bot.config import REPO_ROOT
+    from tests.test_cli import free_port, wait_until_up
+
+    port, ops_port = free_port(), free_port()
+    env = embedded_env(tmp_path, BOT_PORT=str(port), BOT_OPS_PORT=str(ops_port))
+    env.pop("BOT_HOST", None)
+    if host is not None:
+        env["BOT_HOST"] = host
+    assert run_bot("db", "upgrade", env=env).returncode == 0
+    log_file = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=REPO_ROOT, env=env, stdout=log_file, stderr=log_file)
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            await wait_until_up(http, f"http://127.0.0.1:{port}/healthz")
+            await wait_until_up(http, f"http://127.0.0.1:{ops_port}/healthz")
+        loopback = "0100007F"  # 127.0.0.1
+        assert listening_addresses(port) == {loopback}
+        assert listening_addresses(ops_port) == {loopback}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    log_file.seek(0)
+    output = log_file.read()
+    assert "listening on 127.0.0.1" in output
+    if host is not None:
+        assert f"BOT_HOST={host} ignored" in output
+
+
+# --- the shipped deployment -------------------------------------------------------------
+
+
+def test_compose_requires_its_secrets_and_publishes_only_the_callback_port() -> None:
+    """Without an .env, compose must refuse to start (`${VAR:?…}`), not pass an empty token to the bot."""
+    import re
+
+    import yaml
+
+    from bot.config import REPO_ROOT
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    bot = compose["services"]["bot"]
+    environment = bot["environment"]
+    assert environment["BOT_ENV"] == "production"
+    for name in ("WECHAT_OA_TOKEN", "WECHAT_OA_APPID", "WECHAT_OA_SECRET", "WECHAT_OA_AES_KEY"):
+        assert re.fullmatch(r"\$\{" + name + r":\?[^}]+\}", environment[name]), environment[name]
+    assert "${POSTGRES_PASSWORD:?" in environment["DATABASE_URL"]
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "WECHAT_OA_ALLOW_PLAIN" not in environment  # safe mode only
+    assert [str(port) for port in bot["ports"]] == ["8080:8080"]  # never the ops port (BOT_OPS_PORT)

@@ -27,12 +27,21 @@ from pathlib import Path
 from bot.persona.files import Snapshot
 from bot.persona.issues import PersonaIssue
 
-#: CPU seconds the check may use (a good persona's check takes ~0.1 s).
-CHECK_CPU_SECONDS = 5
+def _setting(name: str, default: float) -> float:
+    """A limit from the environment (for slower machines, and for tests), else the default."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+#: CPU seconds the check may use (a good persona's check takes ~0.1 s). PERSONA_CHECK_CPU_SECONDS.
+CHECK_CPU_SECONDS = max(1, int(_setting("PERSONA_CHECK_CPU_SECONDS", 5)))
 #: Address space of the checking process (Python and its imports take ~150 MB of it).
 CHECK_MEMORY_BYTES = 768 * 1024 * 1024
-#: Wall-clock bound, whatever the child does (sleeping, blocked): then it is killed.
-CHECK_TIMEOUT_SECONDS = 10.0
+#: Wall-clock bound, whatever the child does (sleeping, blocked): then it is killed. PERSONA_CHECK_TIMEOUT_SECONDS.
+CHECK_TIMEOUT_SECONDS = _setting("PERSONA_CHECK_TIMEOUT_SECONDS", 10.0)
 
 _AT = "at "
 

@@ -10,14 +10,20 @@ sandbox already blocks Python internals; this bounds cost, in four ways:
   built): `**` and `*` on integers by the bits of the result, repetition of strings and
   lists by the result's size, widths given to center/indent/wordwrap/truncate/format/
   str.ljust/…, `replace` and `join` by the size of what they would build, `~` and `+`;
-- every filter's result is checked against MAX_VALUE_CHARS, so chains stay small;
+- every filter's and method call's result is checked against MAX_VALUE_CHARS, so chains
+  stay small; sizes are counted through nested lists, tuples and dicts (a list of 20,000
+  references to one long string is that long once printed), and list, tuple and dict
+  literals are checked like any other value;
+- what a render outputs, counting what `{% set %}…{% endset %}`, macros and `{% filter %}`
+  blocks collect before anything checks their value, is capped at MAX_OUTPUT_CHARS in all;
 - the environment is not "optimized": Jinja would otherwise fold constant expressions
   at compile time (`'a'|center(999999999)` inside a branch never taken was built while
   the template compiled, outside any render).
 
-Loop iterations and `~` have no sandbox hook, so the checked template's syntax tree is
-rewritten before compiling: `for x in y` iterates `siyu_loop(y)`, and `a ~ b` becomes
-`siyu_concat(a, b)` (`bounded_tree`).
+Loop iterations, `~`, outputs and literals have no sandbox hook, so the checked template's
+syntax tree is rewritten before compiling: `for x in y` iterates `siyu_loop(y)`, `a ~ b`
+becomes `siyu_concat(a, b)`, every piece of output goes through `siyu_out(...)` and every
+list/tuple/dict literal through `siyu_value(...)` (`bounded_tree`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from typing import Any
 
 from jinja2 import nodes
 from jinja2.sandbox import SecurityError
+from jinja2.utils import Namespace
+from jinja2.visitor import NodeTransformer
 
 #: Loop iterations + calls + operators + filters, per render. A chat line needs a few dozen.
 MAX_STEPS = 20_000
@@ -45,9 +53,15 @@ MAX_WIDTH = 1_000
 #: Largest integer a template may compute (`**`, `*`), in bits: 2**4096 has 1,234 digits.
 MAX_INT_BITS = 4_096
 MAX_EXPONENT = 100
+#: Everything one render outputs, captured blocks ({% set %}…{% endset %}, macros, {% filter %}) included.
+MAX_OUTPUT_CHARS = 2 * MAX_VALUE_CHARS
+#: Values nested deeper than this are refused (their size, and printing them, would recurse that deep).
+MAX_NESTING = 64
 
 LOOP_GLOBAL = "siyu_loop"
 CONCAT_GLOBAL = "siyu_concat"
+OUTPUT_GLOBAL = "siyu_out"
+VALUE_GLOBAL = "siyu_value"
 
 
 class BudgetExceeded(SecurityError):
@@ -58,6 +72,7 @@ class BudgetExceeded(SecurityError):
 class _Budget:
     steps_left: int
     deadline: float
+    output_left: int = MAX_OUTPUT_CHARS
 
 
 _CURRENT: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("siyu_template_budget", default=None)
@@ -91,18 +106,57 @@ def spend(steps: int = 1) -> None:
 
 
 def size_of(value: Any) -> int:
-    """Characters (or items) a value stands for; what the caps compare."""
+    """Characters a value stands for once printed (roughly), through nested lists, tuples and dicts;
+    what the caps compare. Linear in the distinct objects: shared references are sized once."""
+    return _size(value, {}, 0)
+
+
+def _size(value: Any, seen: dict[int, int], depth: int) -> int:
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, list | tuple):
-        return sum(len(item) if isinstance(item, str) else 1 for item in value) + len(value)
-    return 1
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1  # decimal digits, give or take one
+    if not isinstance(value, list | tuple | set | frozenset | dict | Namespace):
+        return 1
+    known = seen.get(id(value))
+    if known is not None:
+        return known
+    if depth > MAX_NESTING:
+        raise BudgetExceeded(f"values nested more than {MAX_NESTING} deep are not allowed")
+    if isinstance(value, Namespace):
+        value = dict(object.__getattribute__(value, "_Namespace__attrs"))
+    if isinstance(value, dict):
+        total = sum(_size(k, seen, depth + 1) + _size(v, seen, depth + 1) for k, v in value.items()) + len(value)
+    else:
+        total = sum(_size(item, seen, depth + 1) for item in value) + len(value)
+    seen[id(value)] = total
+    return total
 
 
 def check_size(value: Any, what: str) -> Any:
-    if isinstance(value, str | list | tuple) and size_of(value) > MAX_VALUE_CHARS:
+    if isinstance(value, str | list | tuple | set | frozenset | dict | Namespace) and size_of(value) > MAX_VALUE_CHARS:
         raise BudgetExceeded(f"{what} builds a value over {MAX_VALUE_CHARS} characters")
     return value
+
+
+def _largest(values: Iterable[Any]) -> int:
+    return max((size_of(value) for value in values), default=0)
+
+
+def _check_growth(template: str, fields: int, arguments: Iterable[Any], what: str) -> None:
+    """A format string with `fields` replacement fields, each filled by (at most) the largest argument."""
+    if fields and len(template) + fields * (_largest(arguments) + MAX_WIDTH) > MAX_VALUE_CHARS:
+        raise BudgetExceeded(f"{what} builds a value over {MAX_VALUE_CHARS} characters")
+
+
+def _printf_arguments(arguments: Any) -> list[Any]:
+    if isinstance(arguments, tuple):
+        return list(arguments)
+    if isinstance(arguments, dict):
+        return list(arguments.values())
+    return [arguments]
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
@@ -128,9 +182,14 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
                 raise BudgetExceeded(f"joining these builds a value over {MAX_VALUE_CHARS} characters")
     elif operator == "%" and isinstance(left, str):
         check_printf_widths(left)
+        _check_growth(left, count_printf_fields(left), _printf_arguments(right), "this '%' format")
 
 
 _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def count_printf_fields(template: str) -> int:
+    return template.count("%") - 2 * template.count("%%")
 
 
 def check_printf_widths(template: str) -> None:
@@ -140,12 +199,15 @@ def check_printf_widths(template: str) -> None:
                 raise BudgetExceeded(f"format widths over {MAX_WIDTH} (or given as '*') are not allowed")
 
 
-def check_format_widths(template: str) -> None:
-    """str.format / format_map fields: widths and precisions within MAX_WIDTH, none taken from arguments."""
+def check_format_widths(template: str, arguments: Iterable[Any] | None = None) -> None:
+    """str.format / format_map fields: widths and precisions within MAX_WIDTH, none taken from arguments;
+    with `arguments`, also what the fields filled with the largest of them would build."""
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError:
         return  # str.format will raise the same error
+    if arguments is not None:
+        _check_growth(template, sum(1 for _, name, _, _ in fields if name is not None), arguments, "this format")
     for _, _, spec, _ in fields:
         if not spec:
             continue
@@ -160,21 +222,62 @@ def check_format_widths(template: str) -> None:
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
 
-def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Str methods that amplify (str.center(10**9), '{:>999999999}'.format(x), s.replace(a, b*N))."""
+def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Str methods that amplify (str.center(10**9), '{:>999999999}'.format(x), s.replace(a, b*N),
+    '{0}{0}…'.format(long), s.translate(table), s.expandtabs(n)), checked before they run; returns the
+    positional arguments to call with (an iterator given to join is read under the budget first)."""
     spend()
-    owner = getattr(func, "__self__", None)
+    # The sandbox hands out `'…'.format` as a wrapper of the bound method (functools.wraps: __wrapped__).
+    owner = getattr(func, "__self__", None) if hasattr(func, "__self__") else getattr(
+        getattr(func, "__wrapped__", None), "__self__", None
+    )
     name = getattr(func, "__name__", "")
     if not isinstance(owner, str):
-        return
+        return args
     if name in _WIDTH_METHODS:
         _check_widths([*args, *kwargs.values()])
-    elif name in {"format", "format_map"}:
-        check_format_widths(owner)
+        if name == "expandtabs":
+            tabsize = args[0] if args else kwargs.get("tabsize", 8)
+            if isinstance(tabsize, int) and len(owner) + owner.count("\t") * max(tabsize, 0) > MAX_VALUE_CHARS:
+                raise BudgetExceeded(f"expanding these tabs builds a value over {MAX_VALUE_CHARS} characters")
+    elif name == "format":
+        check_format_widths(owner, [*args, *kwargs.values()])
+    elif name == "format_map":
+        check_format_widths(owner, list(args[0].values()) if args and isinstance(args[0], dict) else [])
     elif name == "replace" and len(args) >= 2:
         _check_replace(owner, args[0], args[1])
     elif name == "join":
+        if args and not isinstance(args[0], list | tuple):
+            args = (list(_bounded_iter(args[0])), *args[1:])
         _check_join(owner, args[0] if args else ())
+    elif name == "translate" and args and isinstance(args[0], dict):
+        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+        if len(owner) * max(longest, 1) > MAX_VALUE_CHARS:
+            raise BudgetExceeded(f"this translate builds a value over {MAX_VALUE_CHARS} characters")
+    return args
+
+
+#: lorem ipsum (Jinja's `lipsum` global): at most this many paragraphs of at most this many words.
+MAX_LIPSUM_PARAGRAPHS = 10
+MAX_LIPSUM_WORDS = 100
+
+
+def _check_lipsum(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    names = ("n", "html", "min", "max")
+    given = {**dict(zip(names, args, strict=False)), **kwargs}
+    n, low, high = given.get("n", 5), given.get("min", 20), given.get("max", 100)
+    if not all(isinstance(v, int) for v in (n, low, high)) or n > MAX_LIPSUM_PARAGRAPHS or max(low, high) > MAX_LIPSUM_WORDS:
+        raise BudgetExceeded(
+            f"lipsum() is limited to {MAX_LIPSUM_PARAGRAPHS} paragraphs of {MAX_LIPSUM_WORDS} words"
+        )
+
+
+def lipsum(*args: Any, **kwargs: Any) -> str:
+    """Jinja's `lipsum` global, bounded (its own has no limit: lipsum(200000) took 12 s)."""
+    from jinja2.utils import generate_lorem_ipsum  # noqa: PLC0415
+
+    _check_lipsum(args, kwargs)
+    return generate_lorem_ipsum(*args, **kwargs)
 
 
 def _check_widths(values: Iterable[Any]) -> None:
@@ -216,10 +319,14 @@ def budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         spend()
         values = args[skip:]
+        if values:
+            check_size(values[0], f"the value given to filter '{name}'")
         if name in _WIDTH_FILTERS:
             _check_widths([*values[1:], *kwargs.values()])
         elif name == "format" and values and isinstance(values[0], str):
             check_printf_widths(values[0])
+            _check_growth(values[0], count_printf_fields(values[0]), [*values[1:], *kwargs.values()],
+                          "filter 'format'")
         elif name == "replace" and len(values) >= 3:
             _check_replace(values[0], values[1], values[2])
         elif name == "join" and values:
@@ -250,10 +357,31 @@ def siyu_loop(iterable: Any) -> Iterator[Any]:
 def siyu_concat(*parts: Any) -> str:
     """`a ~ b ~ c`, refusing to build more than MAX_VALUE_CHARS (Jinja's own join has no hook)."""
     spend()
+    if sum(map(size_of, parts)) > MAX_VALUE_CHARS:
+        raise BudgetExceeded(f"joining with '~' builds a value over {MAX_VALUE_CHARS} characters")
     texts = [part if isinstance(part, str) else str(part) for part in parts]
     if sum(map(len, texts)) > MAX_VALUE_CHARS:
         raise BudgetExceeded(f"joining with '~' builds a value over {MAX_VALUE_CHARS} characters")
     return "".join(texts)
+
+
+def siyu_out(value: Any) -> str:
+    """Each piece a template outputs (see bounded_tree): counted against MAX_OUTPUT_CHARS for the
+    whole render, so blocks that collect output before anything checks it stay bounded too."""
+    if not isinstance(value, str):
+        check_size(value, "printing this")
+        value = str(value)
+    budget = _CURRENT.get()
+    if budget is not None:
+        budget.output_left -= len(value)
+        if budget.output_left < 0:
+            raise BudgetExceeded(f"template outputs more than {MAX_OUTPUT_CHARS} characters in all")
+    return value
+
+
+def siyu_value(value: Any) -> Any:
+    """A list, tuple or dict literal (see bounded_tree): `[x, x, x, …]` with a long x is a long value."""
+    return check_size(value, "this literal")
 
 
 def static_problems(tree: nodes.Template) -> list[str]:
@@ -284,31 +412,40 @@ def static_problems(tree: nodes.Template) -> list[str]:
 
 
 def bounded_tree(tree: nodes.Template) -> nodes.Template:
-    """Rewrite a checked tree so loops and `~` spend from the budget (call after the checks, before compiling)."""
+    """Rewrite a checked tree so loops, `~`, outputs and literals spend from the budget
+    (call after the checks, before compiling)."""
     for loop in tree.find_all(nodes.For):
         loop.iter = nodes.Call(nodes.Name(LOOP_GLOBAL, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
-    for concat in list(tree.find_all(nodes.Concat)):
-        call = nodes.Call(nodes.Name(CONCAT_GLOBAL, "load"), list(concat.nodes), [], None, None, lineno=concat.lineno)
-        _replace_node(tree, concat, call)
+    _Bounding().visit(tree)
     return tree
 
 
-def _replace_node(tree: nodes.Node, old: nodes.Node, new: nodes.Node) -> None:
-    for parent in tree.find_all(nodes.Node):
-        for field in parent.fields:
-            value = getattr(parent, field, None)
-            if value is old:
-                setattr(parent, field, new)
-                return
-            if isinstance(value, list):
-                for index, item in enumerate(value):
-                    if item is old:
-                        value[index] = new
-                        return
-    for field in tree.fields:  # the root itself
-        value = getattr(tree, field, None)
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                if item is old:
-                    value[index] = new
-                    return
+def _call(name: str, args: list[nodes.Expr], lineno: int | None) -> nodes.Call:
+    return nodes.Call(nodes.Name(name, "load", lineno=lineno), args, [], None, None, lineno=lineno)
+
+
+class _Bounding(NodeTransformer):
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _call(CONCAT_GLOBAL, list(node.nodes), node.lineno)
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Node:
+        self.generic_visit(node)
+        node.nodes = [
+            _call(OUTPUT_GLOBAL, [nodes.Const(child.data, lineno=child.lineno)
+                                  if isinstance(child, nodes.TemplateData) else child], child.lineno)
+            for child in node.nodes
+        ]
+        return node
+
+    def _literal(self, node: nodes.Expr) -> nodes.Node:
+        self.generic_visit(node)
+        return _call(VALUE_GLOBAL, [node], node.lineno)
+
+    visit_List = _literal
+    visit_Dict = _literal
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        if node.ctx != "load":  # `{% for a, b in … %}`, `{% set a, b = … %}`: targets, not values
+            return self.generic_visit(node)
+        return self._literal(node)

@@ -47,6 +47,9 @@ class PersonaTemplateEnvironment(ImmutableSandboxedEnvironment):
         self.globals["range"] = _small_range
         self.globals[budget.LOOP_GLOBAL] = budget.siyu_loop
         self.globals[budget.CONCAT_GLOBAL] = budget.siyu_concat
+        self.globals[budget.OUTPUT_GLOBAL] = budget.siyu_out
+        self.globals[budget.VALUE_GLOBAL] = budget.siyu_value
+        self.globals["lipsum"] = budget.lipsum
         self.filters = {name: budget.budgeted_filter(name, func) for name, func in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -54,8 +57,8 @@ class PersonaTemplateEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
-        budget.check_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        args = budget.check_call(__obj, args, kwargs)
+        return budget.check_size(super().call(__context, __obj, *args, **kwargs), "this call")
 
     def wrap_str_format(self, value: Any) -> Any:
         wrapped = super().wrap_str_format(value)
