@@ -487,6 +487,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def total_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime summed over processes; one that has gone counts nothing."""
+    total = 0.0
+    for pid in pids:
+        seconds = cpu_seconds(pid)
+        if seconds == seconds:  # not NaN
+            total += seconds
+    return total
+
+
+def pids_named(*names: str) -> list[int]:
+    """Every process on this machine whose command name is one of `names` (e.g. postgres, redis-server)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._load import pids_named, total_cpu_seconds  # noqa: E402
 from bot.campaigns import jobs, runs  # noqa: E402
 from bot.campaigns.library import load_library  # noqa: E402
 from bot.storage.db import create_engine, session_factory  # noqa: E402
@@ -93,37 +94,14 @@ async def seed(url: str, recipients: int, throughput: int, rate_n: int) -> None:
     await engine.dispose()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def pids_named(*names: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def cpu_by_role(workers: list[subprocess.Popen], fake_pid: int) -> dict[str, float]:
     """CPU seconds so far of each part of the run (PostgreSQL and Redis: every process of theirs)."""
     return {
-        "workers": cpu_seconds([w.pid for w in workers]),
-        "fake-api": cpu_seconds([fake_pid]),
-        "postgres": cpu_seconds(pids_named("postgres", "postmaster")),
-        "redis": cpu_seconds(pids_named("redis-server")),
-        "bench": cpu_seconds([os.getpid()]),
+        "workers": total_cpu_seconds([w.pid for w in workers]),
+        "fake-api": total_cpu_seconds([fake_pid]),
+        "postgres": total_cpu_seconds(pids_named("postgres", "postmaster")),
+        "redis": total_cpu_seconds(pids_named("redis-server")),
+        "bench": total_cpu_seconds([os.getpid()]),
     }
 
 

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._load import pids_named, total_cpu_seconds  # noqa: E402
 from tests.wecom_peer import WeComPeer, add_contact_xml, wecom_settings  # noqa: E402
 
 WELCOME = "/cgi-bin/externalcontact/send_welcome_msg"
@@ -84,37 +85,13 @@ async def seed(database_url: str, batch: str, pool: str) -> None:
         await engine.dispose()
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _postgres_pids() -> list[int]:
-    """Every PostgreSQL server process on this machine (the bench's backends among them)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def _cpu_by_role(bot: subprocess.Popen, worker: subprocess.Popen | None, fake: subprocess.Popen) -> dict[str, float]:
     return {
-        "bot": _cpu_seconds([bot.pid]),
-        "worker": _cpu_seconds([worker.pid]) if worker is not None else 0.0,
-        "postgres": _cpu_seconds(_postgres_pids()),
-        "fake-api": _cpu_seconds([fake.pid]),
-        "load": _cpu_seconds([os.getpid()]),
+        "bot": total_cpu_seconds([bot.pid]),
+        "worker": total_cpu_seconds([worker.pid]) if worker is not None else 0.0,
+        "postgres": total_cpu_seconds(pids_named("postgres", "postmaster")),
+        "fake-api": total_cpu_seconds([fake.pid]),
+        "load": total_cpu_seconds([os.getpid()]),
     }
 
 
