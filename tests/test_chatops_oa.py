@@ -317,6 +317,15 @@ async def test_reload_picks_up_an_edited_staff_file(bot: Any, staff_file: Path, 
     assert (await say(bot, s.operator, "/统计")) == TEXTS.say("not_staff")  # removed from the file
 
 
+async def until_staff(client: Any, who: str, seconds: float = 10.0) -> None:
+    """Wait until the running bot's staff list knows `who` (a reload is on its way)."""
+    staff = context_of(client).services.chatops.staff
+    for _ in range(int(seconds / 0.05)):
+        if staff.role_of(_event_of(who)) is not None:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_the_running_bot_reloads_the_staff_file_on_save(
     make_settings: Any, analyzer: Any, staff_file: Path, s: Staff
 ) -> None:
@@ -328,11 +337,7 @@ async def test_the_running_bot_reloads_the_staff_file_on_save(
         assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
         await asyncio.sleep(0.5)  # let the watcher arm
         write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
-        staff = context_of(client).services.chatops.staff
-        for _ in range(200):
-            if staff.role_of(_event_of(newcomer)) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until_staff(client, newcomer)
         assert (await say(client, newcomer, "/统计")).startswith("今天")
     finally:
         await client.close()
@@ -347,11 +352,7 @@ async def test_sighup_reloads_the_staff_list(make_settings: Any, start_bot: Any,
         assert await say(client, newcomer, "/统计") == TEXTS.say("not_staff")
         write_staff(staff_file, {s.admin: "admin", newcomer: "operator"})
         os.kill(os.getpid(), signal.SIGHUP)
-        staff = context_of(client).services.chatops.staff
-        for _ in range(200):
-            if staff.role_of(_event_of(newcomer)) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until_staff(client, newcomer)
         assert (await say(client, newcomer, "/统计")).startswith("今天")
     finally:
         signal.signal(signal.SIGHUP, previous)
