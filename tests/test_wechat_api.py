@@ -403,3 +403,23 @@ async def test_each_token_rejection_refreshes_the_token_and_retries_once(
     await client.send_text("openid-1", "second")
     assert len(fake_wechat_api.calls(TOKEN)) == 2
     assert [message["text"]["content"] for message in fake_wechat_api.sent_messages()] == ["first", "second"]
+
+
+async def test_a_fan_out_reads_the_shared_token_once_not_per_call(
+    fake_wechat_api: FakeWeChatApi, appid: str, redis_store: RedisStore, session: aiohttp.ClientSession
+) -> None:
+    """Every call needs the token; 200 sends must not be 200 reads of one value in Redis (a fan-out of
+    2,000 sends/s paid a round trip each). A token rejected meanwhile is still replaced at once."""
+    client = WeChatApiClient(base_url=fake_wechat_api.base_url, appid=appid, secret=SECRET, store=redis_store,
+                             session=session)
+    await client.access_token()
+
+    async def gets() -> int:
+        return int((await redis_store.client.info("commandstats")).get("cmdstat_get", {}).get("calls", 0))
+
+    before = await gets()
+    await asyncio.gather(*(client.send_text(f"openid-{i}", "秒杀开始啦") for i in range(200)))
+    assert await gets() - before <= 2
+    fake_wechat_api.expire_token("tok-1")
+    await client.send_text("openid-x", "again")
+    assert tokens_used(fake_wechat_api)[-2:] == ["tok-1", "tok-2"]
