@@ -50,7 +50,8 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_PLAIN_RATE = 5000
 TARGET_RATIO_PLAIN, TARGET_RATIO_AES = 1.5, 1.2
 WEROBOT_VENV = HERE / ".venvs" / "werobot"
-WEROBOT_REQUIREMENTS = ("WeRoBot==1.13.1", "gunicorn", "PyYAML")
+# cryptography: WeRoBot's AES mode needs it (without it every AES callback is a 500).
+WEROBOT_REQUIREMENTS = ("WeRoBot==1.13.1", "gunicorn", "PyYAML", "cryptography")
 TARGET_P99_MS = 20
 TARGET_START_S = 2.0
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -548,6 +549,11 @@ class Bench:
             theirs = [row for row in self.rows if row.scenario == f"WeRoBot {mode}: max throughput"]
             if not (ours and theirs):
                 continue
+            if any(r.errors for r in theirs):
+                # A comparison server that fails its requests is not doing the work: no ratio from it.
+                print(f"Siyu / WeRoBot, {mode}: no ratio, WeRoBot answered {sum(r.errors for r in theirs)} "
+                      f"requests with errors (see its row)")
+                continue
             rate = _mean(r.rate for r in ours) / _mean(r.rate for r in theirs)
             cpu = _mean(r.cpu_us for r in theirs) / _mean(r.cpu_us for r in ours)
             print(f"Siyu / WeRoBot, {mode}: {rate:.2f}× by msgs/s, {cpu:.2f}× by server CPU per message "
@@ -629,10 +635,13 @@ class Bench:
 def _werobot_venv() -> Path:
     """WeRoBot lives in a virtualenv of its own under bench/.venvs (created once): never a project dependency."""
     python = WEROBOT_VENV / "bin" / "python"
-    if not (WEROBOT_VENV / "bin" / "gunicorn").exists():
+    installed = WEROBOT_VENV / "requirements.txt"  # what it was made with: a new requirement remakes it
+    wanted = "\n".join(WEROBOT_REQUIREMENTS)
+    if not installed.exists() or installed.read_text() != wanted:
         print(f"creating {WEROBOT_VENV} with {', '.join(WEROBOT_REQUIREMENTS)} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(WEROBOT_VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(WEROBOT_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *WEROBOT_REQUIREMENTS], check=True)
+        installed.write_text(wanted)
     return WEROBOT_VENV
 
 
