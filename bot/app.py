@@ -177,6 +177,7 @@ class AppContext:
         runtime.wecom = wecom_services  # WeCom upkeep is arq cron (bot/wecom/jobs.py), on the app's services here
         if wecom_services is not None:
             wecom_services.welcome.jobs = jobs  # invites recorded after the welcome, as jobs
+        chatops.jobs = jobs  # `/发公告` starts announcement runs on the queue
         if watch_personas:
             context._watcher = asyncio.create_task(personas.watch(context._stop), name="persona-watch")
             context._staff_watcher = asyncio.create_task(chatops.staff.watch(context._stop), name="staff-watch")

@@ -135,6 +135,20 @@ async def test_staff_who_started_a_run_get_its_summary_in_chat(
     assert f"run {run_id}" in summary[0]["text"]["content"] and "sent 4" in summary[0]["text"]["content"]
 
 
+async def test_wecom_staff_who_started_a_run_get_its_summary_as_an_app_message(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi
+) -> None:
+    """Started from the WeCom app or the AI bot (`/发公告`): the summary goes to that userid as an app message."""
+    scenario = make_scripts(tmp_path)
+    await seed_contacts(postgres_url, scenario.source, 2)
+    settings = settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts, WECOM_CORP_ID="corp-test",
+                            WECOM_SECRET="wecom-secret", WECOM_API_BASE=fake_wechat_api.base_url, WECOM_AGENT_ID="1000002")
+    run_id = await run_to_the_end(settings, scenario.campaign, started_by="wecom_aibot:lisi")
+    (summary,) = await fake_wechat_api.wait_for_sent("lisi")
+    assert summary["agentid"] == 1000002 and f"run {run_id}" in summary["text"]["content"]
+    assert [call.path for call in fake_wechat_api.calls() if "lisi" in str(call.json)] == ["/cgi-bin/message/send"]
+
+
 async def test_metrics_show_delivery_counts_by_state(
     tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi, make_settings, start_bot
 ) -> None:

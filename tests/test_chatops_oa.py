@@ -574,3 +574,43 @@ async def test_pool_status_lists_groups_and_places_left(bot: Any, s: Staff) -> N
         await repository.add_group(session, created, name="宝妈福利1群", capacity=200, join_link="https://example.com/j")
     reply = await say(bot, s.agent, f"/群 {pool}")
     assert reply == f"{pool} · 宝妈福利1群（open）：0/200 人，还剩 200 个位置"
+
+
+# --- announcements from chat ------------------------------------------------------------------------
+
+
+async def test_an_admin_starts_an_announcement_from_chat_and_gets_its_report_there(
+    make_settings: Any, start_bot: Any, staff_file: Path, fake_wechat_api: Any, s: Staff, tmp_path: Path,
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`/发公告 <公告ID> [时段]`: admins only, in 1:1 chat; proposed with the audience it would reach,
+    run on 确认 on the job queue (a real arq worker), and the run's report comes back to the admin."""
+    from tests.announce_helpers import make_scripts, seed_contacts
+
+    scenario = make_scripts(tmp_path)
+    monkeypatch.setenv("SCRIPTS_DIR", str(scenario.scripts))
+    monkeypatch.setenv("ANNOUNCE_RATE_PER_SECOND", "0")
+    customers = await seed_contacts(postgres_url, scenario.source, 3)
+    bot = await start_bot(make_settings(WECHAT_OA_AES_KEY=TEST_AES_KEY, STAFF_FILE=str(staff_file),
+                                        WECHAT_API_BASE=fake_wechat_api.base_url))
+    campaign = scenario.campaign
+    assert await say(bot, s.operator, f"/发公告 {campaign}") == TEXTS.say(
+        "not_allowed", role="operator", usage=TEXTS.usage("announce"))
+    assert await say(bot, s.admin, "/发公告 no_such_campaign") == TEXTS.say(
+        "preview_unknown", campaign="no_such_campaign", campaigns=campaign)
+    assert "时段" in await say(bot, s.admin, f"/发公告 {campaign} midnight")  # not one of its slots
+    proposal = await say(bot, s.admin, f"/发公告 {campaign} launch")
+    assert proposal.startswith(f"将发送公告 {campaign}（launch），共 3 位顾客")
+    assert not fake_wechat_api.sent_messages(), (proposal, fake_wechat_api.sent_messages())  # nothing goes out before 确认
+    started = await say(bot, s.admin, "确认")
+    assert re.search(r"run (\d+)", started), (started, fake_wechat_api.sent_messages())
+    run_id = int(re.search(r"run (\d+)", started).group(1))
+    for who in customers:
+        (message,) = await fake_wechat_api.wait_for_sent(who, count=1, timeout=20)
+        assert "秒杀" in message["text"]["content"]
+    (report,) = await fake_wechat_api.wait_for_sent(s.admin, count=1, timeout=20)
+    assert report["text"]["content"].startswith(f"run {run_id}: {campaign}/launch")
+    assert "sent 3" in report["text"]["content"] and f"started by wechat_oa:{s.admin}" in report["text"]["content"]
+    decisions = [(row.command, row.decision) for row in await audit_rows(bot, s.admin)]
+    assert decisions == [("announce", "invalid"), ("announce", "invalid"), ("announce", "proposed"),
+                         ("confirm:announce", "allowed")]

@@ -149,12 +149,16 @@ class CampaignRuntime:
         await getattr(jobs, function)({"campaigns": self}, *args)
 
     async def tell_starter(self, run: AnnouncementRun, report: RunReport | None) -> None:
-        """Staff who started a run from chat get its summary there when it ends."""
+        """Staff who started a run from chat (`/发公告`) get its summary there when it ends: an OA
+        customer-service message, or for WeCom staff (the app, the AI bot) a WeCom app message."""
         channel, _, who = run.started_by.partition(":")
-        if channel != "wechat_oa" or not who or self.oa_api is None or report is None:
+        if not who or report is None:
             return
         try:
-            await self.oa_api.send_text(who, report.text())
+            if channel == "wechat_oa" and self.oa_api is not None:
+                await self.oa_api.send_text(who, report.text())
+            elif channel in ("wecom", "wecom_aibot") and self.delivery.wecom_api is not None:
+                await self.delivery.wecom_api.send_app_text(who, report.text())
         except Exception:  # the run is done either way; the report stays in `announce report`
             log.warning("campaigns.summary_not_sent run=%s to=%s", run.id, who, exc_info=True)
 

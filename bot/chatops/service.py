@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -96,6 +97,8 @@ class ChatOps:
         #: The corp id when the WeCom app can message staff (WECOM_CORP_ID/SECRET/AGENT_ID), else None.
         self._wecom_app_account = wecom_app_account
         self.names = CommandNames(texts, COMMANDS)
+        #: The app's job queue (bot.jobs.queue.JobQueue), set by bot.app: `/发公告` starts runs on it.
+        self.jobs: Any = None
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -205,11 +208,19 @@ class ChatOps:
         if earlier is not None:
             return [Reply(earlier.result or self.texts.say("already_done"))]
         try:
-            count = len(await self._contacts_with(arguments["tag"]))
+            if spec.name == "announce":
+                count, refusal = await self._announcement_reach(arguments)
+                if refusal is not None:
+                    await audit.finish(self._sessions, event.dedupe_key, "invalid", refusal)
+                    return [Reply(refusal)]
+            else:
+                count = len(await self._contacts_with(arguments["tag"]))
             proposal = Proposal(command=spec.name, arguments=arguments, what=self._what(spec.name, arguments), count=count)
             decision = "proposed"
             if count == 0:
-                text, decision = self.texts.say("proposal_empty", tag=arguments["tag"]), "allowed"
+                empty = (self.texts.say("announce_empty", campaign=arguments["announcement"]) if spec.name == "announce"
+                         else self.texts.say("proposal_empty", tag=arguments["tag"]))
+                text, decision = empty, "allowed"
             else:
                 previous = await self.proposals.put(event, proposal)
                 text = self.texts.say("proposal", what=proposal.what, count=count)
@@ -252,7 +263,8 @@ class ChatOps:
             text = self.texts.say("failed", usage=self.texts.usage(spec.name))
             await audit.finish(self._sessions, event.dedupe_key, "failed", text, command=command)
             return [Reply(text)]
-        text = self.texts.say("proposal_done", what=proposal.what, done=done)
+        # A count of contacts done, or (a command that starts work going on after it) its own answer.
+        text = done if isinstance(done, str) else self.texts.say("proposal_done", what=proposal.what, done=done)
         await audit.finish(self._sessions, event.dedupe_key, "allowed", text, command=command)
         return [Reply(text), *actions]
 
@@ -440,22 +452,46 @@ class ChatOps:
     async def _do_preview(self, event: Event, role: Role, arguments: dict[str, str]) -> list[Action]:
         """What `announce preview` prints (bot/campaigns), for staff in chat."""
         from bot.campaigns.commands import preview  # noqa: PLC0415 - the announcements room, used here only
-        from bot.campaigns.library import load_library  # noqa: PLC0415
-        from bot.campaigns.settings import CampaignSettings  # noqa: PLC0415
 
         now = datetime.now(UTC)
+        library, problem = await self._announcements(arguments.get("announcement"), now)
+        if problem is not None:
+            return [Reply(problem)]
+        return [Reply(await preview(arguments["announcement"], sessions=self._sessions, now=now, library=library))]
+
+    async def _announcements(self, name: str | None, now: datetime) -> tuple[Any, str | None]:
+        """The checked script library, or what to tell staff: scripts broken, no name, unknown name."""
+        from bot.campaigns.library import load_library  # noqa: PLC0415 - the announcements room, used here only
+        from bot.campaigns.settings import CampaignSettings  # noqa: PLC0415
+
         # Reading and checking the script files is file I/O and template compiling: off the event loop.
         library, issues = await asyncio.to_thread(
             load_library, CampaignSettings().scripts_dir, now, refuse_past_start=False
         )
         if library is None:
-            return [Reply(self.texts.say("preview_broken", issues="\n".join(map(str, issues[:5]))))]
-        name = arguments.get("announcement")
+            return None, self.texts.say("preview_broken", issues="\n".join(map(str, issues[:5])))
         if not name:
-            return [Reply(self.texts.say("preview_choose", campaigns="、".join(library.campaigns) or "-"))]
+            return library, self.texts.say("preview_choose", campaigns="、".join(library.campaigns) or "-")
         if name not in library.campaigns:
-            return [Reply(self.texts.say("preview_unknown", campaign=name, campaigns="、".join(library.campaigns)))]
-        return [Reply(await preview(name, sessions=self._sessions, now=now, library=library))]
+            return library, self.texts.say("preview_unknown", campaign=name, campaigns="、".join(library.campaigns))
+        return library, None
+
+    async def _announcement_reach(self, arguments: dict[str, str]) -> tuple[int, str | None]:
+        """How many a run of the announcement would reach now (customers and group chats); fills in its
+        slot (the first, as `announce run` does) or says what is wrong."""
+        from bot.campaigns import runs  # noqa: PLC0415
+
+        now = datetime.now(UTC)
+        library, problem = await self._announcements(arguments["announcement"], now)
+        if problem is not None:
+            return 0, problem
+        campaign = library.campaign(arguments["announcement"])
+        slots = [slot.name for slot in campaign.slots]
+        slot = arguments.setdefault("slot", slots[0])
+        if slot not in slots:
+            return 0, self.texts.say("usage", usage=self.texts.usage("announce")) + f"（时段：{'、'.join(slots)}）"
+        counts = await runs.audience_counts(self._sessions, campaign, now)
+        return sum(total for total, _ in counts.values()), None
 
     # --- bulk, after 确认 -----------------------------------------------------------------------
 
@@ -484,6 +520,23 @@ class ChatOps:
             )
             issued += status == "issued"
         return [], issued
+
+    async def _bulk_announce(self, event: Event, proposal: Proposal) -> tuple[list[Action], str]:
+        """A run of the announcement now, as `announce run` starts one, on the job queue; whoever
+        confirmed it gets the run's report in this chat's channel when it ends."""
+        from bot.campaigns import runs  # noqa: PLC0415
+        from bot.campaigns.jobs import plan_job_id  # noqa: PLC0415
+
+        if self.jobs is None:
+            raise RuntimeError("no job queue to start an announcement on")
+        run_id = await runs.create_run(
+            self._sessions, campaign=proposal.arguments["announcement"], slot=proposal.arguments["slot"],
+            scheduled_for=datetime.now(UTC), started_by=f"{event.channel}:{event.sender}",
+        )
+        if run_id is None:
+            raise RuntimeError("the run already exists")
+        await self.jobs.enqueue("announce_plan", run_id, job_id=plan_job_id(run_id))
+        return [], self.texts.say("announce_started", run=run_id, what=proposal.what, count=proposal.count)
 
     async def _bulk_broadcast(self, event: Event, proposal: Proposal) -> tuple[list[Action], int]:
         contacts = [contact for contact in await self._contacts_with(proposal.arguments["tag"]) if contact.following]

@@ -120,5 +120,9 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("takeover", _EVERYONE, (ArgSpec("customer", ArgKind.CUSTOMER),)),
         CommandSpec("release", _EVERYONE, (ArgSpec("customer", ArgKind.CUSTOMER),)),
         CommandSpec("preview", _OPERATORS, (ArgSpec("announcement", ArgKind.KEY, optional=True),)),
+        CommandSpec(
+            "announce", _ADMINS, (ArgSpec("announcement", ArgKind.KEY), ArgSpec("slot", ArgKind.KEY, optional=True)),
+            private_only=True, bulk=True,
+        ),
     )
 }
