@@ -12,12 +12,22 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.campaigns import jobs, runs
 from bot.campaigns.runs import INTERRUPTED
 from bot.config import REPO_ROOT
-from tests.announce_helpers import arq_pool, deliveries, make_scripts, open_runtime, seed_contacts, settings_for
+from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
+    arq_pool,
+    deliveries,
+    empty_queue,
+    make_scripts,
+    open_runtime,
+    seed_contacts,
+    sessions_for,
+    settings_for,
+)
 from tests.conftest import REDIS_URL
 from tests.fake_wechat_api import FakeWeChatApi
 from tests.wechat_peer import TEST_APPID
@@ -91,3 +101,40 @@ async def test_sigkill_mid_run_then_restart_resumes_with_no_duplicates_and_no_on
     print(f"sent before kill {sent_before_restart}, after restart {len(received) - sent_before_restart}, "
           f"interrupted (reported, not resent) {len(interrupted)}, of which the fake did receive "
           f"{len(interrupted & set(received))}")
+
+
+@pytest.mark.usefixtures("empty_queue")
+async def test_a_run_whose_queued_jobs_redis_lost_is_resumed_by_the_tick_on_arq(
+    tmp_path: Path, postgres_url: str, fake_wechat_api: FakeWeChatApi
+) -> None:
+    """Redis restarted without its data (this machine's keeps nothing on disk): the run's queued jobs and its
+    chain mark are gone, the database still says it is sending. The next tick enqueues it again on arq and a
+    real worker delivers what is left, once each."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.announce_helpers import in_process_worker
+
+    scenario = make_scripts(tmp_path)
+    openids = await seed_contacts(postgres_url, scenario.source, 5)
+    pool = await arq_pool()
+    runtime = await open_runtime(settings_for(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
+    # A Monday noon: no slot of the campaign is due then, so the tick only looks after existing runs.
+    now = datetime(2026, 12, 7, 12, 0, 5, tzinfo=ZoneInfo("Asia/Shanghai")).astimezone(UTC)
+    try:
+        campaign = (await runtime.library.acurrent()).campaign(scenario.campaign)
+        run_id = await runs.create_run(runtime.sessions, campaign=scenario.campaign, slot="launch",
+                                       scheduled_for=now - timedelta(minutes=10))
+        await runs.plan_run(runtime.sessions, run_id, campaign, now=now - timedelta(minutes=10))
+        await in_process_worker(runtime, pool).async_run()  # an empty queue: nothing would ever send it
+        assert fake_wechat_api.sent_messages() == []
+        assert await jobs.announce_tick({"campaigns": runtime}, now=now) == []
+        await in_process_worker(runtime, pool).async_run()
+        assert await jobs.announce_tick({"campaigns": runtime}, now=now) == []  # alive again: not resumed twice
+        await in_process_worker(runtime, pool).async_run()
+    finally:
+        await runtime.close()
+        await pool.aclose()
+    assert Counter(message["touser"] for message in fake_wechat_api.sent_messages()) == {o: 1 for o in openids}
+    assert {status for _, _, status, _ in await deliveries(postgres_url, run_id)} == {"sent"}
+    assert (await runs.get_run(sessions_for(postgres_url), run_id)).status == "done"
