@@ -253,3 +253,23 @@ def test_the_check_child_is_stopped_at_its_limits(tmp_path: Path, limits: dict[s
     assert f"refused: checking it {refusal}" in result.stdout
     if "CPU" in refusal:
         assert f"{folder / 'persona.yaml'}:" in result.stdout  # where it was when stopped
+
+
+def test_the_render_budget_counts_the_renders_cpu_not_its_waiting() -> None:
+    """A render that waited (for the GIL while another thread loaded a dictionary, or for the OS on a busy
+    machine) did no work: a customer's greeting was refused with 'takes longer than 100 ms' under CI load.
+    Work is still stopped at the budget."""
+    import time
+
+    from bot.persona.template_budget import CLOCK_EVERY, RENDER_SECONDS, BudgetExceeded, budget_for_render, spend
+
+    with budget_for_render():
+        time.sleep(RENDER_SECONDS * 1.5)
+        for _ in range(4 * CLOCK_EVERY):
+            spend()
+    with budget_for_render(), pytest.raises(BudgetExceeded, match="ms of CPU"):
+        busy_until = time.thread_time() + RENDER_SECONDS * 1.2
+        while time.thread_time() < busy_until:
+            pass
+        for _ in range(CLOCK_EVERY):
+            spend()
