@@ -1,5 +1,5 @@
 """Group rules around every handler: quiet hours and the per-group reply rate limit (bot/aibot/rules.py),
-and the intelligent bot's latest response_url remembered for replies that come later."""
+not applied to staff, and the intelligent bot's latest response_url remembered for replies that come later."""
 
 from __future__ import annotations
 
@@ -20,5 +20,10 @@ async def apply_group_rules(call_next: CallNext, event: Event, ctx: Context) -> 
     actions = await call_next(event, ctx)
     rules = ctx.services.group_rules
     if rules is None or not event.in_group or not actions:
+        return actions
+    chatops = ctx.services.chatops
+    if chatops is not None and chatops.staff.role_of(event) is not None:
+        # Staff asked on purpose (a command, a lookup): answered in quiet hours and in a busy group too.
+        # The limits keep the bot from flooding customers' groups, not from answering its own staff.
         return actions
     return await rules.gate(event, actions)

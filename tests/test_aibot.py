@@ -345,6 +345,28 @@ def staff_file(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return path, roles
 
 
+async def test_staff_are_answered_in_a_group_during_quiet_hours_and_past_the_rate_limit(
+    aibot: Any, staff_file: Any
+) -> None:
+    """The group limits keep the bot from flooding customers, not from answering its own staff."""
+    path, roles = staff_file
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    window = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=1)):%H:%M}"
+    client = await aibot(STAFF_FILE=str(path), GROUP_QUIET_HOURS=window)
+    chat, customer = group(), user()
+    assert (await post(client, text(customer, f"@小棉 {FAQ_QUESTION}", chatid=chat)))[1] == ""  # quiet hours
+    answer = stream_text(await reply_of(client, text(roles["operator"], "@小棉 /群", chatid=chat)))
+    assert answer and answer != TEXTS.say("not_staff")
+    assert dropped(client, "quiet_hours") == 1
+    # A group past its rate limit: customers' mentions dropped, staff still answered.
+    busy = await aibot(STAFF_FILE=str(path), GROUP_REPLIES_PER_MINUTE="1")
+    chat = group()
+    assert FAQ_WORD in stream_text(await reply_of(busy, text(customer, f"@小棉 {FAQ_QUESTION}", chatid=chat)))
+    assert (await post(busy, text(user(), f"@小棉 {FAQ_QUESTION}", chatid=chat)))[1] == ""
+    assert stream_text(await reply_of(busy, text(roles["operator"], "@小棉 /群", chatid=chat)))
+    assert dropped(busy, "rate_limit") == 1
+
+
 async def test_staff_commands_in_one_to_one_and_groups(aibot: Any, staff_file: Any) -> None:
     path, roles = staff_file
     client = await aibot(STAFF_FILE=str(path))
