@@ -137,17 +137,22 @@ class Coalescer:
         self.engine = engine
         self.waiting: list[Waiting] = []
         self.lanes = 0
+        #: The lane tasks running (held so they are not collected while callers await their futures).
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, claim: Claim) -> Row[Any] | None:
         future: asyncio.Future[Row[Any] | None] = asyncio.get_running_loop().create_future()
         self.waiting.append((claim, future))
-        if self.lanes < MAX_LANES:
-            self.lanes += 1
-            # Each caller awaits its own future; the lane task is held here until it is done.
-            lane = asyncio.get_running_loop().create_task(self._lane())
-            _LANES.add(lane)
-            lane.add_done_callback(_LANES.discard)
+        self._open_lane()
         return await future
+
+    def _open_lane(self) -> None:
+        if self.lanes >= MAX_LANES:
+            return
+        self.lanes += 1
+        lane = asyncio.get_running_loop().create_task(self._lane())
+        self._tasks.add(lane)
+        lane.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[Waiting]:
         taken: list[Waiting] = []
@@ -194,12 +199,8 @@ class Coalescer:
                 if not future.done():
                     future.cancel()
             self.lanes -= 1
-            if self.waiting and self.lanes < MAX_LANES:
-                # Claims that came while this lane was failing or closing still get a lane.
-                self.lanes += 1
-                lane = asyncio.get_running_loop().create_task(self._lane())
-                _LANES.add(lane)
-                lane.add_done_callback(_LANES.discard)
+            if self.waiting:
+                self._open_lane()  # claims that came while this lane was failing or closing still get one
 
 
 async def _run(connection: AsyncConnection, claims: list[Claim]) -> dict[int, Row[Any]]:
@@ -213,7 +214,9 @@ async def _run(connection: AsyncConnection, claims: list[Claim]) -> dict[int, Ro
     return {row.n: row for row in result}
 
 
-_LANES: set[asyncio.Task[None]] = set()
+#: One Coalescer per engine and event loop, living exactly as long as the engine (weak keys): the
+#: claims to batch are those of one connection pool, and every caller of issue_coupon holds only
+#: its session factory, so the engine is the one owner they share.
 _COALESCERS: weakref.WeakKeyDictionary[AsyncEngine, dict[asyncio.AbstractEventLoop, Coalescer]] = (
     weakref.WeakKeyDictionary()
 )
