@@ -32,6 +32,8 @@ def test_batch_create_show_codes_redeem_and_duplicate_create(env: dict[str, str]
     assert created.returncode == 0, created.stderr
     again = bot("coupon", "batch", "create", "spring", "--title", "x", "--stock", "1", env=env)
     assert again.returncode == 1 and "exists already" in again.stderr
+    huge = bot("coupon", "batch", "create", "huge", "--title", "x", "--stock", "100000000000", env=env)
+    assert huge.returncode == 1 and "--stock must be at most 10,000,000" in huge.stderr
     shown = json.loads(bot("coupon", "batch", "show", "spring", "--json", env=env).stdout)
     assert {k: shown[k] for k in ("name", "stock", "issued", "redeemed", "expired", "remaining")} == {
         "name": "spring", "stock": 5, "issued": 0, "redeemed": 0, "expired": 0, "remaining": 5

@@ -41,6 +41,9 @@ async def create_batch(
         raise OffersError(f"coupon batch {name!r} exists already")
     if stock < 0 or per_customer < 1:
         raise OffersError("--stock must be >= 0 and --per-customer >= 1")
+    if stock > MAX_STOCK:
+        # Every code is drawn as a row when the batch is made: an absurd stock would write for hours.
+        raise OffersError(f"--stock must be at most {MAX_STOCK:,} (a campaign that needs more: several batches)")
     if valid_days is not None and valid_days < 1:
         raise OffersError("--valid-days must be >= 1")
     if valid_from and valid_to and valid_to <= valid_from:
@@ -60,6 +63,8 @@ async def create_batch(
     return batch
 
 
+#: Largest stock of one batch: its codes are drawn up front (10 million rows take minutes to write).
+MAX_STOCK = 10_000_000
 #: Codes drawn per statement when a batch is created.
 GENERATE_CHUNK = 10_000
 
