@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,6 @@ from bot.campaigns.audience import OUTSIDE_WINDOW
 from bot.campaigns.delivery import NO_RESPONSE_URL
 from bot.campaigns.models import WeComTask
 from bot.campaigns.runs import NO_STAFF
-from bot.config import REPO_ROOT
 from bot.kv import open_store
 from bot.offers.models import CouponBatch, CouponCode, GroupPool, PoolGroup
 from bot.storage.db import create_engine
@@ -48,6 +45,7 @@ from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
 from tests.conftest import REDIS_URL
 from tests.fake_wechat_api import FakeWeChatApi
 from tests.wechat_peer import OA_ACCOUNT, TEST_APPID
+from tests.worker_process import start_worker, stop_workers
 
 ADD_TASK = "/cgi-bin/externalcontact/add_msg_template"
 SEND = "/cgi-bin/message/custom/send"
@@ -151,23 +149,20 @@ async def test_a_worker_killed_while_creating_a_task_does_not_create_it_twice(
     log = tmp_path / "worker.log"
     pool = await arq_pool()
     runtime = await open_runtime(wecom_settings(postgres_url, fake_wechat_api.base_url, scenario.scripts), pool)
-    first = _start_worker(env, log)
+    first = start_worker(env, log)
     second = None
     try:
         run_id = await start_run(runtime, scenario.campaign)
         await fake_wechat_api.wait_for(ADD_TASK, 1, timeout=30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        second = _start_worker(env, log)
+        second = start_worker(env, log)
         await wait_until(lambda: _has_awaiting(postgres_url, run_id), timeout=60, what=log.read_text()[-2000:])
         (task,) = fake_wechat_api.wecom.tasks("dave")
         fake_wechat_api.wecom.confirm(task["msgid"])
         await wait_until(lambda: _done(runtime, run_id), timeout=30, what="run done")
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(15)
+        stop_workers(first, second)
         await runtime.close()
         await pool.aclose()
     assert len(fake_wechat_api.wecom.tasks()) == 1
@@ -415,11 +410,6 @@ async def _has_awaiting(postgres_url: str, run_id: int) -> bool:
 async def _done(runtime: Any, run_id: int) -> bool:
     run = await runs.get_run(runtime.sessions, run_id)
     return run is not None and run.status == "done"
-
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "arq", "bot.campaigns.worker.WorkerSettings"], cwd=REPO_ROOT,
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 async def _seed_pool(postgres_url: str, pool_name: str, chats: dict[str, str]) -> None:

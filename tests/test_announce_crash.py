@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,7 +15,6 @@ from redis.asyncio import Redis
 
 from bot.campaigns import jobs, runs
 from bot.campaigns.runs import INTERRUPTED
-from bot.config import REPO_ROOT
 from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
     arq_pool,
     deliveries,
@@ -31,15 +28,9 @@ from tests.announce_helpers import (  # noqa: F401 - empty_queue is a fixture
 from tests.conftest import REDIS_URL
 from tests.fake_wechat_api import FakeWeChatApi
 from tests.wechat_peer import TEST_APPID
+from tests.worker_process import start_worker, stop_workers
 
 SEND = "/cgi-bin/message/custom/send"
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "arq", "bot.campaigns.worker.WorkerSettings"],
-        cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
 
 
 async def test_sigkill_mid_run_then_restart_resumes_with_no_duplicates_and_no_one_silently_missed(
@@ -79,10 +70,7 @@ async def test_sigkill_mid_run_then_restart_resumes_with_no_duplicates_and_no_on
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.2)
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(15)
+        stop_workers(first, second)
         await runtime.close()
         await pool.aclose()
 

@@ -14,15 +14,14 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bot.config import REPO_ROOT
 from bot.jobs.pushes import INTERRUPTED
 from tests.conftest import REDIS_URL
+from tests import worker_process
 from tests.test_jobs_pushes import SEND_PATH, follow, openid, persona_of, pushed_rows
 
 JOB_TIMEOUT = 5  # arq hands a dead worker's job to another after this + 10 s
@@ -35,8 +34,7 @@ def start_worker(settings: Any, postgres_url: str, api_base: str, log: Path) -> 
         "WECHAT_OA_SECRET": settings.wechat_oa_secret, "WECHAT_API_BASE": api_base,
         "JOB_TIMEOUT_SECONDS": str(JOB_TIMEOUT), "ANNOUNCE_JOB_TIMEOUT_SECONDS": str(JOB_TIMEOUT), "LOG_LEVEL": "INFO",
     }
-    return subprocess.Popen([sys.executable, "-m", "bot", "worker"], cwd=REPO_ROOT, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return worker_process.start_worker(env, log, worker_process.BOT_WORKER)
 
 
 async def test_a_worker_killed_mid_send_loses_no_push_and_sends_none_twice(
@@ -69,10 +67,7 @@ async def test_a_worker_killed_mid_send_loses_no_push_and_sends_none_twice(
             )
             await asyncio.sleep(0.3)
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(15)
+        worker_process.stop_workers(first, second)
 
     # Nothing twice: every text reached WeChat's API at most once, though a job ran twice.
     attempts = Counter((call.json["touser"], call.json["text"]["content"]) for call in fake_wechat_api.calls(SEND_PATH))
