@@ -24,7 +24,7 @@ from jinja2 import Template
 from bot.campaigns.campaign import CHANNELS, Campaign, CampaignFile, TemplateMessage
 from bot.campaigns.sale import Sale, load_sale
 from bot.campaigns.sandbox import ScriptEnvironment, as_view
-from bot.campaigns.scripts import VARIABLES, ScriptTemplate, _compile, check_renders, load_script
+from bot.campaigns.scripts import VARIABLES, ScriptTemplate, check_renders, compile_source, load_script
 from bot.persona.issues import PersonaIssue as Issue
 from bot.persona.yaml_source import parse_yaml
 
@@ -198,7 +198,7 @@ def _compile_template_message(
     fields: dict[str, Template] = {}
     issues: list[Issue] = []
     for name, source in spec.fields.items():
-        template, problems = _compile(env, source, file)
+        template, problems = compile_source(env, source, file)
         # Field values are one-liners inside campaigns.yaml: report them at the template's line.
         issues += [Issue(file, line, f"template field '{name}': {problem.message}") for problem in problems]
         if template is not None:

@@ -138,7 +138,7 @@ def load_script(file: Path, env: ScriptEnvironment) -> tuple[ScriptTemplate | No
             issues.append(Issue(file, header_line, f"channel '{channel}' is not in the front matter's channels {matter.channels}"))
         # Pad so Jinja's line numbers are the file's.
         source = "\n" * (body_start - 1) + body
-        template, problems = _compile(env, source, file)
+        template, problems = compile_source(env, source, file)
         issues += problems
         if template is not None:
             variants.append(Variant(segment, channel, header_line, template, recipient_fields(env.parse(source))))
@@ -191,7 +191,7 @@ def recipient_fields(tree: Any) -> frozenset[str]:
     return frozenset(fields)
 
 
-def _compile(env: ScriptEnvironment, source: str, file: Path) -> tuple[Template | None, list[Issue]]:
+def compile_source(env: ScriptEnvironment, source: str, file: Path) -> tuple[Template | None, list[Issue]]:
     try:
         tree = env.parse(source, filename=str(file))
     except TemplateSyntaxError as exc:
