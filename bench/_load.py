@@ -487,6 +487,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def system_cpu_seconds(pid: int) -> float:
+    """stime alone (the kernel's share: syscalls, socket I/O) of a process, all its threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def total_cpu_seconds(pids: list[int]) -> float:
     """utime + stime summed over processes; one that has gone counts nothing."""
     total = 0.0

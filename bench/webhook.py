@@ -414,14 +414,17 @@ class Bench:
         the machine is shared, so these say what one whole core would do when the wall-clock rate can't."""
         self.settle()
         cpu0 = _load.cpu_seconds(self.server_pid)
+        sys0 = _load.system_cpu_seconds(self.server_pid)
         io0 = self.io_counters()
         result = run(*args, **kwargs)
         cpu = _load.cpu_seconds(self.server_pid) - cpu0  # the server idles while pools are built: ~all of it is load
+        system = _load.system_cpu_seconds(self.server_pid) - sys0
         self.settle()  # let the message log flush, so its writes count
         io1 = self.io_counters()
         if result.get("requests"):
             result["cpu_us"] = cpu / result["requests"] * 1e6
             result["cpu_share"] = cpu / result["elapsed"]
+            result["kernel_share"] = system / cpu if cpu else float("nan")
             if io0 and io1:
                 result["per_msg"] = {k: (io1[k] - io0[k]) / result["requests"] for k in io0}
         return result
@@ -466,6 +469,8 @@ class Bench:
             extra.append(f"first error: {result['first_error'][:100]}")
         if result.get("generator_max_lag_ms", 0) > 5:
             extra.append(f"generator lagged up to {result['generator_max_lag_ms']:.0f} ms")
+        if result.get("kernel_share") is not None:
+            extra.append(f"{100 * result['kernel_share']:.0f}% of the server's CPU in the kernel")
         if result.get("per_msg"):
             extra.append("per msg: " + ", ".join(f"{v:.2f} {k}" for k, v in result["per_msg"].items()))
         if result.get("unfinished"):

@@ -157,3 +157,62 @@ async def test_a_flush_writes_what_was_buffered_when_it_began(sessions: async_se
     assert writer.pending == 5  # the late five wait for the next round
     await writer.flush()
     assert writer.pending == 0
+
+
+async def test_a_batch_whose_connection_was_killed_is_kept_and_written_on_a_new_one(postgres_url: str) -> None:
+    """The database dropping the writer's connection (restart, failover, idle kill) loses nothing:
+    the batch stays buffered, the connection is replaced, and every row lands once."""
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    writer = BatchedWriter(sessions, interval=0.02)
+    writer.start()
+    user = openid()
+    try:
+        writer.record_message(logged(user, f"killed:{user}:0"))
+        assert await writer.durable(5)
+        held = await writer._connection()
+        backend = (await held.get_raw_connection()).driver_connection.get_server_pid()
+        async with sessions() as session:
+            from sqlalchemy import text
+
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        for n in range(1, 4):
+            writer.record_message(logged(user, f"killed:{user}:{n}", f"第{n}条"))
+        assert await writer.durable(10)
+        assert writer.set_aside_count == 0
+        async with sessions() as session:
+            keys = (await session.execute(select(MessageLog.dedupe_key).where(MessageLog.external_id == user))).scalars()
+            assert sorted(keys) == [f"killed:{user}:{n}" for n in range(4)]
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_a_value_the_driver_cannot_encode_is_set_aside_without_logging_it(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record with a value of the wrong type (a bug upstream) is refused alone, the rest of its batch
+    lands, and the log names the problem without quoting the customer's text."""
+    import logging
+
+    caplog.set_level(logging.ERROR)
+    engine = create_engine(postgres_url)
+    writer = BatchedWriter(session_factory(engine))
+    writer.start()
+    user = openid()
+    secret = "我的手机号是13900000000"
+    try:
+        good = [logged(user, f"encode:{user}:{n}") for n in range(3)]
+        bad = replace(logged(user, f"encode:{user}:bad", secret), text_length=secret)  # type: ignore[arg-type]
+        for record in (good[0], bad, *good[1:]):
+            writer.record_message(record)
+        assert await writer.durable(5)
+        assert writer.set_aside_count == 1
+        async with session_factory(engine)() as session:
+            keys = (await session.execute(select(MessageLog.dedupe_key).where(MessageLog.external_id == user))).scalars()
+            assert sorted(keys) == sorted(record.dedupe_key for record in good)
+        assert "refused" in caplog.text
+        assert "13900000000" not in caplog.text
+    finally:
+        await writer.close()
+        await engine.dispose()
