@@ -10,7 +10,6 @@ answers it), another body is a replay and is refused.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -20,8 +19,6 @@ from bot.kv import KeyValueStore
 
 log = logging.getLogger("siyu.channels.replay")
 
-#: A store that does not answer within this long is given up on (as the dispatcher's claim is).
-STORE_TIMEOUT_SECONDS = 1.0
 
 
 class NonceReplayCache:
@@ -35,8 +32,8 @@ class NonceReplayCache:
         key = f"{self._prefix}:{query.get('timestamp', '')}:{query.get('nonce', '')}:{query.get('signature', '')}"
         digest = hashlib.sha256(body).hexdigest()
         try:
-            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                claimed, current, _ = await self._store.claim(key, digest, self._ttl)
+            # The store bounds the claim itself (GuardedStore: CLAIM_TIMEOUT_SECONDS).
+            claimed, current, _ = await self._store.claim(key, digest, self._ttl)
         except Exception as error:  # noqa: BLE001 - whatever the store's client raises
             # Same rule as the dispatcher's claim: a store outage must not drop every callback.
             # The timestamp window still bounds a replay to the tolerance.

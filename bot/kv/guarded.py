@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from bot.kv.base import KeyValueStore, LockTimeout
@@ -37,6 +38,7 @@ class GuardedStore:
     def __init__(self, inner: KeyValueStore, *, on_error: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.shared = inner.shared
+        self._bounds_commands = bool(getattr(inner, "bounds_commands", False))
         self._on_error = on_error
         self._down_until = 0.0
         self._last_error: str = ""
@@ -56,10 +58,17 @@ class GuardedStore:
             "store", "store unavailable (%s failed: %r); going on without it", operation, error, exc_info=error
         )
 
-    async def _guarded(self, operation: str, default: Any, call: Callable[[], Any], timeout: float) -> Any:
+    async def _guarded(self, operation: str, default: Any, call: Callable[..., Any], timeout: float) -> Any:
+        """`call()`'s answer within `timeout`, or `default` (and the store taken as down).
+
+        A store that bounds its own commands (`bounds_commands`: Redis, a deadline per command
+        in its pipeline) is given the bound; any other is wrapped in asyncio.timeout().
+        """
         if not self.available:
             return default
         try:
+            if self._bounds_commands:
+                return await call(timeout=timeout)
             async with asyncio.timeout(timeout):
                 return await call()
         except Exception as error:  # noqa: BLE001 - whatever the client raises, or our timeout
@@ -67,15 +76,15 @@ class GuardedStore:
             return default
 
     async def get(self, key: str) -> str | None:
-        return await self._guarded("GET", None, lambda: self.inner.get(key), OPERATION_TIMEOUT_SECONDS)
+        return await self._guarded("GET", None, partial(self.inner.get, key), OPERATION_TIMEOUT_SECONDS)
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self._guarded("SET", None, lambda: self.inner.set(key, value, ttl), OPERATION_TIMEOUT_SECONDS)
+        await self._guarded("SET", None, partial(self.inner.set, key, value, ttl), OPERATION_TIMEOUT_SECONDS)
 
     async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
         # With the store down nobody else can have claimed it in a way we could see: go ahead.
         return bool(
-            await self._guarded("SET NX", True, lambda: self.inner.set_nx(key, value, ttl), OPERATION_TIMEOUT_SECONDS)
+            await self._guarded("SET NX", True, partial(self.inner.set_nx, key, value, ttl), OPERATION_TIMEOUT_SECONDS)
         )
 
     def set_soon(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -83,7 +92,7 @@ class GuardedStore:
             self.inner.set_soon(key, value, ttl)
 
     async def delete(self, key: str) -> None:
-        await self._guarded("DEL", None, lambda: self.inner.delete(key), OPERATION_TIMEOUT_SECONDS)
+        await self._guarded("DEL", None, partial(self.inner.delete, key), OPERATION_TIMEOUT_SECONDS)
 
     async def claim(
         self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
@@ -91,6 +100,8 @@ class GuardedStore:
         if not self.available:
             raise StoreUnavailable(f"store down since a recent failure ({self._last_error})")
         try:
+            if self._bounds_commands:
+                return await self.inner.claim(key, value, ttl, read, timeout=CLAIM_TIMEOUT_SECONDS)
             async with asyncio.timeout(CLAIM_TIMEOUT_SECONDS):
                 return await self.inner.claim(key, value, ttl, read)
         except Exception as error:
@@ -109,7 +120,7 @@ class GuardedStore:
     async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
         default = (1, [None] * len(read))
         return await self._guarded(  # type: ignore[no-any-return]
-            "COUNT", default, lambda: self.inner.count(key, ttl, read), OPERATION_TIMEOUT_SECONDS
+            "COUNT", default, partial(self.inner.count, key, ttl, read), OPERATION_TIMEOUT_SECONDS
         )
 
     def count_soon(self, key: str, ttl: float) -> None:
@@ -118,7 +129,7 @@ class GuardedStore:
 
     async def extend_if(self, key: str, value: str, ttl: float) -> bool:
         return bool(
-            await self._guarded("PEXPIRE", False, lambda: self.inner.extend_if(key, value, ttl), OPERATION_TIMEOUT_SECONDS)
+            await self._guarded("PEXPIRE", False, partial(self.inner.extend_if, key, value, ttl), OPERATION_TIMEOUT_SECONDS)
         )
 
     @asynccontextmanager

@@ -49,6 +49,9 @@ return 0
 
 class RedisStore:
     shared = True
+    #: Awaited commands take a `timeout` (a deadline in the pipeline, bot/kv/round_trips.py):
+    #: GuardedStore passes its bounds instead of wrapping each call in asyncio.timeout().
+    bounds_commands = True
 
     def __init__(self, client: aioredis.Redis, address: RedisAddress) -> None:
         #: redis-py, for what is off the hot path (locks, health checks).
@@ -60,29 +63,33 @@ class RedisStore:
     def from_url(cls, url: str) -> RedisStore:
         return cls(aioredis.Redis.from_url(url, decode_responses=True), RedisAddress.from_url(url))
 
-    async def get(self, key: str) -> str | None:
-        return await self._round_trips.call("GET", key)
+    async def get(self, key: str, *, timeout: float | None = None) -> str | None:
+        return await self._round_trips.call("GET", key, timeout=timeout)
 
-    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self._round_trips.call("SET", key, value, *_px(ttl))
+    async def set(self, key: str, value: str, ttl: float | None = None, *, timeout: float | None = None) -> None:
+        await self._round_trips.call("SET", key, value, *_px(ttl), timeout=timeout)
 
-    async def set_nx(self, key: str, value: str, ttl: float | None = None) -> bool:
-        return bool(await self._round_trips.call("SET", key, value, *_px(ttl), "NX"))
+    async def set_nx(self, key: str, value: str, ttl: float | None = None, *, timeout: float | None = None) -> bool:
+        return bool(await self._round_trips.call("SET", key, value, *_px(ttl), "NX", timeout=timeout))
 
     def set_soon(self, key: str, value: str, ttl: float | None = None) -> None:
         self._round_trips.send("SET", key, value, *_px(ttl))
 
-    async def delete(self, key: str) -> None:
-        await self._round_trips.call("DEL", key)
+    async def delete(self, key: str, *, timeout: float | None = None) -> None:
+        await self._round_trips.call("DEL", key, timeout=timeout)
 
     async def claim(
-        self, key: str, value: str, ttl: float | None, read: Sequence[str] = ()
+        self, key: str, value: str, ttl: float | None, read: Sequence[str] = (), *, timeout: float | None = None
     ) -> tuple[bool, str | None, list[str | None]]:
-        out = await self._round_trips.call("EVAL", _CLAIM, 1 + len(read), key, *read, value, _ms_arg(ttl))
+        out = await self._round_trips.call(
+            "EVAL", _CLAIM, 1 + len(read), key, *read, value, _ms_arg(ttl), timeout=timeout
+        )
         return bool(out[0]), out[1], list(out[2:])
 
-    async def count(self, key: str, ttl: float, read: Sequence[str] = ()) -> tuple[int, list[str | None]]:
-        out = await self._round_trips.call("EVAL", _COUNT, 1 + len(read), key, *read, _ms(ttl))
+    async def count(
+        self, key: str, ttl: float, read: Sequence[str] = (), *, timeout: float | None = None
+    ) -> tuple[int, list[str | None]]:
+        out = await self._round_trips.call("EVAL", _COUNT, 1 + len(read), key, *read, _ms(ttl), timeout=timeout)
         return int(out[0]), list(out[1:])
 
     def count_soon(self, key: str, ttl: float) -> None:
@@ -114,8 +121,8 @@ class RedisStore:
         """Reconnect on the next command (after a command timed out: Redis went silent)."""
         self._round_trips.reset()
 
-    async def extend_if(self, key: str, value: str, ttl: float) -> bool:
-        return bool(await self._round_trips.call("EVAL", _EXTEND_IF, 1, key, value, _ms(ttl)))
+    async def extend_if(self, key: str, value: str, ttl: float, *, timeout: float | None = None) -> bool:
+        return bool(await self._round_trips.call("EVAL", _EXTEND_IF, 1, key, value, _ms(ttl), timeout=timeout))
 
     async def close(self) -> None:
         await self._round_trips.close()

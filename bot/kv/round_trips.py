@@ -39,6 +39,9 @@ Command = tuple[Any, ...]
 CONNECT_TIMEOUT_SECONDS = 5.0
 #: How long an unawaited command may wait to share a write (a retry polls every 20 ms).
 LINGER_SECONDS = 0.01
+#: How often commands with a deadline (`call(..., timeout=)`) are checked: a deadline is kept
+#: within this much.
+WATCH_EVERY_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,22 +85,47 @@ class RoundTrips(asyncio.Protocol):
         self._in_flight: deque[asyncio.Future[Any]] = deque()
         self._write_scheduled = False
         self._linger: asyncio.TimerHandle | None = None
+        #: (deadline, caller) of commands queued with a timeout; checked by one watchdog timer.
+        self._deadlines: list[tuple[float, asyncio.Future[Any]]] = []
+        self._watchdog: asyncio.TimerHandle | None = None
         #: Writes so far (one per loop turn with commands): what the coalescing saves is visible here.
         self.pipelines_sent = 0
         self._failures = RateLimitedLog(log)
 
     # --- callers ----------------------------------------------------------------
 
-    def call(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue one command (e.g. "GET", key); resolves with its reply, or fails with its error.
+    def call(self, *command: Any, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Queue one command (e.g. "GET", key); resolves with its reply, or fails with its error,
+        or with TimeoutError once `timeout` seconds have passed without a reply.
 
-        Written at the end of this loop turn, with every command queued before it.
+        Written at the end of this loop turn, with every command queued before it. The timeout is
+        a deadline checked by one watchdog timer, not `asyncio.timeout()` around each caller: that
+        context manager (a task lookup, a timer and a reschedule per command) cost ~4 % of the
+        server's CPU under load. A command that timed out keeps its place; its late reply is dropped.
         """
         future = self._queue(command)
+        loop = asyncio.get_running_loop()
         if not self._write_scheduled:
             self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
+            loop.call_soon(self._write)
+        if timeout is not None:
+            self._deadlines.append((loop.time() + timeout, future))
+            if self._watchdog is None:
+                self._watchdog = loop.call_later(WATCH_EVERY_SECONDS, self._watch)
         return future
+
+    def _watch(self) -> None:
+        now = asyncio.get_running_loop().time()
+        waiting: list[tuple[float, asyncio.Future[Any]]] = []
+        for deadline, future in self._deadlines:
+            if future.done():
+                continue
+            if now >= deadline:
+                future.set_exception(TimeoutError(f"redis at {_where(self._address)} did not answer in time"))
+            else:
+                waiting.append((deadline, future))
+        self._deadlines = waiting
+        self._watchdog = asyncio.get_running_loop().call_later(WATCH_EVERY_SECONDS, self._watch) if waiting else None
 
     def send(self, *command: Any) -> None:
         """Queue a command nobody waits on; a failure is logged, not raised."""
