@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from bot.events import Action, Event
+from bot.events import Action, Event, EventKind
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -43,6 +43,9 @@ Handler: TypeAlias = Callable[[Event, "Context"], Awaitable[HandlerResult]]
 Filter: TypeAlias = Callable[[Event, "Context"], bool]
 CallNext: TypeAlias = Callable[[Event, "Context"], Awaitable[list[Action]]]
 Middleware: TypeAlias = Callable[[CallNext, Event, "Context"], Awaitable[list[Action]]]
+#: On a filter that only looks at the event's kind (bot/filters.py): (the kinds it accepts, the
+#: check left for events of those kinds, or None). `compile` sorts the handlers by kind with it.
+KIND_ATTRIBUTE: Final = "accepts_kinds"
 #: Called after each handler that acted (returned actions or Continue): (name, seconds, handled).
 HandlerObserver: TypeAlias = Callable[[str, float, bool], None]
 
@@ -110,12 +113,17 @@ class Router:
 
     def compile(self, observe: HandlerObserver | None = None) -> CallNext:
         """Freeze the handler order and middleware chain into one callable."""
-        specs = self.handlers()
+        by_kind = _by_kind(self.handlers())
 
         async def run_handlers(event: Event, ctx: Context) -> list[Action]:
             actions: list[Action] = []
-            for spec in specs:
-                if not spec.accepts(event, ctx):
+            for spec, checks in by_kind[event.kind]:
+                rejected = False
+                for check in checks:  # a loop, not all(genexpr): this runs ~15 times a message
+                    if not check(event, ctx):
+                        rejected = True
+                        break
+                if rejected:
                     continue
                 started = time.perf_counter()
                 result = await spec.callback(event, ctx)
@@ -137,6 +145,30 @@ class Router:
         for middleware in reversed([mw for router in self._walk() for mw in router._middlewares]):
             call = _wrap(middleware, call)
         return call
+
+
+def _by_kind(specs: list[HandlerSpec]) -> dict[EventKind, tuple[tuple[HandlerSpec, tuple[Filter, ...]], ...]]:
+    """For each event kind, in order: the handlers whose kind filters accept it, each with the
+    filters left to run (a kind filter's residual check, and every filter that is not one)."""
+    table: dict[EventKind, tuple[tuple[HandlerSpec, tuple[Filter, ...]], ...]] = {}
+    for kind in EventKind:
+        chosen: list[tuple[HandlerSpec, tuple[Filter, ...]]] = []
+        for spec in specs:
+            left: list[Filter] = []
+            for check in spec.filters:
+                accepts = getattr(check, KIND_ATTRIBUTE, None)
+                if accepts is None:
+                    left.append(check)
+                    continue
+                kinds, residual = accepts
+                if kind not in kinds:
+                    break
+                if residual is not None:
+                    left.append(residual)
+            else:
+                chosen.append((spec, tuple(left)))
+        table[kind] = tuple(chosen)
+    return table
 
 
 def _wrap(middleware: Middleware, call_next: CallNext) -> CallNext:
