@@ -46,7 +46,8 @@ class GuardedStore:
 
     @property
     def available(self) -> bool:
-        return asyncio.get_running_loop().time() >= self._down_until
+        # The clock is read only after a failure: this runs for every command of every message.
+        return not self._down_until or asyncio.get_running_loop().time() >= self._down_until
 
     def _failed(self, operation: str, error: BaseException) -> None:
         self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_SECONDS
