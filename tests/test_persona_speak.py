@@ -105,3 +105,36 @@ def test_lines_that_vary_are_rendered_each_time_while_fixed_ones_are_rendered_at
     # ... a fixed one is the persona's text, and a line that reads a variable still reads it.
     assert persona.say("fallback").startswith("亲爱的，这个问题小棉暂时还答不上来")
     assert "宝宝3-6月" in persona.say("survey_thanks", tag="宝宝3-6月")
+
+
+def test_survey_asks_and_thanks_say_the_same_from_the_load_time_table_and_a_random_one_still_varies(
+    tmp_path: Path, analyzer: TextAnalyzer
+) -> None:
+    from bot.persona.templates import render
+    from bot.tagging.engine import TagEngine, option_label
+    from bot.tagging.rules import SurveyRule
+
+    demo = load_persona(REPO / "persona" / "demo", analyzer=analyzer)
+    survey = next(rule for rule in demo.tag_rules if isinstance(rule, SurveyRule) and rule.thanks)
+    labels = [option_label(option) for option in survey.options]
+    question = TagEngine.build(demo.tag_rules, analyzer).survey_question(survey, demo)
+    assert all(label in question for label in labels)
+    for option in survey.options:
+        thanks = demo.render(survey.thanks, tag=option.tag)
+        assert option.tag in thanks
+        live = render(demo._texts[survey.thanks], {"persona": {}, "contact": None, "source": None, "tag": option.tag})
+        assert thanks == live
+    assert demo.render(survey.thanks, tag="没有这个选项") == render(
+        demo._texts[survey.thanks], {"persona": {}, "contact": None, "source": None, "tag": "没有这个选项"}
+    )  # a value not known at load is rendered live
+
+    folder = tmp_path / "persona"
+    shutil.copytree(REPO / "persona" / "demo", folder)
+    tags = (folder / "tags.yaml").read_text("utf-8")
+    (folder / "tags.yaml").write_text(
+        tags.replace(survey.thanks, "\"{{ ['收到～', '记下啦～'] | random }}（{{ tag }}）\"", 1), "utf-8"
+    )
+    varied = load_persona(folder, analyzer=analyzer)
+    rule = next(rule for rule in varied.tag_rules if isinstance(rule, SurveyRule) and rule.thanks)
+    tag = rule.options[0].tag
+    assert {varied.render(rule.thanks, tag=tag) for _ in range(60)} == {f"收到～（{tag}）", f"记下啦～（{tag}）"}

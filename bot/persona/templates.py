@@ -82,11 +82,13 @@ def _small_range(*args: int) -> range:
 _IMPURE_FILTERS = frozenset({"random"})
 
 
-def is_fixed_text(env: PersonaTemplateEnvironment, source: str) -> bool:
-    """True when the template reads no variable but `persona` and nothing random: its text is
-    the same on every render for one persona version."""
+def is_fixed_text(
+    env: PersonaTemplateEnvironment, source: str, reads: frozenset[str] = frozenset({"persona"})
+) -> bool:
+    """True when the template reads no variable but those in `reads` (by default `persona`) and
+    nothing random: its text is the same on every render with the same values of those."""
     tree = env.parse(source)
-    if not meta.find_undeclared_variables(tree) <= {"persona"}:
+    if not meta.find_undeclared_variables(tree) <= reads:
         return False
     return not any(node.name in _IMPURE_FILTERS for node in tree.find_all(nodes.Filter))
 
