@@ -4,7 +4,7 @@ Modes (set in the OA console, mirrored by configuration):
 - plain: `signature` over (token, timestamp, nonce); XML in the clear.
 - compatible / safe: `encrypt_type=aes`, `msg_signature` over (token, timestamp,
   nonce, Encrypt); the message is AES-encrypted with WECHAT_OA_AES_KEY (wechatpy's
-  PrpCrypto). Compatible mode also carries the plaintext, which we ignore: only the
+  AES scheme, `bot.channels.wecom_scheme.SchemeCrypto`). Compatible mode also carries the plaintext, which we ignore: only the
   signed ciphertext is trusted. Replies to encrypted requests are encrypted.
 """
 
@@ -21,14 +21,13 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from wechatpy.crypto import PrpCrypto
-from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import ImageReply
 from wechatpy.utils import WeChatSigner
 
 from bot.channels.errors import RejectedRequest
 from bot.channels.wechat_xml import decode_xml_body, envelope_ciphertext, parse_message
+from bot.channels.wecom_scheme import SchemeCrypto, WrongReceiver
 from bot.events import Channel, Event, EventKind
 from bot.replies import image_media_id
 
@@ -75,7 +74,7 @@ class OfficialAccountAdapter:
         self._aes_key = _decode_aes_key(config.aes_key) if config.aes_key else None
         # One cipher for the adapter's life: building it per message cost ~0.3 ms (wechatpy
         # makes a new `cryptography` Cipher in its constructor; each call takes a fresh context).
-        self._crypto = PrpCrypto(self._aes_key) if self._aes_key else None
+        self._crypto = SchemeCrypto(self._aes_key) if self._aes_key else None
 
     # --- inbound --------------------------------------------------------------
 
@@ -135,7 +134,7 @@ class OfficialAccountAdapter:
         self._check_signature(query, query.get("msg_signature", ""), ciphertext)
         try:
             plain = self._crypto.decrypt(ciphertext, self.config.appid)
-        except InvalidAppIdException:
+        except WrongReceiver:
             raise RejectedRequest(
                 403, "wrong_appid", "decrypted message names another AppID (or the AES key is wrong)"
             ) from None
