@@ -166,7 +166,8 @@ class Bench:
     pg_database: str | None = None
     msg_counter: int = 0
     plain_rate_seen: float = 0.0
-    server_pid: int = 0
+    #: The processes whose CPU is the server's: the bot (or its BOT_WORKERS children), WeRoBot's workers.
+    server_pids: list[int] = field(default_factory=list)
     wrk_runs: int = 0
     #: Messages the bot scenarios sent (for Redis bytes per message).
     bot_messages: int = 0
@@ -176,6 +177,26 @@ class Bench:
 
     def pinned(self, core: str) -> list[str]:
         return ["taskset", "-c", core] if self.args.pin else []
+
+    def server_cores(self) -> str:
+        """Core 0 for one serving process; with --workers N, cores 0..N-1 (the load then shares one)."""
+        workers = self.args.workers
+        return SERVER_CORE if workers <= 1 else f"0-{min(workers, os.cpu_count() or 1) - 1}"
+
+    def server_where(self) -> str:
+        if self.args.workers <= 1:
+            return f"pinned to core {SERVER_CORE}"
+        return f"{self.args.workers} serving processes on cores {self.server_cores()}"
+
+    def workers_of(self, pid: int, wait: float = 20.0) -> list[int]:
+        """The serving children of a supervisor (BOT_WORKERS, gunicorn), once all of them are up."""
+        deadline = time.perf_counter() + wait
+        while time.perf_counter() < deadline:
+            children = _children_of(pid)
+            if len(children) >= self.args.workers:
+                return children
+            time.sleep(0.1)
+        return _children_of(pid) or [pid]
 
     def spawn(self, argv: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.workdir / log_name, "wb")
@@ -282,6 +303,7 @@ class Bench:
             BOT_ENV="production",
             WECHAT_OA_ALLOW_PLAIN="1",  # the bench speaks plain mode too
             BOT_PORT=str(port),
+            BOT_OPS_PORT=str(_load.free_port()),  # not the default 9090, which another bot may hold
             DATABASE_URL=self.database_url,
             REDIS_URL=self.args.redis_url,
             PERSONA=str(REPO / "persona" / "demo"),
@@ -293,6 +315,7 @@ class Bench:
             LOG_LEVEL="WARNING",
             LOG_FORMAT="text",
             PYTHONUNBUFFERED="1",
+            BOT_WORKERS=str(self.args.workers),
         )
         if aes:
             env["WECHAT_OA_AES_KEY"] = AES_KEY
@@ -300,7 +323,7 @@ class Bench:
 
     def start_server(self, name: str, argv: list[str], env: dict[str, str] | None, port: int) -> tuple[subprocess.Popen, float]:
         started = time.perf_counter()
-        proc = self.spawn(self.pinned(SERVER_CORE) + argv, f"{name}.log", env)
+        proc = self.spawn(self.pinned(self.server_cores()) + argv, f"{name}.log", env)
         deadline = started + 60
         while True:
             if proc.poll() is not None:
@@ -413,12 +436,12 @@ class Bench:
         """Runs a load, adding the server's CPU time (all threads) per message and its share of the wall time:
         the machine is shared, so these say what one whole core would do when the wall-clock rate can't."""
         self.settle()
-        cpu0 = _load.cpu_seconds(self.server_pid)
-        sys0 = _load.system_cpu_seconds(self.server_pid)
+        cpu0 = _load.total_cpu_seconds(self.server_pids)
+        sys0 = sum(_load.system_cpu_seconds(pid) for pid in self.server_pids)
         io0 = self.io_counters()
         result = run(*args, **kwargs)
-        cpu = _load.cpu_seconds(self.server_pid) - cpu0  # the server idles while pools are built: ~all of it is load
-        system = _load.system_cpu_seconds(self.server_pid) - sys0
+        cpu = _load.total_cpu_seconds(self.server_pids) - cpu0  # the server idles while pools are built: ~all of it is load
+        system = sum(_load.system_cpu_seconds(pid) for pid in self.server_pids) - sys0
         self.settle()  # let the message log flush, so its writes count
         io1 = self.io_counters()
         if result.get("requests"):
@@ -451,9 +474,9 @@ class Bench:
         """Wait until the server is idle (its message-log flushes and background work from the last run done)."""
         deadline = time.perf_counter() + limit
         while time.perf_counter() < deadline:
-            before = _load.cpu_seconds(self.server_pid)
+            before = _load.total_cpu_seconds(self.server_pids)
             time.sleep(0.3)
-            if _load.cpu_seconds(self.server_pid) - before < 0.3 * 0.05:
+            if _load.total_cpu_seconds(self.server_pids) - before < 0.3 * 0.05 * max(1, len(self.server_pids)):
                 return
 
     def record(self, scenario: str, result: dict, note: str = "") -> None:
@@ -488,13 +511,13 @@ class Bench:
         port = _load.free_port()
         proc, start_s = self.start_server(f"bot-{mode}", [PYTHON, "-m", "bot", "serve"], self.bot_env(port, aes), port)
         self.starts[f"bot ({mode})"] = start_s
-        print(f"bot {mode}: /healthz 200 after {start_s:.2f} s (spawn → 200, pinned to core {SERVER_CORE})", flush=True)
+        print(f"bot {mode}: /healthz 200 after {start_s:.2f} s (spawn → 200, {self.server_where()})", flush=True)
         try:
             first_ms = self.warm_up(port, aes)
             print(f"  first callback after start: {first_ms:.1f} ms; warmed up with {self.args.warmup} messages")
             if self.args.profile and not aes:
                 self.profile(proc.pid, port)
-            self.server_pid = proc.pid
+            self.server_pids = self.workers_of(proc.pid) if self.args.workers > 1 else [proc.pid]
             result = self.measured(self.max_throughput, f"bot {mode}", port, aes)
             if not aes:
                 self.plain_rate_seen = result["rate"]
@@ -514,7 +537,7 @@ class Bench:
             path = self.workdir / "warmup-floor.pickle"
             _load.write_pool(path, self.pool(200, aes=False))
             self.python_load("rate", port, path, rate=500, connections=8)
-            self.server_pid = proc.pid
+            self.server_pids = [proc.pid]
             self.record("floor: max throughput",
                         self.measured(self.max_throughput, "floor", port, aes=False, dedupes=False),
                         f"{self.args.seconds:g} s")
@@ -531,17 +554,18 @@ class Bench:
         env = dict(os.environ, WEROBOT_TOKEN=TOKEN, WEROBOT_PERSONA=str(REPO / "persona" / "demo"))
         if aes:
             env.update(WEROBOT_APPID=APPID, WEROBOT_AES_KEY=AES_KEY)
-        argv = [str(gunicorn), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+        argv = [str(gunicorn), "-w", str(self.args.workers), "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
                 "--log-level", "warning", "werobot_app:application"]
         proc, start_s = self.start_server(f"werobot-{mode}", argv, env, port)
         self.starts[f"WeRoBot ({mode})"] = start_s
-        print(f"WeRoBot {mode}: up after {start_s:.2f} s (gunicorn, one sync worker, core {SERVER_CORE})", flush=True)
+        print(f"WeRoBot {mode}: up after {start_s:.2f} s (gunicorn, {self.args.workers} sync worker(s), "
+              f"{self.server_where()})", flush=True)
         try:
             path = self.workdir / "warmup-werobot.pickle"
             _load.write_pool(path, self.pool(200, aes))
             self.python_load("rate", port, path, rate=300, connections=8)
-            # gunicorn's worker is the child that does the work: measure its CPU, not the arbiter's.
-            self.server_pid = _children_of(proc.pid)[0] if _children_of(proc.pid) else proc.pid
+            # gunicorn's workers are the children that do the work: measure their CPU, not the arbiter's.
+            self.server_pids = self.workers_of(proc.pid)
             result = self.measured(self.max_throughput, f"werobot {mode}", port, aes)
             self.record(f"WeRoBot {mode}: max throughput", result, f"{self.args.seconds:g} s")
         finally:
@@ -609,8 +633,8 @@ class Bench:
 
     def print_table(self) -> None:
         print()
-        print(f"Siyu webhook bench ({'quick, ' if self.args.quick else ''}{os.cpu_count()} cores, server pinned to core "
-              f"{SERVER_CORE}, load on core {LOAD_CORE}; DB {'SQLite' if self.args.sqlite else 'PostgreSQL'}, "
+        print(f"Siyu webhook bench ({'quick, ' if self.args.quick else ''}{os.cpu_count()} cores, server "
+              f"{self.server_where()}, load on core {LOAD_CORE}; DB {'SQLite' if self.args.sqlite else 'PostgreSQL'}, "
               f"Redis {self.args.redis_url})")
         width = max([len(r.scenario) for r in self.rows] + [8])
         print(f"{'scenario':<{width}}  {'msgs/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'CPU µs/msg':>10}"
@@ -730,6 +754,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("plain", "aes", "floor", "werobot"), action="append",
                         help="run only these scenarios (werobot runs beside plain and/or aes)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating Siyu/WeRoBot rounds (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="BOT_WORKERS for the bot (and gunicorn -w for WeRoBot): serving processes on one port")
     parser.add_argument("--profile", metavar="DIR", help="also py-spy the plain bot under load (an extra run)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="don't pin processes with taskset")
     parser.add_argument("--max-pool", type=int, default=400_000, help="cap on pre-generated AES callbacks")
