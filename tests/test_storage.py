@@ -143,6 +143,34 @@ async def test_batched_tags_create_the_contact_and_retag_idempotently(sessions: 
     assert tags["宝宝6-12月"].expires_at is None
 
 
+async def test_one_batch_tagging_a_contact_twice_with_one_tag_keeps_the_last_in_one_write(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two messages of one customer in one batch earning the same tag (a keyword said twice): one row, the
+    later tagging's source and time, and the batch written as it is, nothing set aside."""
+    from bot.storage import tags as tag_repo
+    from bot.storage.batched_writer import TagWrite
+
+    user = openid()
+    now = datetime.now(UTC)
+    writer = BatchedWriter(sessions)
+    first = TagWrite("wechat_oa", "gh_demo", user, "关注纸尿裤", "likes_diapers", now, None)
+    writer.record_message(logged(user, f"twice:{user}:1"))
+    writer.record_tag(first)
+    writer.record_message(logged(user, f"twice:{user}:2"))
+    writer.record_tag(replace(first, source="faq:diaper_size", tagged_at=now + timedelta(seconds=3)))
+    await writer.flush()
+    assert writer.set_aside_count == 0 and writer.pending == 0
+    assert writer.writes == 1  # not refused and split
+    async with sessions() as session:
+        contact = await contact_repo.find_contact(session, "wechat_oa", "gh_demo", user)
+        assert contact is not None
+        tags = await tag_repo.active_tags(session, contact.id)
+        count = (await session.execute(select(func.count()).select_from(MessageLog).where(MessageLog.external_id == user))).scalar_one()
+    assert [(tag.tag, tag.source) for tag in tags] == [("关注纸尿裤", "faq:diaper_size")]
+    assert count == 2
+
+
 async def test_a_flush_writes_what_was_buffered_when_it_began(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Under steady load a flush must not chase new arrivals (a few rows per transaction)."""
     user = openid()

@@ -201,6 +201,8 @@ class BatchedWriter(FlushLoop):
         #: Rows the database refused, kept for inspection (bounded), and how many there were.
         self.set_aside: deque[Record] = deque(maxlen=1000)
         self.set_aside_count = 0
+        #: Batches sent to the database, the halves of a refused batch included.
+        self.writes = 0
 
     def record_message(self, message: LoggedMessage) -> None:
         self._append(message)
@@ -309,6 +311,7 @@ class BatchedWriter(FlushLoop):
             await self._write_or_split(batch[middle:])
 
     async def _write(self, batch: list[Record]) -> None:
+        self.writes += 1
         messages = [record for record in batch if isinstance(record, LoggedMessage)]
         tags = [record for record in batch if isinstance(record, TagWrite)]
         rows = [record for record in batch if isinstance(record, RowWrite)]
@@ -404,7 +407,10 @@ class BatchedWriter(FlushLoop):
         parameters: list[list[Any]] = [list(column) for column in _transposed(
             [(*key, seen) for key, seen in contact_rows], len(_CONTACT_COLUMNS))]
         parameters += [list(column) for column in _transposed([m.as_tuple() for m in messages], len(_MESSAGE_COLUMNS))]
-        parameters += [list(column) for column in _transposed([t.as_tuple() for t in tags], len(_TAG_COLUMNS))]
+        # One row per contact and tag: an upsert may not touch a row twice in one statement. The last
+        # wins, as it did when each tag was its own statement.
+        latest = {(t.channel, t.account, t.external_id, t.tag): t for t in tags}
+        parameters += [list(column) for column in _transposed([t.as_tuple() for t in latest.values()], len(_TAG_COLUMNS))]
         by_shape: dict[tuple[Any, tuple[str, ...]], list[tuple[Any, ...]]] = {}
         for row in rows:
             names = tuple(name for name, _ in row.values)
