@@ -244,3 +244,37 @@ async def test_a_value_the_driver_cannot_encode_is_set_aside_without_logging_it(
     finally:
         await writer.close()
         await engine.dispose()
+
+
+async def test_another_domains_row_too_long_for_its_column_is_set_aside_not_cut_short(postgres_url: str) -> None:
+    """The writer's last guard holds for other domains' rows too: a value longer than its column is
+    refused (the row set aside, the rest of the batch written), never truncated into another key."""
+    from bot.faq.outcomes import FaqOutcome
+    from bot.storage.batched_writer import RowWrite
+
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    writer = BatchedWriter(sessions)
+    writer.start()
+    tag = secrets.token_hex(4)
+    now = datetime.now(UTC)
+
+    def outcome(key: str) -> RowWrite:
+        values = {"dedupe_key": key, "persona": "persona/demo", "channel": "wechat_oa", "external_id": "o1",
+                  "text": "满多少包邮", "outcome": "declined", "likely_entry": None, "score": 0.1, "created_at": now}
+        return RowWrite(table=FaqOutcome.__table__, values=tuple(values.items()), dedupe_key=key)
+
+    good = outcome(f"toolong:{tag}:good")
+    long_key = f"toolong:{tag}:" + "k" * 300  # the column holds 200
+    try:
+        writer.record_row(outcome(long_key))
+        writer.record_row(good)
+        assert await writer.durable(5)
+        assert writer.set_aside_count == 1
+        async with sessions() as session:
+            stored = (await session.execute(
+                select(FaqOutcome.dedupe_key).where(FaqOutcome.dedupe_key.like(f"toolong:{tag}:%")))).scalars()
+            assert list(stored) == [good.dedupe_key]
+    finally:
+        await writer.close()
+        await engine.dispose()

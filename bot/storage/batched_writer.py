@@ -31,7 +31,9 @@ one bad row cannot stop the log. Values are bounded before they get here
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,46 +119,67 @@ class RowWrite:
 
 Record = LoggedMessage | TagWrite | RowWrite
 
-_CONTACT_COLUMNS = ("channel", "account", "external_id", "seen")
 _MESSAGE_COLUMNS = (
     "dedupe_key", "direction", "channel", "account", "external_id", "chat_id", "type", "text", "created_at",
     "status", "status_detail", "text_length",
 )
-_MESSAGE_TYPES = (
-    "varchar", "varchar", "varchar", "varchar", "varchar", "varchar", "varchar", "text", "timestamptz",
-    "varchar", "varchar", "integer",
-)
 _TAG_COLUMNS = ("channel", "account", "external_id", "tag", "source", "tagged_at", "expires_at")
-_TAG_TYPES = ("varchar", "varchar", "varchar", "varchar", "varchar", "timestamptz", "timestamptz")
-
-#: PostgreSQL: the contacts, messages and tags of a batch, and other domains' rows (appended per
-#: shape, see `_pg_statement`), as one statement. Tags find their contact in the contacts CTE's
-#: RETURNING: every tag's contact is upserted by the same batch, and a CTE's rows are not yet
-#: visible to a plain SELECT of the same statement. `$1..$23` are arrays, one per column.
-_PG_BATCH_HEAD = (
-    "WITH c AS (INSERT INTO contacts (channel, account, external_id, following, first_seen, last_seen) "
-    "SELECT channel, account, external_id, true, seen, seen "
-    "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::timestamptz[]) AS b(channel, account, external_id, seen) "
-    "ON CONFLICT (channel, account, external_id) DO UPDATE SET last_seen = excluded.last_seen "
-    "RETURNING id, channel, account, external_id), "
-    f"m AS (INSERT INTO message_log ({', '.join(_MESSAGE_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${5 + i}::{kind}[]" for i, kind in enumerate(_MESSAGE_TYPES))
-    + ") ON CONFLICT (dedupe_key) DO NOTHING), "
-    "t AS (INSERT INTO contact_tags (contact_id, tag, source, tagged_at, expires_at) "
-    "SELECT c.id, g.tag, g.source, g.tagged_at, g.expires_at FROM unnest("
-    + ", ".join(f"${17 + i}::{kind}[]" for i, kind in enumerate(_TAG_TYPES))
-    + f") AS g({', '.join(_TAG_COLUMNS)}) JOIN c ON c.channel = g.channel AND c.account = g.account "
-    "AND c.external_id = g.external_id "
-    "ON CONFLICT (contact_id, tag) DO UPDATE SET source = excluded.source, tagged_at = excluded.tagged_at, "
-    "expires_at = excluded.expires_at)"
-)
-_PG_HEAD_PARAMETERS = len(_CONTACT_COLUMNS) + len(_MESSAGE_COLUMNS) + len(_TAG_COLUMNS)
 
 
 #: How long a batch someone waits on stays open for more rows (see `_run`). Measured at 1,000 msgs/s
 #: (bench/webhook.py, fixed rate, 15 s, three runs each): 2 ms gave p50 5–6 ms and p99 9–20 ms at
 #: ~5 % more CPU per message than 4 ms (p50 7–9 ms, p99 13–22 ms): the callback waits on this.
 GROUP_COMMIT_LINGER_SECONDS = 0.002
+
+
+def _pg_batch_statement(shapes: tuple[tuple[Any, tuple[str, ...]], ...]) -> str:
+    """PostgreSQL: a batch's contacts, messages and tags, and other domains' rows (one CTE per shape), as
+    one statement, every value in an array per column (`$1`, `$2`, ... in the order `_write_pg` passes them).
+
+    Tags find their contact in the contacts CTE's RETURNING: every tag's contact is upserted by the same
+    batch, and a CTE's rows are not yet visible to a plain SELECT of the same statement.
+    """
+    from sqlalchemy.dialects import postgresql  # noqa: PLC0415 - the engine has imported it already
+
+    dialect = postgresql.dialect()
+    numbers = itertools.count(1)
+
+    def arrays(columns: list[Any]) -> str:
+        # The column's type without its length: an explicit cast to varchar(n)[] would truncate an
+        # over-long value silently, where the column itself refuses it (and the row is set aside).
+        return ", ".join(
+            f"${next(numbers)}::{_LENGTH.sub('', column.type.compile(dialect=dialect))}[]" for column in columns
+        )
+
+    contact, message, tag = Contact.__table__.c, MessageLog.__table__.c, ContactTag.__table__.c
+    identity = [contact.channel, contact.account, contact.external_id]
+    parts = [
+        "WITH c AS (INSERT INTO contacts (channel, account, external_id, following, first_seen, last_seen) "
+        f"SELECT channel, account, external_id, true, seen, seen FROM unnest({arrays([*identity, contact.last_seen])}) "
+        "AS b(channel, account, external_id, seen) "
+        "ON CONFLICT (channel, account, external_id) DO UPDATE SET last_seen = excluded.last_seen "
+        "RETURNING id, channel, account, external_id), ",
+        f"m AS (INSERT INTO message_log ({', '.join(_MESSAGE_COLUMNS)}) "
+        f"SELECT * FROM unnest({arrays([message[name] for name in _MESSAGE_COLUMNS])}) "
+        "ON CONFLICT (dedupe_key) DO NOTHING), ",
+        "t AS (INSERT INTO contact_tags (contact_id, tag, source, tagged_at, expires_at) "
+        "SELECT c.id, g.tag, g.source, g.tagged_at, g.expires_at "
+        f"FROM unnest({arrays([*identity, tag.tag, tag.source, tag.tagged_at, tag.expires_at])}) "
+        f"AS g({', '.join(_TAG_COLUMNS)}) "
+        "JOIN c ON c.channel = g.channel AND c.account = g.account AND c.external_id = g.external_id "
+        "ON CONFLICT (contact_id, tag) DO UPDATE SET source = excluded.source, tagged_at = excluded.tagged_at, "
+        "expires_at = excluded.expires_at)",
+    ]
+    for index, (table, names) in enumerate(shapes):
+        parts.append(
+            f", r{index} AS (INSERT INTO {table.name} ({', '.join(names)}) "
+            f"SELECT * FROM unnest({arrays([table.c[name] for name in names])}) ON CONFLICT DO NOTHING)"
+        )
+    parts.append(" SELECT 1")
+    return "".join(parts)
+
+
+_LENGTH = re.compile(r"\(\d+\)")
 
 
 def _settle(future: asyncio.Future[bool], committed: bool) -> None:
@@ -405,7 +428,7 @@ class BatchedWriter(FlushLoop):
     ) -> None:
         """The batch as one statement on the asyncpg connection (see the module's docstring)."""
         parameters: list[list[Any]] = [list(column) for column in _transposed(
-            [(*key, seen) for key, seen in contact_rows], len(_CONTACT_COLUMNS))]
+            [(*key, seen) for key, seen in contact_rows], 4)]  # channel, account, external_id, seen
         parameters += [list(column) for column in _transposed([m.as_tuple() for m in messages], len(_MESSAGE_COLUMNS))]
         # One row per contact and tag: an upsert may not touch a row twice in one statement. The last
         # wins, as it did when each tag was its own statement.
@@ -428,23 +451,7 @@ class BatchedWriter(FlushLoop):
         """The batch statement for these shapes of other domains' rows (built once per set of shapes)."""
         statement = self._pg_statements.get(shapes)
         if statement is None:
-            from sqlalchemy.dialects import postgresql  # noqa: PLC0415 - the engine has imported it already
-
-            dialect = postgresql.dialect()
-            parts = [_PG_BATCH_HEAD]
-            number = _PG_HEAD_PARAMETERS
-            for index, (table, names) in enumerate(shapes):
-                arrays = []
-                for name in names:
-                    number += 1
-                    arrays.append(f"${number}::{table.c[name].type.compile(dialect=dialect)}[]")
-                parts.append(
-                    f", r{index} AS (INSERT INTO {table.name} ({', '.join(names)}) "
-                    f"SELECT * FROM unnest({', '.join(arrays)}) ON CONFLICT DO NOTHING)"
-                )
-            parts.append(" SELECT 1")
-            statement = "".join(parts)
-            self._pg_statements[shapes] = statement
+            statement = self._pg_statements[shapes] = _pg_batch_statement(shapes)
         return statement
 
     def _built(self, session: AsyncConnection) -> tuple[Any, Any, Any]:
