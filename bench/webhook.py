@@ -768,6 +768,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.rate_seconds is None:
         args.rate_seconds = args.seconds
     args.warmup = 200 if args.quick else 500
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
     if args.pin and (not shutil.which("taskset") or (os.cpu_count() or 1) < 2):
         print("note: taskset missing or a single core: processes are not pinned")
         args.pin = False

@@ -4,8 +4,9 @@ Modes (set in the OA console, mirrored by configuration):
 - plain: `signature` over (token, timestamp, nonce); XML in the clear.
 - compatible / safe: `encrypt_type=aes`, `msg_signature` over (token, timestamp,
   nonce, Encrypt); the message is AES-encrypted with WECHAT_OA_AES_KEY (wechatpy's
-  AES scheme, `bot.channels.wecom_scheme.SchemeCrypto`). Compatible mode also carries the plaintext, which we ignore: only the
-  signed ciphertext is trusted. Replies to encrypted requests are encrypted.
+  AES scheme, shared with WeCom: `bot.channels.wecom_scheme.SchemeCrypto`). Compatible
+  mode also carries the plaintext, which we ignore: only the signed ciphertext is
+  trusted. Replies to encrypted requests are encrypted.
 """
 
 from __future__ import annotations

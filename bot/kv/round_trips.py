@@ -173,6 +173,9 @@ class RoundTrips(asyncio.Protocol):
 
     async def close(self, timeout: float = 0.5) -> None:
         await self.drain(timeout)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
