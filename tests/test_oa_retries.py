@@ -113,3 +113,39 @@ async def test_answer_slower_than_the_deadline_is_acknowledged_then_pushed(
     await context_of(client).background.drain()
     greetings = [m for m in fake_wechat_api.sent_messages() if m["touser"] == user and m["text"]["content"] == greeting]
     assert len(greetings) == 1
+
+
+async def test_work_longer_than_the_lease_keeps_it_so_a_retry_does_not_run_it_again(
+    make_settings: Any, start_bot: Any, fake_wechat_api: Any, postgres_url: str
+) -> None:
+    """The claim's lease (3 s) is renewed while its work runs: WeChat's retry, reaching another
+    process after the lease would have run out, finds the delivery still owned and does not greet twice."""
+    from bot.dispatch import LEASE_SECONDS
+
+    first, second = await two_bots(
+        make_settings, start_bot, WECHAT_API_BASE=fake_wechat_api.base_url, REPLY_DEADLINE_SECONDS="0.3"
+    )
+    peer = WeChatPeer()
+    user = openid()
+    xml = event_xml(user, "subscribe", EventKey="qrscene_jd_card")
+    blocker = create_async_engine(postgres_url)
+    try:
+        async with blocker.connect() as connection:
+            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))  # the work waits on this
+            assert await deliver(first, *peer.plain(xml)) == (200, "success")
+            await asyncio.sleep(LEASE_SECONDS + 0.7)
+            assert await deliver(second, *peer.plain(xml)) == (200, "success")
+            # The first process still owns the delivery: the retry waited for it instead of taking it over.
+            redis = context_of(first).services.store.inner.client
+            [lease_key] = [key async for key in redis.scan_iter(f"dedupe:*:{user}*")]
+            assert await redis.get(lease_key) == f"pending:{context_of(first).dispatcher.owner}"
+            await connection.rollback()
+    finally:
+        await blocker.dispose()
+    greeting = context_of(first).personas.for_channel("wechat_oa").greeting("wechat_oa", "jd_card")
+    await fake_wechat_api.wait_for_sent(user)
+    for bot in (first, second):
+        await context_of(bot).background.drain()
+    greetings = [m for m in fake_wechat_api.sent_messages() if m["touser"] == user and m["text"]["content"] == greeting]
+    assert len(greetings) == 1
+    assert context_of(second).metrics.dedupe_hits._value.get() == 1
