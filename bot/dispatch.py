@@ -105,8 +105,8 @@ class Dispatcher:
 
         self._executor.log_inbound(event)
         work = loop.create_task(self._run(event, persona, dict(zip(state_keys, values, strict=True))))
-        renewing = self._renew_lease(key, work) if store_up else None
-        if not await _finished_within(work, self.deadline - (loop.time() - arrived)):
+        renew = self._lease_renewer(key) if store_up else None
+        if not await _WorkWatch(work, arrived + self.deadline, renew).finished_in_time:
             self._metrics.late_replies.inc()
             log.warning("reply deadline missed; answer will be pushed", extra={"dedupe_key": event.dedupe_key})
             self._background.spawn(self._push_when_done(event, work, key, store_up), name=f"late:{event.dedupe_key}")
@@ -114,8 +114,6 @@ class Dispatcher:
             self._background.spawn(self.queue_recovery(event), name=f"recover:{event.dedupe_key}")
             await self._durable(event, arrived)
             return None
-        if renewing is not None:
-            renewing.cancel()
         outgoing = self._outgoing_of(work, event)
         passive = outgoing[0].text if outgoing and outgoing[0].is_reply else None
         if passive is not None:
@@ -153,8 +151,13 @@ class Dispatcher:
             )
             return True, None, [None] * len(state_keys), False
 
-    def _renew_lease(self, key: str, work: asyncio.Future[object]) -> _LeaseRenewal:
-        return _LeaseRenewal(self._services.store, self._background, key, self._lease_value, work)
+    def _lease_renewer(self, key: str) -> Callable[[], None]:
+        store, value = self._services.store, self._lease_value
+
+        def renew() -> None:
+            self._background.spawn(store.extend_if(key, value, LEASE_SECONDS), name=f"lease:{key}")
+
+        return renew
 
     async def _durable(self, event: Event, arrived: float) -> None:
         """Wait for this delivery's log rows to be committed (group commit), within the answer's time."""
@@ -254,29 +257,6 @@ class Dispatcher:
 _TAKE_OVER = object()
 
 
-class _LeaseRenewal:
-    """Keeps a claim's lease alive while its work runs: a timer, so answers faster than
-    `LEASE_RENEW_SECONDS` (nearly all) cost one scheduled callback and no Redis command."""
-
-    def __init__(self, store: Any, background: BackgroundTasks, key: str, value: str, work: asyncio.Future[Any]) -> None:
-        self._store = store
-        self._background = background
-        self._key = key
-        self._value = value
-        self._work = work
-        self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
-
-    def _renew(self) -> None:
-        if self._work.done():
-            return
-        self._background.spawn(self._store.extend_if(self._key, self._value, LEASE_SECONDS), name=f"lease:{self._key}")
-        self._timer = self._loop.call_later(LEASE_RENEW_SECONDS, self._renew)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
 def _fallback(event: Event, persona: LoadedPersona) -> list[Outgoing]:
     """What a customer gets when handling failed: the persona's fallback line, in 1:1 messages."""
     from bot.actions import Outgoing
@@ -290,24 +270,62 @@ def _fallback(event: Event, persona: LoadedPersona) -> list[Outgoing]:
         return []
 
 
-async def _finished_within(work: asyncio.Future[object], seconds: float) -> bool:
-    """Wait for `work` up to `seconds`, never cancelling it: True when it finished.
+_CLOCK_TICK = 0.001
 
-    What `asyncio.wait({work}, timeout=...)` does, for one future: about half its cost
-    (~10 µs a message here), which is paid on every callback.
+
+class _WorkWatch:
+    """Waits for a delivery's work until its reply deadline, and renews the claim's lease every
+    `LEASE_RENEW_SECONDS` for as long as the work runs (past the deadline too: the answer is then
+    pushed). One timer does both, and nearly every answer comes before it first fires. This is what
+    `asyncio.wait({work}, timeout=...)` plus a renewal timer did, for about half their cost (paid on
+    every callback).
     """
-    loop = asyncio.get_running_loop()
-    woken: asyncio.Future[None] = loop.create_future()
 
-    def wake(_: object = None) -> None:
-        if not woken.done():
-            woken.set_result(None)
+    __slots__ = ("_work", "_deadline", "_renew", "_loop", "_woken", "_next_renewal", "_timer")
 
-    timer = loop.call_later(max(0.0, seconds), wake)
-    work.add_done_callback(wake)
-    try:
-        await woken
-    finally:
-        timer.cancel()
-        work.remove_done_callback(wake)
-    return work.done()
+    def __init__(self, work: asyncio.Future[Any], deadline: float, renew: Callable[[], None] | None) -> None:
+        """`deadline` in the loop's clock; `renew` None when there is no lease to keep."""
+        self._work = work
+        self._deadline = deadline
+        self._renew = renew
+        self._loop = loop = asyncio.get_running_loop()
+        self._woken: asyncio.Future[bool] = loop.create_future()
+        self._next_renewal = loop.time() + LEASE_RENEW_SECONDS
+        self._timer: asyncio.TimerHandle | None = None
+        if work.done():
+            self._woken.set_result(True)
+            return
+        work.add_done_callback(self._finished)
+        self._arm()
+
+    @property
+    def finished_in_time(self) -> asyncio.Future[bool]:
+        """True when the work finished by the deadline, False at the deadline (the work goes on)."""
+        return self._woken
+
+    def _arm(self) -> None:
+        waiting = not self._woken.done()
+        if self._renew is None:
+            self._timer = self._loop.call_at(self._deadline, self._tick) if waiting else None
+        else:
+            due = min(self._deadline, self._next_renewal) if waiting else self._next_renewal
+            self._timer = self._loop.call_at(due, self._tick)
+
+    def _tick(self) -> None:
+        if self._work.done():
+            return
+        # A timer may fire up to a clock tick early (uvloop counts whole milliseconds).
+        now = self._loop.time() + _CLOCK_TICK
+        if now >= self._deadline and not self._woken.done():
+            self._woken.set_result(False)
+        if self._renew is not None and now >= self._next_renewal:
+            self._renew()
+            self._next_renewal = now + LEASE_RENEW_SECONDS
+        self._arm()
+
+    def _finished(self, _: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._woken.done():
+            self._woken.set_result(True)
