@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bot.storage.models import Contact, MessageLog
 from tests.conftest import context_of
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
+
+
+@asynccontextmanager
+async def contacts_locked(postgres_url: str) -> AsyncIterator[AsyncConnection]:
+    """A slow database: whatever writes contacts waits until the caller rolls the lock back."""
+    blocker = create_async_engine(postgres_url)
+    try:
+        async with blocker.connect() as connection:
+            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
+            yield connection
+    finally:
+        await blocker.dispose()
 
 
 def openid() -> str:
@@ -94,16 +108,11 @@ async def test_answer_slower_than_the_deadline_is_acknowledged_then_pushed(
     user = openid()
     xml = event_xml(user, "subscribe", EventKey="qrscene_jd_card")
     # A slow database: the greeting's follow bookkeeping waits on a table lock past the deadline.
-    blocker = create_async_engine(postgres_url)
-    try:
-        async with blocker.connect() as connection:
-            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
-            status, body = await deliver(client, *peer.plain(xml))
-            assert (status, body) == (200, "success")
-            assert all(m["touser"] != user for m in fake_wechat_api.sent_messages())  # not yet
-            await connection.rollback()  # the database recovers
-    finally:
-        await blocker.dispose()
+    async with contacts_locked(postgres_url) as connection:
+        status, body = await deliver(client, *peer.plain(xml))
+        assert (status, body) == (200, "success")
+        assert all(m["touser"] != user for m in fake_wechat_api.sent_messages())  # not yet
+        await connection.rollback()  # the database recovers
     pushed = await fake_wechat_api.wait_for_sent(user)
     greeting = context_of(client).personas.for_channel("wechat_oa").greeting("wechat_oa", "jd_card")
     assert pushed[0]["msgtype"] == "text" and pushed[0]["text"]["content"] == greeting
@@ -128,20 +137,15 @@ async def test_work_longer_than_the_lease_keeps_it_so_a_retry_does_not_run_it_ag
     peer = WeChatPeer()
     user = openid()
     xml = event_xml(user, "subscribe", EventKey="qrscene_jd_card")
-    blocker = create_async_engine(postgres_url)
-    try:
-        async with blocker.connect() as connection:
-            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))  # the work waits on this
-            assert await deliver(first, *peer.plain(xml)) == (200, "success")
-            await asyncio.sleep(LEASE_SECONDS + 0.7)
-            assert await deliver(second, *peer.plain(xml)) == (200, "success")
-            # The first process still owns the delivery: the retry waited for it instead of taking it over.
-            redis = context_of(first).services.store.inner.client
-            [lease_key] = [key async for key in redis.scan_iter(f"dedupe:*:{user}*")]
-            assert await redis.get(lease_key) == f"pending:{context_of(first).dispatcher.owner}"
-            await connection.rollback()
-    finally:
-        await blocker.dispose()
+    async with contacts_locked(postgres_url) as connection:  # the work waits on this
+        assert await deliver(first, *peer.plain(xml)) == (200, "success")
+        await asyncio.sleep(LEASE_SECONDS + 0.7)
+        assert await deliver(second, *peer.plain(xml)) == (200, "success")
+        # The first process still owns the delivery: the retry waited for it instead of taking it over.
+        redis = context_of(first).services.store.inner.client
+        [lease_key] = [key async for key in redis.scan_iter(f"dedupe:*:{user}*")]
+        assert await redis.get(lease_key) == f"pending:{context_of(first).dispatcher.owner}"
+        await connection.rollback()
     greeting = context_of(first).personas.for_channel("wechat_oa").greeting("wechat_oa", "jd_card")
     await fake_wechat_api.wait_for_sent(user)
     for bot in (first, second):
