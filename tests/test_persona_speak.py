@@ -127,6 +127,10 @@ def test_survey_asks_and_thanks_say_the_same_from_the_load_time_table_and_a_rand
     assert demo.render(survey.thanks, tag="没有这个选项") == render(
         demo._texts[survey.thanks], {"persona": {}, "contact": None, "source": None, "tag": "没有这个选项"}
     )  # a value not known at load is rendered live
+    # ... and so is a value that could never be a key of that table (a mapping), instead of failing.
+    assert demo.render(survey.thanks, tag={"名称": "宝宝3-6月"}) == render(
+        demo._texts[survey.thanks], {"persona": {}, "contact": None, "source": None, "tag": {"名称": "宝宝3-6月"}}
+    )
 
     folder = tmp_path / "persona"
     shutil.copytree(REPO / "persona" / "demo", folder)

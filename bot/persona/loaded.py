@@ -77,7 +77,8 @@ class LoadedPersona:
         """Render another admin-written template (a survey ask or thanks) in this persona's sandbox."""
         if len(context) == 1 and self._fixed_texts:
             ((name, value),) = context.items()
-            fixed = self._fixed_texts.get((text, name, tuple(value) if isinstance(value, list) else value))
+            value = tuple(value) if isinstance(value, list) else value
+            fixed = self._fixed_texts.get((text, name, value)) if isinstance(value, (str, tuple)) else None
             if fixed is not None:
                 return fixed
         template = self._texts.get(text) or self._env.compile_checked(self._env.parse(text))
