@@ -58,9 +58,6 @@ class HandlerSpec:
     priority: int
     order: int
 
-    def accepts(self, event: Event, ctx: Context) -> bool:
-        return all(check(event, ctx) for check in self.filters)
-
 
 class Router:
     def __init__(self, name: str) -> None:
