@@ -117,10 +117,9 @@ def test_persona_check_cli_reports_the_demo_clean(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_faq_eval_cli_on_the_shared_dev_set(tmp_path: Path) -> None:
-    shared = REPO_ROOT.parent / "shared" / "eval"
+def test_faq_eval_cli_on_the_shared_dev_set(tmp_path: Path, shared_eval: Path) -> None:
     result = run_bot(
-        "faq", "eval", "--kb", str(shared / "faq_kb.yaml"), "--questions", str(shared / "faq_dev.tsv"),
+        "faq", "eval", "--kb", str(shared_eval / "faq_kb.yaml"), "--questions", str(shared_eval / "faq_dev.tsv"),
         env=embedded_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,6 @@ import pytest
 from bot.faq.analyzer import TextAnalyzer
 from bot.faq.evaluate import run_eval
 
-SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared/eval"
 
 TINY_KB = """\
 - id: shipping
@@ -62,9 +61,9 @@ def test_tiny_labelled_set_figures(tmp_path: Path, analyzer: TextAnalyzer) -> No
     assert "invoice" in output and "买完降价了能保价吗" in output  # listed among the misses
 
 
-def test_shared_dev_set_reaches_target(analyzer: TextAnalyzer) -> None:
-    kb, questions = SHARED_EVAL / "faq_kb.yaml", SHARED_EVAL / "faq_dev.tsv"
-    assert kb.exists() and questions.exists(), f"shared eval files belong beside the repo: {SHARED_EVAL}"
+def test_shared_dev_set_reaches_target(analyzer: TextAnalyzer, shared_eval: Path) -> None:
+    kb, questions = shared_eval / "faq_kb.yaml", shared_eval / "faq_dev.tsv"
+    assert kb.exists() and questions.exists(), f"shared eval files belong beside the repo: {shared_eval}"
     code, output = _run(kb, questions, analyzer)
     assert code == 0
     summary = json.loads(output.strip().splitlines()[-1])

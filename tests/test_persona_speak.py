@@ -11,7 +11,6 @@ from bot.faq.analyzer import TextAnalyzer
 from bot.persona import LoadedPersona, load_persona
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FAQ = Path(__file__).resolve().parents[2] / "shared/eval/faq_kb.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +78,13 @@ def test_demo_faq_answers_customer_questions(demo: LoadedPersona) -> None:
     assert demo.version == load_persona(REPO / "persona" / "demo", analyzer=demo.analyzer).version
 
 
-def test_shared_eval_kb_loads_as_a_persona_faq_file_as_it_is(tmp_path: Path, analyzer: TextAnalyzer) -> None:
+def test_shared_eval_kb_loads_as_a_persona_faq_file_as_it_is(
+    tmp_path: Path, analyzer: TextAnalyzer, shared_eval: Path
+) -> None:
     folder = tmp_path / "eval"
     folder.mkdir()
     shutil.copy(REPO / "persona" / "demo" / "persona.yaml", folder / "persona.yaml")
-    shutil.copy(SHARED_FAQ, folder / "faq.yaml")
+    shutil.copy(shared_eval / "faq_kb.yaml", folder / "faq.yaml")
     persona = load_persona(folder, analyzer=analyzer)
     assert len(persona.faq_entries) == 32
     assert persona.faq.match("你们家包邮吗？").entry.id == "shipping_fee"
