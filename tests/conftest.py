@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bot.app import APP_CONTEXT, AppContext, create_app
 from bot.config import REPO_ROOT, Settings
@@ -30,6 +31,18 @@ from tests.wechat_peer import TEST_APPID, TEST_TOKEN
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 SHARED_EVAL = REPO_ROOT.parent / "shared" / "eval"
+
+
+@asynccontextmanager
+async def contacts_locked(postgres_url: str) -> AsyncIterator[AsyncConnection]:
+    """A slow database: whatever writes contacts waits until the caller rolls the lock back."""
+    blocker = create_async_engine(postgres_url)
+    try:
+        async with blocker.connect() as connection:
+            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
+            yield connection
+    finally:
+        await blocker.dispose()
 
 
 @pytest.fixture

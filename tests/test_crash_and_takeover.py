@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.storage.models import Contact, MessageLog
-from tests.conftest import REDIS_URL, context_of
+from tests.conftest import REDIS_URL, contacts_locked, context_of
 from tests.server_process import start_server
 from tests.wechat_peer import WeChatPeer, event_xml, text_xml
 
@@ -87,11 +87,9 @@ async def test_a_killed_claimer_is_taken_over_and_each_follower_greeted_exactly_
     users = [openid() for _ in range(8)]
     deliveries = {user: event_xml(user, "subscribe", created=1_764_000_000, EventKey="qrscene_jd_card") for user in users}
     redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    blocker = create_async_engine(postgres_url)
     try:
-        async with blocker.connect() as lock:
-            # A slow database: the replica claims every follow, then its handlers wait on the table lock.
-            await lock.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
+        # A slow database: the replica claims every follow, then its handlers wait on the table lock.
+        async with contacts_locked(postgres_url) as lock:
             async with aiohttp.ClientSession() as session:
                 async def first_delivery(user: str) -> None:
                     query, body = peer.plain(deliveries[user])
@@ -111,7 +109,6 @@ async def test_a_killed_claimer_is_taken_over_and_each_follower_greeted_exactly_
                 await asyncio.gather(*in_flight, return_exceptions=True)
             await lock.rollback()  # the database recovers
     finally:
-        await blocker.dispose()
         await redis.aclose()
 
     # WeChat retries each follow (~5 s later) on another replica: it takes the dead claim over and answers.
@@ -155,10 +152,8 @@ async def test_a_late_answer_whose_process_died_is_pushed_by_a_worker(
     peer = WeChatPeer()
     user = openid()
     redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    blocker = create_async_engine(postgres_url)
     try:
-        async with blocker.connect() as lock:
-            await lock.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))  # the handlers outlive the deadline
+        async with contacts_locked(postgres_url) as lock:  # the handlers outlive the deadline
             query, body = peer.plain(event_xml(user, "subscribe", EventKey="qrscene_jd_card"))
             async with aiohttp.ClientSession() as session:
                 async with session.post(f"{server.base_url}/wechat/oa", params=query, data=body) as response:
@@ -173,7 +168,6 @@ async def test_a_late_answer_whose_process_died_is_pushed_by_a_worker(
             await server.process.wait()
             await lock.rollback()
     finally:
-        await blocker.dispose()
         await redis.aclose()
     assert fake_wechat_api.sent_messages() == []
 

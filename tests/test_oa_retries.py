@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy import func, select
 
 from bot.storage.models import Contact, MessageLog
-from tests.conftest import context_of
+from tests.conftest import contacts_locked, context_of
 from tests.wechat_peer import TEST_AES_KEY, WeChatPeer, event_xml, text_xml
-
-
-@asynccontextmanager
-async def contacts_locked(postgres_url: str) -> AsyncIterator[AsyncConnection]:
-    """A slow database: whatever writes contacts waits until the caller rolls the lock back."""
-    blocker = create_async_engine(postgres_url)
-    try:
-        async with blocker.connect() as connection:
-            await connection.execute(text("LOCK TABLE contacts IN EXCLUSIVE MODE"))
-            yield connection
-    finally:
-        await blocker.dispose()
 
 
 def openid() -> str:
