@@ -478,22 +478,24 @@ async def pg_admin(*statements: str, server_url: str = PG_ADMIN) -> None:
         await conn.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (from /proc; children not included)."""
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, all its threads (from /proc; children not included); NaNs once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan"), float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads."""
+    return sum(_cpu_times(pid))
 
 
 def system_cpu_seconds(pid: int) -> float:
     """stime alone (the kernel's share: syscalls, socket I/O) of a process, all its threads."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return _cpu_times(pid)[1]
 
 
 def total_cpu_seconds(pids: list[int]) -> float:
