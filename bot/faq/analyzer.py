@@ -407,8 +407,6 @@ class TextAnalyzer:
         self._table = _SynonymTable()
         #: word → its tokens in `analyze` (see _tokens_of); per analyzer, as it depends on the table.
         self._word_tokens: dict[str, tuple[str, ...]] = {}
-        #: The last (cut, its tokens) `analyze` gave; forgotten whenever a word's tokens may change.
-        self._last_analysis: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         #: pinyin → canonical word (None: two meanings share the sound), filled on
         #: first use from `_pending_sounds`, the (word, canonical) pairs added so far.
         self._sounds: dict[str, str | None] = {}
@@ -469,7 +467,6 @@ class TextAnalyzer:
         clone._generic = self._generic
         clone._table = self._table.copy()
         clone._word_tokens = {}
-        clone._last_analysis = None
         clone._sounds = self._sounds  # copied on write (see _sound_table)
         clone._pending_sounds = list(self._pending_sounds)
         clone._extend(user_words, synonyms or {}, vocabulary)
@@ -538,7 +535,6 @@ class TextAnalyzer:
     def stop_deferring(self) -> None:
         """Correct unknown words again; forget the tokens given while deferring."""
         deferred, self._deferred = self._deferred, None
-        self._last_analysis = None
         for word in deferred or ():
             self._word_tokens.pop(word, None)
 
@@ -548,7 +544,6 @@ class TextAnalyzer:
         fresh = parent.derive(vocabulary=vocabulary)
         self._sounds, self._pending_sounds = fresh._sounds, fresh._pending_sounds
         self._word_tokens = {}
-        self._last_analysis = None
 
     def _add_word(self, word: str) -> None:
         # Keep multi-character words whole; "免运费" must not become 免/运费.
@@ -630,15 +625,7 @@ class TextAnalyzer:
 
     def analyze(self, text: str, *, memo: bool = False) -> list[str]:
         """Canonical content tokens of `text`, in order (duplicates kept)."""
-        words = self.words(text, memo=memo)
-        # Tag rules and the FAQ analyze the same message: the same cut (the same tuple, from
-        # `words`) gives the same tokens while the vocabulary stands.
-        last = self._last_analysis
-        if last is not None and last[0] is words:
-            return list(last[1])
-        tokens = self._tokens(words)
-        self._last_analysis = (words, tuple(tokens))
-        return tokens
+        return self._tokens(self.words(text, memo=memo))
 
     def scan(self, text: str, *, memo: bool = False) -> list[str]:
         """`analyze` with a cheaper segmentation (`scan_words`): for long texts
