@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -222,7 +223,10 @@ def build_pool_parallel(processes: int = 2, **kwargs) -> list[tuple[str, bytes]]
     chunks = [
         dict(kwargs, count=min(step, count - k), start=start + k) for k in range(0, count, step)
     ]
-    with multiprocessing.get_context("fork").Pool(processes) as workers:
+    # The workers must die on the SIGTERM that ends the pool: webhook.py's own SIGTERM handler (inherited
+    # through fork) raised in a worker holding the task queue's lock, and the pool's exit waited forever.
+    with multiprocessing.get_context("fork").Pool(processes, initializer=signal.signal,
+                                                   initargs=(signal.SIGTERM, signal.SIG_DFL)) as workers:
         parts = workers.map(_build_chunk, chunks)
     return [item for part in parts for item in part]
 

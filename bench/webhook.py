@@ -52,6 +52,8 @@ TARGET_RATIO_PLAIN, TARGET_RATIO_AES = 1.5, 1.2
 WEROBOT_VENV = HERE / ".venvs" / "werobot"
 # cryptography: WeRoBot's AES mode needs it (without it every AES callback is a 500).
 WEROBOT_REQUIREMENTS = ("WeRoBot==1.13.1", "gunicorn", "PyYAML", "cryptography")
+#: The `pipeline` scenario's two runs (bench/_pipeline_bot.py), by whether callbacks skip the commit wait.
+PIPELINE_SCENARIOS = {False: "pipeline plain", True: "pipeline plain, answered before commit"}
 TARGET_P99_MS = 20
 TARGET_START_S = 2.0
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -395,12 +397,13 @@ class Bench:
             raise RuntimeError("--generator wrk: wrk is not installed (apt-get install wrk)")
         return False
 
-    def max_throughput(self, label: str, port: int, aes: bool, *, dedupes: bool = True) -> dict:
+    def max_throughput(self, label: str, port: int, aes: bool, *, dedupes: bool = True, faster: float = 1.0) -> dict:
+        """`faster`: how many times the full bot's plain rate this server may reach (sizes the request pool)."""
         seconds, connections = self.args.seconds, self.args.connections
         if self.use_wrk():
             # Every request pre-signed with a nonce of its own, sent once: a plain-mode query reused with
             # another body is a replay (production's nonce cache refuses it), and AES bodies are signed.
-            ceiling = max(self.plain_rate_seen, 2000) * 1.3 if dedupes else 30000
+            ceiling = max(self.plain_rate_seen, 2000) * 1.3 * faster if dedupes else 30000
             count = min(int(ceiling * seconds) + 2000, self.args.max_pool)
             began = time.perf_counter()
             pool = self.pool(count, aes=aes)
@@ -412,7 +415,7 @@ class Bench:
             result = self.wrk_load(port, path, mode, seconds, connections)
             result["generator"] = f"wrk -t1 -c{connections} (core {LOAD_CORE})"
             if result.get("wrapped"):
-                self.notes.append(f"{label}: the AES pool ran out {result['wrapped']}× (re-sent MsgIds hit dedupe)")
+                self.notes.append(f"{label}: the request pool ran out {result['wrapped']}× (re-sent MsgIds hit dedupe)")
         else:
             count = min(int(max(self.plain_rate_seen, 3000) * 1.5 * seconds) + 2000, self.args.max_pool)
             path = self.workdir / "closed.pickle"
@@ -480,7 +483,7 @@ class Bench:
                 return
 
     def record(self, scenario: str, result: dict, note: str = "") -> None:
-        if scenario.startswith("bot"):
+        if scenario.startswith(("bot", "pipeline")):  # both leave dedupe marks in Redis
             self.bot_messages += int(result.get("requests") or 0)
         row = Row(scenario, result.get("generator", ""), result["rate"], result["p50_ms"], result["p99_ms"],
                   int(result["errors"]), result.get("cpu_us", float("nan")), result.get("cpu_share", float("nan")),
@@ -525,6 +528,24 @@ class Bench:
             result = self.measured(self.fixed_rate, port, aes)
             self.record(f"bot {mode}: fixed {self.args.rate:g}/s", result, f"{self.args.rate_seconds:g} s")
             self.note_server_health(f"bot-{mode}", port, proc)
+        finally:
+            self.stop(proc)
+
+    def pipeline_scenario(self, answer_before_commit: bool) -> None:
+        """The bot with one fixed reply instead of its handlers (bench/_pipeline_bot.py), plain mode, one
+        process: what the pipeline costs by itself. With `answer_before_commit`, callbacks also stop waiting
+        for their log rows' commit (not a product mode: it prices the wait)."""
+        name = PIPELINE_SCENARIOS[answer_before_commit]
+        port = _load.free_port()
+        env = dict(self.bot_env(port, aes=False), BOT_WORKERS="1")
+        argv = [PYTHON, str(HERE / "_pipeline_bot.py"), *(["--answer-before-commit"] if answer_before_commit else [])]
+        proc, start_s = self.start_server(name.replace(" ", "-").replace(",", ""), argv, env, port)
+        print(f"{name}: /healthz 200 after {start_s:.2f} s (pinned to core {SERVER_CORE})", flush=True)
+        try:
+            self.warm_up(port, aes=False)
+            self.server_pids = [proc.pid]
+            result = self.measured(self.max_throughput, name, port, False, faster=3.0)
+            self.record(f"{name}: max throughput", result, f"{self.args.seconds:g} s")
         finally:
             self.stop(proc)
 
@@ -587,6 +608,14 @@ class Bench:
             cpu = _mean(r.cpu_us for r in theirs) / _mean(r.cpu_us for r in ours)
             print(f"Siyu / WeRoBot, {mode}: {rate:.2f}× by msgs/s, {cpu:.2f}× by server CPU per message "
                   f"(max throughput, mean of {len(ours)} alternating round(s); target ≥ {target}×)")
+        theirs = [row for row in self.rows if row.scenario == "WeRoBot plain: max throughput" and not row.errors]
+        for name in PIPELINE_SCENARIOS.values():
+            ours = [row for row in self.rows if row.scenario == f"{name}: max throughput"]
+            if ours and theirs:
+                rate = _mean(r.rate for r in ours) / _mean(r.rate for r in theirs)
+                cpu = _mean(r.cpu_us for r in theirs) / _mean(r.cpu_us for r in ours)
+                print(f"{name} / WeRoBot plain: {rate:.2f}× by msgs/s, {cpu:.2f}× by server CPU per message "
+                      f"(server busy {100 * _mean(r.cpu_share for r in ours):.0f}% of the run)")
 
     def note_server_health(self, name: str, port: int, proc: subprocess.Popen) -> None:
         """Counters the bot exposes, and any warnings/errors it logged under load."""
@@ -751,8 +780,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="max-throughput load generator (auto: wrk when installed)")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--only", choices=("plain", "aes", "floor", "werobot"), action="append",
-                        help="run only these scenarios (werobot runs beside plain and/or aes)")
+    parser.add_argument("--only", choices=("plain", "aes", "floor", "werobot", "pipeline"), action="append",
+                        help="run only these scenarios (werobot runs beside plain, aes and pipeline; pipeline runs"
+                        " only when named: the bot with one fixed reply instead of its handlers, waiting for the"
+                        " commit as the product does and, to price that wait, not waiting)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating Siyu/WeRoBot rounds (default 1)")
     parser.add_argument("--workers", type=int, default=1,
                         help="BOT_WORKERS for the bot (and gunicorn -w for WeRoBot): serving processes on one port")
@@ -843,6 +874,11 @@ def main(argv: list[str] | None = None) -> int:
             if "plain" in only:
                 bench.bot_scenario(aes=False)
                 if "werobot" in only:
+                    bench.werobot_scenario(aes=False)
+            if "pipeline" in only:
+                for answer_before_commit in (False, True):
+                    bench.pipeline_scenario(answer_before_commit)
+                if "werobot" in only and "plain" not in only:
                     bench.werobot_scenario(aes=False)
             if "aes" in only:
                 bench.bot_scenario(aes=True)
