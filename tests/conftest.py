@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +31,25 @@ from tests.wechat_peer import TEST_APPID, TEST_TOKEN
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-SHARED_EVAL = REPO_ROOT.parent / "shared" / "eval"
+#: Set to read the shared FAQ eval set from elsewhere than `../shared/eval/` beside the checkout.
+SHARED_EVAL_ENV = "SIYU_SHARED_EVAL"
+
+
+def _shared_eval_candidates() -> list[Path]:
+    """Where the shared eval set may be: the env override, beside this checkout, and beside the local
+    repository it was cloned from (`git clone . /tmp/fresh` keeps the workplace's set reachable)."""
+    candidates = [Path(override)] if (override := os.environ.get(SHARED_EVAL_ENV)) else []
+    candidates.append(REPO_ROOT.parent / "shared" / "eval")
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and ":" not in origin.split("/")[0]:  # a local path, not a URL or scp-like host
+        candidates.append((REPO_ROOT / origin).resolve().parent / "shared" / "eval")
+    return candidates
 
 
 @asynccontextmanager
@@ -49,15 +68,19 @@ async def contacts_locked(postgres_url: str) -> AsyncIterator[AsyncConnection]:
 def shared_eval() -> Path:
     """The shared FAQ eval set, which lives beside the checkout (`../shared/eval/`), not in it.
 
-    A clone elsewhere has none: its tests are skipped, naming the path, so `make test` on a fresh
-    clone passes and says what it could not measure. Under CI (`CI` set) the set must be there.
+    A clone with no set anywhere (`_shared_eval_candidates`) skips these tests outside CI, naming
+    where it looked, so `make test` on such a clone passes and says what it could not measure.
+    Under CI (`CI` set) they fail instead: the set must be there.
     """
-    if not (SHARED_EVAL / "faq_kb.yaml").is_file():
-        missing = f"the shared FAQ eval set is not beside this checkout: {SHARED_EVAL}"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    return SHARED_EVAL
+    candidates = _shared_eval_candidates()
+    for candidate in candidates:
+        if (candidate / "faq_kb.yaml").is_file():
+            return candidate
+    missing = (f"the shared FAQ eval set is in none of {', '.join(map(str, candidates))} "
+               f"(set {SHARED_EVAL_ENV} to its folder)")
+    if os.environ.get("CI"):
+        pytest.fail(missing)
+    pytest.skip(missing)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
