@@ -323,9 +323,11 @@ class Bench:
             env["WECHAT_OA_AES_KEY"] = AES_KEY
         return env
 
-    def start_server(self, name: str, argv: list[str], env: dict[str, str] | None, port: int) -> tuple[subprocess.Popen, float]:
+    def start_server(self, name: str, argv: list[str], env: dict[str, str] | None, port: int,
+                     cores: str | None = None) -> tuple[subprocess.Popen, float]:
+        """`cores`: where to pin it (default: the serving cores of --workers)."""
         started = time.perf_counter()
-        proc = self.spawn(self.pinned(self.server_cores()) + argv, f"{name}.log", env)
+        proc = self.spawn(self.pinned(cores or self.server_cores()) + argv, f"{name}.log", env)
         deadline = started + 60
         while True:
             if proc.poll() is not None:
@@ -539,7 +541,7 @@ class Bench:
         port = _load.free_port()
         env = dict(self.bot_env(port, aes=False), BOT_WORKERS="1")
         argv = [PYTHON, str(HERE / "_pipeline_bot.py"), *(["--answer-before-commit"] if answer_before_commit else [])]
-        proc, start_s = self.start_server(name.replace(" ", "-").replace(",", ""), argv, env, port)
+        proc, start_s = self.start_server(name.replace(" ", "-").replace(",", ""), argv, env, port, cores=SERVER_CORE)
         print(f"{name}: /healthz 200 after {start_s:.2f} s (pinned to core {SERVER_CORE})", flush=True)
         try:
             self.warm_up(port, aes=False)
